@@ -1,0 +1,16 @@
+//! The heart of opgate: operations declare what they are (id, scope, side-effect class, input and output
+//! types) and the [`Registry`] turns those declarations into a dispatch table that the HTTP server, the spec
+//! generator and the CLI all read. Nothing here knows about HTTP, SQLite or API keys.
+
+mod error;
+mod operation;
+mod principal;
+mod registry;
+pub mod scope;
+mod timestamp;
+
+pub use error::{Code, Error, ErrorBody, ErrorDetail};
+pub use operation::{Context, ItemStream, OpMeta, Operation, SideEffect, StreamOperation};
+pub use principal::{Authenticator, Principal, PrincipalKind, RequestInfo};
+pub use registry::{decode_input, Entry, Registry, RegistryError, Reply, SchemaFn};
+pub use timestamp::Timestamp;

@@ -1,0 +1,112 @@
+use std::future::Future;
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures_util::Stream;
+use schemars::JsonSchema;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::{Error, Principal};
+
+/// What calling an operation does to the world; the gateway derives auditing, idempotency and docs from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SideEffect {
+    /// Reads state, changes nothing.
+    Read,
+    /// Changes state.
+    Write,
+    /// Returns secret material (e.g. a new key), so its response is never stored or replayed.
+    Export,
+    /// Destroys or disables something irreversibly.
+    Destructive,
+}
+
+impl SideEffect {
+    /// The wire name (`read`, `write`, `export`, `destructive`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SideEffect::Read => "read",
+            SideEffect::Write => "write",
+            SideEffect::Export => "export",
+            SideEffect::Destructive => "destructive",
+        }
+    }
+}
+
+/// The declaration every operation makes; the registry, spec, docs and CLI all read it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OpMeta {
+    /// `<resource>.<action>`, e.g. `api_keys.create`.
+    pub id: &'static str,
+    /// The one scope a caller must hold, e.g. `api_keys:write`.
+    pub scope: &'static str,
+    /// What the call does to the world.
+    pub side_effect: SideEffect,
+    /// One line for the spec and the docs.
+    pub summary: &'static str,
+}
+
+impl OpMeta {
+    /// The part of the id before the dot.
+    pub fn resource(&self) -> &'static str {
+        self.id.split_once('.').map_or(self.id, |(r, _)| r)
+    }
+
+    /// The part of the id after the dot.
+    pub fn action(&self) -> &'static str {
+        self.id.split_once('.').map_or("", |(_, a)| a)
+    }
+}
+
+/// What a handler knows of the request besides its typed input; handlers never see HTTP.
+#[derive(Debug, Clone)]
+pub struct Context {
+    /// The authenticated caller.
+    pub principal: Arc<Principal>,
+    /// The id sent back in `X-Request-Id`.
+    pub request_id: Arc<str>,
+    /// The client address as the gateway determined it.
+    pub client_ip: Option<IpAddr>,
+}
+
+/// The items of a streaming operation; an `Err` after the first item ends the stream with an error line.
+pub type ItemStream<T> = Pin<Box<dyn Stream<Item = Result<T, Error>> + Send>>;
+
+/// A typed operation answering one JSON object.
+///
+/// Input types derive `Deserialize` (with `deny_unknown_fields`), `JsonSchema` and `garde::Validate`: the one
+/// set of annotations drives decoding, validation and the generated spec.
+pub trait Operation: Send + Sync + 'static {
+    /// The operation's declaration.
+    const META: OpMeta;
+    /// The request body.
+    type Input: DeserializeOwned + JsonSchema + garde::Validate<Context = ()> + Send + 'static;
+    /// The response body.
+    type Output: Serialize + JsonSchema + Send + 'static;
+
+    /// Runs the operation for an authenticated, authorized caller with validated input.
+    fn call(
+        &self,
+        ctx: Context,
+        input: Self::Input,
+    ) -> impl Future<Output = Result<Self::Output, Error>> + Send;
+}
+
+/// A typed operation answering a stream of items, sent as NDJSON.
+pub trait StreamOperation: Send + Sync + 'static {
+    /// The operation's declaration.
+    const META: OpMeta;
+    /// The request body.
+    type Input: DeserializeOwned + JsonSchema + garde::Validate<Context = ()> + Send + 'static;
+    /// One item of the stream (one NDJSON line).
+    type Item: Serialize + JsonSchema + Send + 'static;
+
+    /// Starts the stream; an `Err` here becomes an ordinary error response.
+    fn call(
+        &self,
+        ctx: Context,
+        input: Self::Input,
+    ) -> impl Future<Output = Result<ItemStream<Self::Item>, Error>> + Send;
+}

@@ -1,0 +1,61 @@
+use std::future::Future;
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use crate::Error;
+
+/// How a caller proved who it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PrincipalKind {
+    /// A long-lived API key (`opg_...`).
+    ApiKey,
+    /// A short-lived signed session token.
+    Session,
+}
+
+impl PrincipalKind {
+    /// The wire name (`api_key` or `session`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PrincipalKind::ApiKey => "api_key",
+            PrincipalKind::Session => "session",
+        }
+    }
+}
+
+/// The authenticated caller: what every later stage (authorization, rate limits, handlers) reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    /// How the caller authenticated.
+    pub kind: PrincipalKind,
+    /// The key id, or the session's subject.
+    pub id: String,
+    /// The organization whose objects the caller may see.
+    pub org: String,
+    /// Scopes held, with the wildcard rules of [`crate::scope`].
+    pub permissions: Vec<String>,
+    /// Requests per minute allowed to this caller, when limited.
+    pub rate_limit: Option<u32>,
+    /// When the credential stops working (unix seconds), if ever.
+    pub expires_at: Option<i64>,
+}
+
+/// What an authenticator may look at besides the token.
+#[derive(Debug, Clone)]
+pub struct RequestInfo {
+    /// The client address (the socket peer, or the trusted proxy's forwarded address).
+    pub client_ip: Option<IpAddr>,
+    /// The `User-Agent` header, if sane.
+    pub user_agent: Option<String>,
+}
+
+/// Turns a bearer token into a [`Principal`]. The dispatcher calls it and knows nothing of how tokens work.
+pub trait Authenticator: Send + Sync + 'static {
+    /// Verifies `token`; `Err` carries `unauthenticated` (or `permission_denied` for a disallowed address).
+    fn authenticate<'a>(
+        &'a self,
+        token: &'a str,
+        request: &'a RequestInfo,
+    ) -> Pin<Box<dyn Future<Output = Result<Arc<Principal>, Error>> + Send + 'a>>;
+}

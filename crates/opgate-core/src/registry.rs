@@ -1,0 +1,350 @@
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use futures_util::{Stream, StreamExt};
+use schemars::{JsonSchema, Schema, SchemaGenerator};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::{scope, Context, Error, OpMeta, Operation, StreamOperation};
+
+/// Produces the JSON schema of an operation's input or output type.
+pub type SchemaFn = fn(&mut SchemaGenerator) -> Schema;
+
+/// The response of an invoked operation, already encoded.
+pub enum Reply {
+    /// One JSON object.
+    Json(Bytes),
+    /// NDJSON: each chunk holds one or more whole lines; an `Err` ends the stream with an error line.
+    Stream(Pin<Box<dyn Stream<Item = Result<Bytes, Error>> + Send>>),
+}
+
+type ReplyFuture = Pin<Box<dyn Future<Output = Result<Reply, Error>> + Send>>;
+
+trait Invoke: Send + Sync {
+    fn invoke(&self, ctx: Context, body: &[u8]) -> Result<ReplyFuture, Error>;
+}
+
+/// One registered operation: its declaration, schemas, and the type-erased handler.
+#[derive(Clone)]
+pub struct Entry {
+    /// The operation's declaration.
+    pub meta: OpMeta,
+    /// Whether the response is an NDJSON stream of items.
+    pub streaming: bool,
+    /// Schema of the request body.
+    pub input_schema: SchemaFn,
+    /// Schema of the response body, or of one stream item.
+    pub output_schema: SchemaFn,
+    handler: Arc<dyn Invoke>,
+}
+
+impl Entry {
+    /// Decodes and validates `body`, then returns the running handler. Decoding errors come back before any
+    /// handler code runs.
+    pub fn invoke(
+        &self,
+        ctx: Context,
+        body: &[u8],
+    ) -> Result<impl Future<Output = Result<Reply, Error>>, Error> {
+        self.handler.invoke(ctx, body)
+    }
+}
+
+/// A startup error in the registry's configuration.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RegistryError {
+    /// Two operations claim the same id.
+    #[error("operation `{0}` is registered twice")]
+    Duplicate(&'static str),
+    /// The id is not `<resource>.<action>` in lowercase identifiers.
+    #[error("operation id `{0}` is not of the form <resource>.<action>")]
+    BadId(&'static str),
+    /// The declared scope is malformed or a wildcard.
+    #[error("operation `{0}` declares an invalid scope `{1}`")]
+    BadScope(&'static str, &'static str),
+}
+
+/// The dispatch table: every operation the gateway serves, by id.
+#[derive(Default, Clone)]
+pub struct Registry {
+    entries: Vec<Entry>,
+    by_id: HashMap<&'static str, usize>,
+}
+
+impl Registry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Registers an operation answering one JSON object.
+    pub fn register<O: Operation>(&mut self, op: O) -> Result<&mut Self, RegistryError> {
+        self.insert(Entry {
+            meta: O::META,
+            streaming: false,
+            input_schema: <O::Input as JsonSchema>::json_schema,
+            output_schema: <O::Output as JsonSchema>::json_schema,
+            handler: Arc::new(Unary(Arc::new(op))),
+        })
+    }
+
+    /// Registers an operation answering an NDJSON stream.
+    pub fn register_stream<O: StreamOperation>(
+        &mut self,
+        op: O,
+    ) -> Result<&mut Self, RegistryError> {
+        self.insert(Entry {
+            meta: O::META,
+            streaming: true,
+            input_schema: <O::Input as JsonSchema>::json_schema,
+            output_schema: <O::Item as JsonSchema>::json_schema,
+            handler: Arc::new(Streaming(Arc::new(op))),
+        })
+    }
+
+    fn insert(&mut self, entry: Entry) -> Result<&mut Self, RegistryError> {
+        let meta = entry.meta;
+        let well_formed = meta
+            .id
+            .split_once('.')
+            .is_some_and(|(r, a)| scope::is_valid(&format!("{r}:{a}")) && a != "*");
+        if !well_formed {
+            return Err(RegistryError::BadId(meta.id));
+        }
+        if !scope::is_valid(meta.scope) || meta.scope.contains('*') {
+            return Err(RegistryError::BadScope(meta.id, meta.scope));
+        }
+        if self.by_id.contains_key(meta.id) {
+            return Err(RegistryError::Duplicate(meta.id));
+        }
+        self.by_id.insert(meta.id, self.entries.len());
+        self.entries.push(entry);
+        Ok(self)
+    }
+
+    /// The operation with this id.
+    pub fn get(&self, id: &str) -> Option<&Entry> {
+        self.by_id.get(id).map(|&i| &self.entries[i])
+    }
+
+    /// Every operation, in registration order.
+    pub fn entries(&self) -> &[Entry] {
+        &self.entries
+    }
+}
+
+/// Decodes a request body into `T`: an empty body means `{}`, anything but a JSON object is refused, unknown
+/// fields and wrong types are named by their path, and `garde` rules are checked.
+pub fn decode_input<T>(body: &[u8]) -> Result<T, Error>
+where
+    T: DeserializeOwned + garde::Validate<Context = ()>,
+{
+    let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) {
+        b"{}"
+    } else {
+        body
+    };
+    let first = body.iter().find(|b| !b.is_ascii_whitespace());
+    if first != Some(&b'{') {
+        return Err(Error::invalid_argument(
+            "the request body must be a JSON object",
+        ));
+    }
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let mut path = e.path().to_string();
+        let inner = e.into_inner();
+        let reason = strip_position(&inner.to_string());
+        if reason.starts_with("unknown field") {
+            // The path ends in the unknown field itself, which the message already names.
+            path = match path.rfind(['.', '[']) {
+                Some(i) if i > 0 => path[..i].to_owned(),
+                _ => ".".to_owned(),
+            };
+        }
+        if inner.is_syntax() || inner.is_eof() {
+            Error::invalid_argument(format!("the request body is not valid JSON: {reason}"))
+        } else if path == "." {
+            Error::invalid_argument(reason)
+        } else {
+            Error::invalid_argument(format!("{path}: {reason}"))
+        }
+    })?;
+    de.end().map_err(|e| {
+        Error::invalid_argument(format!(
+            "the request body is not valid JSON: {}",
+            strip_position(&e.to_string())
+        ))
+    })?;
+    value.validate().map_err(|report| {
+        let message = report
+            .iter()
+            .map(|(path, error)| format!("{path}: {error}"))
+            .collect::<Vec<_>>()
+            .join("; ");
+        Error::invalid_argument(message)
+    })?;
+    Ok(value)
+}
+
+fn strip_position(message: &str) -> String {
+    match message.rfind(" at line ") {
+        Some(i) => message[..i].to_owned(),
+        None => message.to_owned(),
+    }
+}
+
+fn encode_json<T: Serialize>(value: &T) -> Result<Bytes, Error> {
+    serde_json::to_vec(value)
+        .map(Bytes::from)
+        .map_err(|_| Error::internal())
+}
+
+struct Unary<O>(Arc<O>);
+
+impl<O: Operation> Invoke for Unary<O> {
+    fn invoke(&self, ctx: Context, body: &[u8]) -> Result<ReplyFuture, Error> {
+        let input = decode_input::<O::Input>(body)?;
+        let op = Arc::clone(&self.0);
+        Ok(Box::pin(async move {
+            let output = op.call(ctx, input).await?;
+            encode_json(&output).map(Reply::Json)
+        }))
+    }
+}
+
+struct Streaming<O>(Arc<O>);
+
+/// Items serialized into one chunk when they are ready together; keeps per-frame overhead low.
+const ITEMS_PER_CHUNK: usize = 256;
+
+impl<O: StreamOperation> Invoke for Streaming<O> {
+    fn invoke(&self, ctx: Context, body: &[u8]) -> Result<ReplyFuture, Error> {
+        let input = decode_input::<O::Input>(body)?;
+        let op = Arc::clone(&self.0);
+        Ok(Box::pin(async move {
+            let items = op.call(ctx, input).await?;
+            let chunks = items.ready_chunks(ITEMS_PER_CHUNK).map(encode_lines);
+            Ok(Reply::Stream(Box::pin(split_error(chunks))))
+        }))
+    }
+}
+
+/// Encodes ready items as NDJSON lines; an error stops at that item, keeping the lines before it.
+fn encode_lines<T: Serialize>(items: Vec<Result<T, Error>>) -> (Bytes, Option<Error>) {
+    let mut buf = BytesMut::new().writer();
+    for item in items {
+        match item {
+            Ok(item) => {
+                if serde_json::to_writer(&mut buf, &item).is_err() {
+                    return (buf.into_inner().freeze(), Some(Error::internal()));
+                }
+                buf.get_mut().put_u8(b'\n');
+            }
+            Err(e) => return (buf.into_inner().freeze(), Some(e)),
+        }
+    }
+    (buf.into_inner().freeze(), None)
+}
+
+/// Turns `(lines, error)` chunks into a stream that yields the lines, then the error, then ends.
+fn split_error(
+    chunks: impl Stream<Item = (Bytes, Option<Error>)> + Send + 'static,
+) -> impl Stream<Item = Result<Bytes, Error>> + Send {
+    futures_util::stream::unfold(
+        (Box::pin(chunks), None::<Error>, false),
+        |(mut chunks, pending, done)| async move {
+            if done {
+                return None;
+            }
+            if let Some(e) = pending {
+                return Some((Err(e), (chunks, None, true)));
+            }
+            match chunks.next().await {
+                None => None,
+                Some((lines, None)) => Some((Ok(lines), (chunks, None, false))),
+                Some((lines, Some(e))) if lines.is_empty() => Some((Err(e), (chunks, None, true))),
+                Some((lines, Some(e))) => Some((Ok(lines), (chunks, Some(e), false))),
+            }
+        },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Code, SideEffect};
+    use serde::Deserialize;
+
+    #[derive(Deserialize, JsonSchema, garde::Validate, Serialize)]
+    #[serde(deny_unknown_fields)]
+    struct In {
+        #[garde(length(min = 1, max = 4))]
+        name: String,
+        #[garde(range(max = 10))]
+        #[serde(default)]
+        n: Option<u32>,
+    }
+
+    struct Op;
+    impl Operation for Op {
+        const META: OpMeta = OpMeta {
+            id: "things.make",
+            scope: "things:write",
+            side_effect: SideEffect::Write,
+            summary: "Make a thing.",
+        };
+        type Input = In;
+        type Output = In;
+        async fn call(&self, _ctx: Context, input: In) -> Result<In, Error> {
+            Ok(input)
+        }
+    }
+
+    fn msg(body: &str) -> String {
+        let e = decode_input::<In>(body.as_bytes())
+            .err()
+            .expect("should fail");
+        assert_eq!(e.code, Code::InvalidArgument);
+        e.message
+    }
+
+    #[test]
+    fn decoding_names_the_field() {
+        assert_eq!(msg("[]"), "the request body must be a JSON object");
+        assert_eq!(msg("  "), "missing field `name`");
+        assert!(
+            msg(r#"{"name":"a","x":1}"#).starts_with("unknown field `x`"),
+            "{}",
+            msg(r#"{"name":"a","x":1}"#)
+        );
+        assert_eq!(
+            msg(r#"{"name":5}"#),
+            "name: invalid type: integer `5`, expected a string"
+        );
+        assert_eq!(
+            msg(r#"{"name":"a"} x"#),
+            "the request body is not valid JSON: trailing characters"
+        );
+        assert!(msg(r#"{"name":"#).starts_with("the request body is not valid JSON"));
+        assert!(msg(r#"{"name":""}"#).starts_with("name: "));
+        assert!(msg(r#"{"name":"a","n":11}"#).starts_with("n: "));
+        assert!(decode_input::<In>(br#"{"name":"ab","n":3}"#).is_ok());
+    }
+
+    #[test]
+    fn registry_rejects_duplicates_and_bad_ids() {
+        let mut r = Registry::new();
+        r.register(Op).unwrap();
+        assert_eq!(
+            r.register(Op).err(),
+            Some(RegistryError::Duplicate("things.make"))
+        );
+        assert!(r.get("things.make").is_some());
+        assert!(r.get("things.other").is_none());
+    }
+}

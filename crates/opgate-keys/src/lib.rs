@@ -1,0 +1,125 @@
+//! API keys: the `opg_` key format, keyed hashing under the server secret, the bearer-key
+//! [`Authenticator`](opgate_core::Authenticator), and the `api_keys.*` operations.
+
+mod auth;
+pub mod ip;
+mod ops;
+mod secret;
+pub mod token;
+pub mod types;
+
+use std::sync::Arc;
+
+use opgate_core::{Error, Registry, RegistryError, Timestamp};
+use opgate_store::{KeyRecord, KeyStore, NewKey, StoreError};
+
+pub use auth::ApiKeyAuthenticator;
+pub use secret::{KeyHasher, SecretError, SECRET_FILE};
+
+/// Organization of the admin key minted on first start.
+pub const DEFAULT_ORG: &str = "default";
+
+/// Shared state of the key operations and the authenticator: the store and the hasher.
+pub struct ApiKeys {
+    store: Arc<dyn KeyStore>,
+    hasher: KeyHasher,
+}
+
+/// What a new key is made of, before its secret exists.
+#[derive(Debug, Clone)]
+pub struct KeySpec {
+    /// Owning organization.
+    pub org_id: String,
+    /// Display name.
+    pub name: String,
+    /// Free text.
+    pub description: Option<String>,
+    /// Scopes granted (already checked against the granter's).
+    pub permissions: Vec<String>,
+    /// Requests per minute.
+    pub rate_limit: Option<u32>,
+    /// Allowed IPs and CIDRs.
+    pub allowed_ips: Vec<String>,
+    /// Principal id of the creator.
+    pub created_by: String,
+    /// When it expires, if ever.
+    pub expires_at: Option<Timestamp>,
+}
+
+impl ApiKeys {
+    /// The key service over `store`, hashing with `hasher`.
+    pub fn new(store: Arc<dyn KeyStore>, hasher: KeyHasher) -> Arc<Self> {
+        Arc::new(ApiKeys { store, hasher })
+    }
+
+    /// Registers every `api_keys.*` operation.
+    pub fn register(self: &Arc<Self>, registry: &mut Registry) -> Result<(), RegistryError> {
+        registry
+            .register(ops::CreateKey(self.clone()))?
+            .register_stream(ops::ListKeys(self.clone()))?
+            .register(ops::RevokeKey(self.clone()))?;
+        Ok(())
+    }
+
+    /// Mints a key: generates the secret, stores its hash and returns the secret with the stored record.
+    pub async fn mint(&self, spec: KeySpec) -> Result<(String, KeyRecord), StoreError> {
+        let secret = token::generate();
+        let record = self.store.insert_key(self.new_key(&secret, spec)).await?;
+        Ok((secret, record))
+    }
+
+    /// Mints many keys in one transaction and returns their secrets (seeding and benchmarks).
+    pub async fn mint_many(&self, specs: Vec<KeySpec>) -> Result<Vec<String>, StoreError> {
+        let (secrets, keys): (Vec<_>, Vec<_>) = specs
+            .into_iter()
+            .map(|spec| {
+                let secret = token::generate();
+                let key = self.new_key(&secret, spec);
+                (secret, key)
+            })
+            .unzip();
+        self.store.insert_keys(keys).await?;
+        Ok(secrets)
+    }
+
+    /// On an empty database, mints the admin key (`*` in org `default`) and returns its secret.
+    pub async fn bootstrap_admin(&self) -> Result<Option<String>, StoreError> {
+        if self.store.count_keys().await? > 0 {
+            return Ok(None);
+        }
+        let spec = KeySpec {
+            org_id: DEFAULT_ORG.into(),
+            name: "admin".into(),
+            description: Some("Minted on first start.".into()),
+            permissions: vec!["*".into()],
+            rate_limit: None,
+            allowed_ips: Vec::new(),
+            created_by: "bootstrap".into(),
+            expires_at: None,
+        };
+        Ok(Some(self.mint(spec).await?.0))
+    }
+
+    fn new_key(&self, secret: &str, spec: KeySpec) -> NewKey {
+        NewKey {
+            id: format!("key_{}", ulid::Ulid::new().to_string().to_lowercase()),
+            org_id: spec.org_id,
+            name: spec.name,
+            description: spec.description,
+            key_prefix: token::display_prefix(secret).to_owned(),
+            key_hash: self.hasher.hash(secret).to_vec(),
+            permissions: spec.permissions,
+            rate_limit: spec.rate_limit,
+            allowed_ips: spec.allowed_ips,
+            created_by: spec.created_by,
+            created_at: Timestamp::now().unix(),
+            expires_at: spec.expires_at.map(Timestamp::unix),
+        }
+    }
+}
+
+/// Maps a storage failure to the contract: the cause goes to the log, the client sees `unavailable`.
+pub(crate) fn storage_error(e: StoreError) -> Error {
+    tracing::error!(error = %e, "storage failure");
+    Error::unavailable("storage is unavailable; retry later")
+}

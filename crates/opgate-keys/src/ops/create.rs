@@ -1,0 +1,58 @@
+use std::sync::Arc;
+
+use opgate_core::{scope, Context, Error, OpMeta, Operation, SideEffect, Timestamp};
+
+use crate::types::{CreateKeyInput, CreateKeyOutput};
+use crate::{storage_error, ApiKeys, KeySpec};
+
+/// `api_keys.create`: mints a key in the caller's organization and returns its secret once.
+pub struct CreateKey(pub Arc<ApiKeys>);
+
+impl Operation for CreateKey {
+    const META: OpMeta = OpMeta {
+        id: "api_keys.create",
+        scope: "api_keys:write",
+        side_effect: SideEffect::Export,
+        summary: "Create an API key; its secret is returned only in this response.",
+    };
+    type Input = CreateKeyInput;
+    type Output = CreateKeyOutput;
+
+    async fn call(&self, ctx: Context, input: CreateKeyInput) -> Result<CreateKeyOutput, Error> {
+        let caller = &ctx.principal;
+        let permissions = input
+            .permissions
+            .unwrap_or_else(|| caller.permissions.clone());
+        if let Some(excess) = permissions
+            .iter()
+            .find(|p| !scope::covers(&caller.permissions, p))
+        {
+            return Err(Error::permission_denied(format!(
+                "permissions: `{excess}` exceeds the caller's own permissions"
+            )));
+        }
+        let spec = KeySpec {
+            org_id: caller.org.clone(),
+            name: input.name,
+            description: input.description,
+            permissions: dedup(permissions),
+            rate_limit: input.rate_limit,
+            allowed_ips: input.allowed_ips.unwrap_or_default(),
+            created_by: caller.id.clone(),
+            expires_at: input
+                .expires_in_days
+                .map(|d| Timestamp(Timestamp::now().unix() + i64::from(d) * 86_400)),
+        };
+        let (key, record) = self.0.mint(spec).await.map_err(storage_error)?;
+        Ok(CreateKeyOutput {
+            key,
+            key_details: record.into(),
+        })
+    }
+}
+
+fn dedup(mut scopes: Vec<String>) -> Vec<String> {
+    let mut seen = std::collections::HashSet::new();
+    scopes.retain(|s| seen.insert(s.clone()));
+    scopes
+}

@@ -1,0 +1,90 @@
+use std::sync::Arc;
+
+use futures_util::{stream, StreamExt};
+use opgate_core::{Context, Error, ItemStream, OpMeta, SideEffect, StreamOperation};
+use opgate_store::KeyPage;
+
+use crate::types::{KeyDetails, ListKeysInput};
+use crate::{storage_error, ApiKeys};
+
+/// Keys read from storage per query; memory stays flat whatever the number of keys.
+const PAGE_SIZE: usize = 500;
+
+/// `api_keys.list`: streams the caller's organization's keys, oldest first, page by page.
+pub struct ListKeys(pub Arc<ApiKeys>);
+
+impl StreamOperation for ListKeys {
+    const META: OpMeta = OpMeta {
+        id: "api_keys.list",
+        scope: "api_keys:read",
+        side_effect: SideEffect::Read,
+        summary: "List the organization's API keys, oldest first, as an NDJSON stream (never the secrets).",
+    };
+    type Input = ListKeysInput;
+    type Item = KeyDetails;
+
+    async fn call(
+        &self,
+        ctx: Context,
+        input: ListKeysInput,
+    ) -> Result<ItemStream<KeyDetails>, Error> {
+        let keys = Arc::clone(&self.0);
+        let org = ctx.principal.org.clone();
+        let after_seq = match &input.after_id {
+            None => 0,
+            Some(id) => {
+                keys.store
+                    .get_key(&org, id)
+                    .await
+                    .map_err(storage_error)?
+                    .ok_or_else(|| {
+                        Error::not_found(format!(
+                            "after_id: no API key `{id}` in this organization"
+                        ))
+                    })?
+                    .seq
+            }
+        };
+        let remaining = input.limit.map_or(usize::MAX, |l| l as usize);
+        let include_revoked = input.include_revoked;
+
+        let pages = stream::unfold(Some((after_seq, remaining)), move |state| {
+            let keys = Arc::clone(&keys);
+            let org = org.clone();
+            async move {
+                let (after_seq, remaining) = state?;
+                if remaining == 0 {
+                    return None;
+                }
+                let limit = remaining.min(PAGE_SIZE);
+                let page = KeyPage {
+                    org_id: &org,
+                    after_seq,
+                    limit,
+                    include_revoked,
+                };
+                match keys.store.list_keys(page).await {
+                    Err(e) => Some((vec![Err(storage_error(e))], None)),
+                    Ok(rows) => {
+                        let next = match rows.last() {
+                            Some(last) if rows.len() == limit => {
+                                Some((last.seq, remaining - rows.len()))
+                            }
+                            _ => None,
+                        };
+                        let items = rows
+                            .into_iter()
+                            .map(|r| Ok(KeyDetails::from(r)))
+                            .collect::<Vec<_>>();
+                        if items.is_empty() {
+                            None
+                        } else {
+                            Some((items, next))
+                        }
+                    }
+                }
+            }
+        });
+        Ok(Box::pin(pages.flat_map(stream::iter)))
+    }
+}

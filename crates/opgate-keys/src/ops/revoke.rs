@@ -1,0 +1,36 @@
+use std::sync::Arc;
+
+use opgate_core::{Context, Error, OpMeta, Operation, SideEffect, Timestamp};
+
+use crate::types::{KeyDetails, RevokeKeyInput};
+use crate::{storage_error, ApiKeys};
+
+/// `api_keys.revoke`: disables a key of the caller's organization from the very next request on.
+pub struct RevokeKey(pub Arc<ApiKeys>);
+
+impl Operation for RevokeKey {
+    const META: OpMeta = OpMeta {
+        id: "api_keys.revoke",
+        scope: "api_keys:write",
+        side_effect: SideEffect::Destructive,
+        summary: "Revoke an API key; it fails from the very next request. Revoking twice keeps the first time.",
+    };
+    type Input = RevokeKeyInput;
+    type Output = KeyDetails;
+
+    async fn call(&self, ctx: Context, input: RevokeKeyInput) -> Result<KeyDetails, Error> {
+        let record = self
+            .0
+            .store
+            .revoke_key(&ctx.principal.org, &input.key_id, Timestamp::now().unix())
+            .await
+            .map_err(storage_error)?
+            .ok_or_else(|| {
+                Error::not_found(format!(
+                    "key_id: no API key `{}` in this organization",
+                    input.key_id
+                ))
+            })?;
+        Ok(record.into())
+    }
+}

@@ -1,0 +1,90 @@
+//! Building responses: JSON bodies, NDJSON streams and the contract's error bodies.
+
+use std::convert::Infallible;
+
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+use http::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
+use http::{HeaderName, Response, StatusCode};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::Frame;
+use opgate_core::Error;
+
+/// The response type of every request.
+pub type Resp = Response<UnsyncBoxBody<Bytes, Infallible>>;
+
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const JSON: HeaderValue = HeaderValue::from_static("application/json");
+const NDJSON: HeaderValue = HeaderValue::from_static("application/x-ndjson");
+
+fn response(
+    status: StatusCode,
+    content_type: HeaderValue,
+    body: UnsyncBoxBody<Bytes, Infallible>,
+    request_id: &str,
+) -> Resp {
+    let mut resp = Response::new(body);
+    *resp.status_mut() = status;
+    let headers = resp.headers_mut();
+    headers.insert(CONTENT_TYPE, content_type);
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        headers.insert(X_REQUEST_ID.clone(), v);
+    }
+    resp
+}
+
+/// A 200 with a JSON body.
+pub fn json(body: Bytes, request_id: &str) -> Resp {
+    response(
+        StatusCode::OK,
+        JSON,
+        Full::new(body).boxed_unsync(),
+        request_id,
+    )
+}
+
+/// A 200 streaming NDJSON; an error from the stream is sent as a final `{"error": ...}` line.
+pub fn ndjson(
+    lines: impl Stream<Item = Result<Bytes, Error>> + Send + 'static,
+    request_id: &str,
+) -> Resp {
+    let rid = request_id.to_owned();
+    let frames = lines.map(move |chunk| {
+        Ok::<_, Infallible>(Frame::data(match chunk {
+            Ok(lines) => lines,
+            Err(e) => {
+                tracing::warn!(request_id = %rid, code = e.code.as_str(), "stream ended with an error");
+                let mut line = serde_json::to_vec(&e.body(&rid)).expect("error bodies serialize");
+                line.push(b'\n');
+                Bytes::from(line)
+            }
+        }))
+    });
+    response(
+        StatusCode::OK,
+        NDJSON,
+        StreamBody::new(frames).boxed_unsync(),
+        request_id,
+    )
+}
+
+/// The contract's error response for `e`, with `WWW-Authenticate` on 401s.
+pub fn error(e: &Error, request_id: &str) -> Resp {
+    let body = serde_json::to_vec(&e.body(request_id)).expect("error bodies serialize");
+    let status = StatusCode::from_u16(e.code.status()).expect("contract statuses are valid");
+    let mut resp = response(
+        status,
+        JSON,
+        Full::new(Bytes::from(body)).boxed_unsync(),
+        request_id,
+    );
+    if status == StatusCode::UNAUTHORIZED {
+        resp.headers_mut().insert(
+            http::header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer"),
+        );
+    }
+    resp
+}

@@ -1,0 +1,118 @@
+//! The HTTP server of opgate. It owns the request pipeline — request id, route, authenticate, authorize,
+//! read body, decode, dispatch, encode — and reads what each stage needs from the operation's declaration in
+//! the [`Registry`](opgate_core::Registry); it knows no operation by name.
+
+mod http_io;
+mod pipeline;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use opgate_core::{Authenticator, Registry};
+use tokio::net::TcpListener;
+
+/// Limits the server enforces on every request.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest request body accepted; larger ones get 413.
+    pub max_body_bytes: usize,
+    /// Time a client has to send its request headers.
+    pub header_read_timeout: Duration,
+    /// How long in-flight requests may run after shutdown begins.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_body_bytes: 1024 * 1024,
+            header_read_timeout: Duration::from_secs(10),
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Everything the pipeline needs: the operations, how to authenticate, and the limits.
+pub struct Gateway {
+    registry: Arc<Registry>,
+    authenticator: Arc<dyn Authenticator>,
+    limits: Limits,
+}
+
+impl Gateway {
+    /// A gateway serving `registry`, authenticating with `authenticator`.
+    pub fn new(
+        registry: Arc<Registry>,
+        authenticator: Arc<dyn Authenticator>,
+        limits: Limits,
+    ) -> Arc<Self> {
+        Arc::new(Gateway {
+            registry,
+            authenticator,
+            limits,
+        })
+    }
+
+    /// Accepts connections on `listener` (HTTP/1.1 and h2c on the same port) until `shutdown` resolves, then
+    /// stops accepting and lets in-flight requests finish for up to [`Limits::shutdown_grace`].
+    pub async fn serve(self: Arc<Self>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(self.limits.header_read_timeout);
+        let graceful = GracefulShutdown::new();
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => {
+                    let (stream, peer) = match accepted {
+                        Ok(conn) => conn,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "accept failed");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    };
+                    let _ = stream.set_nodelay(true);
+                    let gateway = Arc::clone(&self);
+                    let service = service_fn(move |req| {
+                        let gateway = Arc::clone(&gateway);
+                        async move { Ok::<_, std::convert::Infallible>(gateway.handle(peer, req).await) }
+                    });
+                    let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+                    let conn = graceful.watch(conn);
+                    tokio::spawn(async move {
+                        if let Err(e) = conn.await {
+                            tracing::debug!(error = %e, %peer, "connection ended with an error");
+                        }
+                    });
+                }
+                _ = &mut shutdown => break,
+            }
+        }
+        drop(listener);
+        tracing::info!("shutting down: no longer accepting, waiting for in-flight requests");
+        if tokio::time::timeout(self.limits.shutdown_grace, graceful.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!("shutdown grace period over; dropping the remaining connections");
+        }
+    }
+
+    /// The pipeline for one request.
+    async fn handle(
+        &self,
+        peer: SocketAddr,
+        req: hyper::Request<hyper::body::Incoming>,
+    ) -> http_io::Resp {
+        pipeline::handle(self, peer, req).await
+    }
+}

@@ -1,0 +1,49 @@
+//! Versioned schema migrations, applied in order on open; `PRAGMA user_version` records the last applied.
+
+use rusqlite::Connection;
+
+use crate::StoreError;
+
+/// Each entry moves the schema from version `index` to `index + 1`. Never edit a released entry: append.
+const MIGRATIONS: &[&str] = &[
+    // 1: API keys.
+    "CREATE TABLE api_keys (
+        seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+        id           TEXT    NOT NULL UNIQUE,
+        org_id       TEXT    NOT NULL,
+        name         TEXT    NOT NULL,
+        description  TEXT,
+        key_prefix   TEXT    NOT NULL,
+        key_hash     BLOB    NOT NULL UNIQUE,
+        permissions  TEXT    NOT NULL,
+        rate_limit   INTEGER,
+        allowed_ips  TEXT    NOT NULL,
+        created_by   TEXT    NOT NULL,
+        created_at   INTEGER NOT NULL,
+        expires_at   INTEGER,
+        revoked_at   INTEGER
+    );
+    CREATE INDEX api_keys_by_org ON api_keys (org_id, seq);",
+];
+
+/// The schema version this build writes.
+pub const LATEST: i64 = MIGRATIONS.len() as i64;
+
+/// Applies every migration newer than the database's version, each in its own transaction.
+pub fn apply(conn: &mut Connection) -> Result<(), StoreError> {
+    let current: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if current > LATEST {
+        return Err(StoreError::TooNew {
+            found: current,
+            known: LATEST,
+        });
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", i as i64 + 1)?;
+        tx.commit()?;
+        tracing::info!(version = i + 1, "applied schema migration");
+    }
+    Ok(())
+}
