@@ -8,11 +8,13 @@ use std::sync::Arc;
 pub use opgate_core as core;
 pub use opgate_keys as keys;
 pub use opgate_server as server;
+pub use opgate_spec as spec;
 pub use opgate_store as store;
 
 use opgate_core::{Registry, RegistryError};
 use opgate_keys::{ApiKeyAuthenticator, ApiKeys, KeyHasher};
-use opgate_server::{Gateway, Limits};
+use opgate_server::{Gateway, ServerConfig};
+use opgate_spec::ApiInfo;
 use opgate_store::SqliteStore;
 
 /// Name of the SQLite file inside the data directory.
@@ -53,16 +55,47 @@ impl DataDir {
         })
     }
 
-    /// The registry of every built-in operation. Adding an operation adds one line to the crate that owns it.
+    /// The registry of every built-in operation, served from this data directory.
     pub fn registry(&self) -> Result<Registry, RegistryError> {
-        let mut registry = Registry::new();
-        self.keys.register(&mut registry)?;
-        Ok(registry)
+        registry(&self.keys)
     }
 
     /// A gateway serving `registry`, authenticating with API keys from this data directory.
-    pub fn gateway(&self, registry: Registry, limits: Limits) -> Arc<Gateway> {
+    pub fn gateway(&self, registry: Registry, config: ServerConfig) -> Arc<Gateway> {
         let authenticator = Arc::new(ApiKeyAuthenticator::new(Arc::clone(&self.keys)));
-        Gateway::new(Arc::new(registry), authenticator, limits)
+        Gateway::new(Arc::new(registry), authenticator, config)
+    }
+}
+
+/// The registry of every built-in operation with handlers over a throw-away in-memory database: for describing
+/// the API (spec, docs), never for serving it.
+pub fn describe_registry() -> Result<Registry, BoxError> {
+    let store = SqliteStore::open(Path::new(":memory:"))?;
+    let keys = ApiKeys::new(Arc::new(store), KeyHasher::new(&[0u8; 32])?);
+    Ok(registry(&keys)?)
+}
+
+/// The registry of every built-in operation. Each resource registers its operations in its own crate; adding
+/// a resource adds one line here.
+pub fn registry(keys: &Arc<ApiKeys>) -> Result<Registry, RegistryError> {
+    let mut registry = Registry::new();
+    keys.register(&mut registry)?;
+    Ok(registry)
+}
+
+/// The OpenAPI document of the built-in operations, as committed in `spec/openapi.json`.
+pub fn openapi() -> Result<serde_json::Value, BoxError> {
+    Ok(opgate_spec::openapi(&describe_registry()?, &api_info()))
+}
+
+/// Title, version and description of the generated spec.
+pub fn api_info() -> ApiInfo {
+    ApiInfo {
+        title: "opgate".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        description: "Operation-dispatch RPC gateway. Every call is `POST /v1/op/<operation_id>` (or the alias \
+                      `POST /v1/<resource>/<action>`) with a Bearer API key and a JSON object body; list \
+                      operations answer an NDJSON stream."
+            .into(),
     }
 }

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use opgate::keys::{KeySpec, DEFAULT_ORG};
-use opgate::server::Limits;
+use opgate::server::ServerConfig;
 use opgate::{BoxError, DataDir};
 
 /// opgate: an operation-dispatch RPC gateway. Every call is `POST /v1/op/<operation_id>` with a Bearer token.
@@ -24,6 +24,23 @@ enum Command {
     /// Administer the data directory offline (no running server needed).
     #[command(subcommand)]
     Admin(AdminCommand),
+    /// Call any operation on a running gateway: `opgate call api_keys.list '{"limit": 10}'`.
+    Call(CallArgs),
+    /// Print the OpenAPI 3.1 document of every operation (what `spec/openapi.json` holds).
+    Spec {
+        /// Write it to this file instead of stdout.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Generate the Markdown API reference from an OpenAPI document.
+    Docs {
+        /// The OpenAPI document to read.
+        #[arg(long, default_value = "spec/openapi.json")]
+        spec: PathBuf,
+        /// Directory to write the pages into; stale generated pages there are removed.
+        #[arg(long, default_value = "docs/api-reference")]
+        out: PathBuf,
+    },
 }
 
 #[derive(Args, Clone)]
@@ -54,6 +71,9 @@ struct ServeArgs {
     listen: SocketAddr,
     #[command(flatten)]
     data: DataDirArgs,
+    /// Comma-separated CIDRs of proxies whose `X-Forwarded-For` is believed (e.g. `10.0.0.0/8,127.0.0.1/32`).
+    #[arg(long, env = "OPGATE_TRUSTED_PROXIES", value_delimiter = ',')]
+    trusted_proxies: Vec<ipnet::IpNet>,
     /// Largest request body accepted, in bytes.
     #[arg(long, env = "OPGATE_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
     max_body_bytes: usize,
@@ -63,6 +83,20 @@ struct ServeArgs {
     /// Log format on stderr.
     #[arg(long, env = "OPGATE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
     log_format: LogFormat,
+}
+
+#[derive(Args)]
+struct CallArgs {
+    /// The operation id, e.g. `api_keys.create`.
+    operation: String,
+    /// The input as a JSON object, or `-` to read it from stdin; default `{}`.
+    input: Option<String>,
+    /// Base URL of the gateway.
+    #[arg(long, env = "OPGATE_URL", default_value = "http://127.0.0.1:8080")]
+    url: String,
+    /// Bearer token (an API key).
+    #[arg(long, env = "OPGATE_TOKEN", hide_env_values = true)]
+    token: String,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -125,7 +159,10 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
-            ExitCode::FAILURE
+            match e.downcast_ref::<Exit>() {
+                Some(Exit(code, _)) => ExitCode::from(*code),
+                None => ExitCode::FAILURE,
+            }
         }
     }
 }
@@ -135,7 +172,44 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
         Command::Serve(args) => serve(args).await,
         Command::Admin(AdminCommand::CreateKey(args)) => create_key(args).await,
         Command::Admin(AdminCommand::SeedKeys(args)) => seed_keys(args).await,
+        Command::Call(args) => call(args).await,
+        Command::Spec { out } => {
+            let text = opgate::spec::render(&opgate::openapi()?);
+            match out {
+                Some(path) => {
+                    std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?
+                }
+                None => print!("{text}"),
+            }
+            Ok(())
+        }
+        Command::Docs { spec, out } => write_docs(&spec, &out),
     }
+}
+
+fn write_docs(spec: &std::path::Path, out: &std::path::Path) -> Result<(), BoxError> {
+    let text = std::fs::read_to_string(spec).map_err(|e| format!("{}: {e}", spec.display()))?;
+    let doc: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", spec.display()))?;
+    let pages = opgate::spec::markdown::reference(&doc)?;
+    std::fs::create_dir_all(out)?;
+    for entry in std::fs::read_dir(out)? {
+        let path = entry?.path();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+            .to_owned();
+        let generated = std::fs::read_to_string(&path)
+            .is_ok_and(|t| t.starts_with(opgate::spec::markdown::GENERATED_HEADER));
+        if generated && !pages.contains_key(&name) {
+            std::fs::remove_file(&path)?;
+        }
+    }
+    for (name, page) in &pages {
+        std::fs::write(out.join(name), page)?;
+    }
+    Ok(())
 }
 
 async fn serve(args: ServeArgs) -> Result<(), BoxError> {
@@ -146,17 +220,23 @@ async fn serve(args: ServeArgs) -> Result<(), BoxError> {
         eprintln!("admin key: {admin_key}");
     }
     let registry = data.registry()?;
-    let limits = Limits {
+    let config = ServerConfig {
+        trusted_proxies: args.trusted_proxies,
         max_body_bytes: args.max_body_bytes,
         shutdown_grace: std::time::Duration::from_secs(args.shutdown_grace_seconds),
-        ..Limits::default()
+        ..ServerConfig::default()
     };
-    let gateway = data.gateway(registry, limits);
+    let gateway = data.gateway(registry, config);
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
     eprintln!("opgate listening on http://{}", listener.local_addr()?);
+    let flusher = data
+        .keys
+        .start_usage_flusher(std::time::Duration::from_secs(1));
     gateway.serve(listener, shutdown_signal()).await;
+    flusher.abort();
+    data.keys.flush_usage().await;
     data.store.close().await;
     tracing::info!("stopped");
     Ok(())
@@ -207,6 +287,74 @@ async fn seed_keys(args: SeedKeysArgs) -> Result<(), BoxError> {
     }
     data.store.close().await;
     eprintln!("seeded {done} keys into org {}", args.org);
+    Ok(())
+}
+
+/// Exit status of `opgate call` for a rejected token or a missing permission.
+const EXIT_AUTH: u8 = 3;
+/// Exit status of `opgate call` for any other error the gateway answered (4xx).
+const EXIT_REQUEST: u8 = 4;
+/// Exit status of `opgate call` when the gateway failed (5xx) or could not be reached.
+const EXIT_SERVER: u8 = 5;
+
+/// A failure with its own exit status (`opgate call`).
+#[derive(Debug)]
+struct Exit(u8, String);
+
+impl std::fmt::Display for Exit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.1)
+    }
+}
+
+impl std::error::Error for Exit {}
+
+async fn call(args: CallArgs) -> Result<(), BoxError> {
+    use futures_util::StreamExt;
+    use std::io::Write;
+
+    let input = match args.input.as_deref() {
+        None => "{}".to_owned(),
+        Some("-") => std::io::read_to_string(std::io::stdin())?,
+        Some(text) => text.to_owned(),
+    };
+    let url = format!(
+        "{}/v1/op/{}",
+        args.url.trim_end_matches('/'),
+        args.operation
+    );
+    let resp = reqwest::Client::new()
+        .post(&url)
+        .bearer_auth(&args.token)
+        .header("content-type", "application/json")
+        .body(input)
+        .send()
+        .await
+        .map_err(|e| Exit(EXIT_SERVER, format!("cannot reach {url}: {e}")))?;
+    let status = resp.status();
+    if !status.is_success() {
+        let body: serde_json::Value = resp.json().await.unwrap_or_default();
+        let code = body["error"]["code"].as_str().unwrap_or("unknown");
+        let message = body["error"]["message"].as_str().unwrap_or("");
+        let exit = match status.as_u16() {
+            401 | 403 => EXIT_AUTH,
+            s if s >= 500 => EXIT_SERVER,
+            _ => EXIT_REQUEST,
+        };
+        return Err(Exit(exit, format!("{code} ({status}): {message}")).into());
+    }
+    // Streams are piped through line by line as they arrive; JSON bodies are printed as sent.
+    let mut body = resp.bytes_stream();
+    let mut out = std::io::stdout().lock();
+    let mut last = None;
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| Exit(EXIT_SERVER, format!("the response broke off: {e}")))?;
+        out.write_all(&chunk)?;
+        last = chunk.last().copied().or(last);
+    }
+    if last != Some(b'\n') {
+        out.write_all(b"\n")?;
+    }
     Ok(())
 }
 

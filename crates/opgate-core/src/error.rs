@@ -66,6 +66,34 @@ impl Code {
         }
     }
 
+    /// When the code is returned, as the contract's table says it.
+    pub fn when(self) -> &'static str {
+        match self {
+            Code::InvalidArgument => {
+                "The body is not JSON, not an object, has an unknown field, a wrong type or a value out of range; \
+                 the message names the field path."
+            }
+            Code::Unauthenticated => {
+                "No or garbled token, bad checksum, unknown, revoked or expired key, or a bad session token."
+            }
+            Code::PermissionDenied => {
+                "The principal lacks the operation's scope, the client address is not allowed for the key, or a \
+                 grant exceeds the caller's own permissions."
+            }
+            Code::NotFound => "Unknown operation, or an object not visible to the caller's organization.",
+            Code::MethodNotAllowed => "Any method but POST on an operation path.",
+            Code::Conflict => {
+                "The object's state forbids the request, or a concurrent request holds the same idempotency key."
+            }
+            Code::PayloadTooLarge => "The body is over the size limit (default 1 MiB).",
+            Code::UnsupportedMediaType => "A non-empty body with a content type other than JSON.",
+            Code::IdempotencyMismatch => "An idempotency key reused with a different body.",
+            Code::RateLimited => "The key's rate limit is spent.",
+            Code::Internal => "A bug in the server; the response never carries internals.",
+            Code::Unavailable => "The server is shutting down or its storage is unavailable.",
+        }
+    }
+
     /// The wire name of the code, e.g. `invalid_argument`.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -8,7 +8,7 @@ use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::{Error, Principal};
+use crate::{Code, Error, Principal};
 
 /// What calling an operation does to the world; the gateway derives auditing, idempotency and docs from it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -81,6 +81,10 @@ pub type ItemStream<T> = Pin<Box<dyn Stream<Item = Result<T, Error>> + Send>>;
 pub trait Operation: Send + Sync + 'static {
     /// The operation's declaration.
     const META: OpMeta;
+    /// Error codes this operation returns itself (e.g. `not_found`, `conflict`), beyond the pipeline's.
+    const ERRORS: &'static [Code] = &[];
+    /// An example request body (a JSON object); a test checks that it decodes and validates.
+    const EXAMPLE: &'static str = "{}";
     /// The request body.
     type Input: DeserializeOwned + JsonSchema + garde::Validate<Context = ()> + Send + 'static;
     /// The response body.
@@ -98,6 +102,10 @@ pub trait Operation: Send + Sync + 'static {
 pub trait StreamOperation: Send + Sync + 'static {
     /// The operation's declaration.
     const META: OpMeta;
+    /// Error codes this operation returns itself (e.g. `not_found`), beyond the pipeline's.
+    const ERRORS: &'static [Code] = &[];
+    /// An example request body (a JSON object); a test checks that it decodes and validates.
+    const EXAMPLE: &'static str = "{}";
     /// The request body.
     type Input: DeserializeOwned + JsonSchema + garde::Validate<Context = ()> + Send + 'static;
     /// One item of the stream (one NDJSON line).

@@ -5,13 +5,14 @@ use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::{Stream, StreamExt};
-use schemars::{JsonSchema, Schema, SchemaGenerator};
+use schemars::{Schema, SchemaGenerator};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::{scope, Context, Error, OpMeta, Operation, StreamOperation};
+use crate::{scope, Code, Context, Error, OpMeta, Operation, StreamOperation};
 
-/// Produces the JSON schema of an operation's input or output type.
+/// Produces the JSON schema of an operation's input or output type: a `$ref` into the generator's
+/// definitions for named types.
 pub type SchemaFn = fn(&mut SchemaGenerator) -> Schema;
 
 /// The response of an invoked operation, already encoded.
@@ -26,6 +27,7 @@ type ReplyFuture = Pin<Box<dyn Future<Output = Result<Reply, Error>> + Send>>;
 
 trait Invoke: Send + Sync {
     fn invoke(&self, ctx: Context, body: &[u8]) -> Result<ReplyFuture, Error>;
+    fn decode_only(&self, body: &[u8]) -> Result<(), Error>;
 }
 
 /// One registered operation: its declaration, schemas, and the type-erased handler.
@@ -39,6 +41,10 @@ pub struct Entry {
     pub input_schema: SchemaFn,
     /// Schema of the response body, or of one stream item.
     pub output_schema: SchemaFn,
+    /// Error codes the operation returns itself, beyond those of the pipeline.
+    pub errors: &'static [Code],
+    /// An example request body.
+    pub example: &'static str,
     handler: Arc<dyn Invoke>,
 }
 
@@ -51,6 +57,11 @@ impl Entry {
         body: &[u8],
     ) -> Result<impl Future<Output = Result<Reply, Error>>, Error> {
         self.handler.invoke(ctx, body)
+    }
+
+    /// Decodes and validates `body` as this operation's input without running it (checks examples).
+    pub fn check_input(&self, body: &[u8]) -> Result<(), Error> {
+        self.handler.decode_only(body)
     }
 }
 
@@ -86,8 +97,10 @@ impl Registry {
         self.insert(Entry {
             meta: O::META,
             streaming: false,
-            input_schema: <O::Input as JsonSchema>::json_schema,
-            output_schema: <O::Output as JsonSchema>::json_schema,
+            input_schema: |g| g.subschema_for::<O::Input>(),
+            output_schema: |g| g.subschema_for::<O::Output>(),
+            errors: O::ERRORS,
+            example: O::EXAMPLE,
             handler: Arc::new(Unary(Arc::new(op))),
         })
     }
@@ -100,8 +113,10 @@ impl Registry {
         self.insert(Entry {
             meta: O::META,
             streaming: true,
-            input_schema: <O::Input as JsonSchema>::json_schema,
-            output_schema: <O::Item as JsonSchema>::json_schema,
+            input_schema: |g| g.subschema_for::<O::Input>(),
+            output_schema: |g| g.subschema_for::<O::Item>(),
+            errors: O::ERRORS,
+            example: O::EXAMPLE,
             handler: Arc::new(Streaming(Arc::new(op))),
         })
     }
@@ -215,6 +230,10 @@ impl<O: Operation> Invoke for Unary<O> {
             encode_json(&output).map(Reply::Json)
         }))
     }
+
+    fn decode_only(&self, body: &[u8]) -> Result<(), Error> {
+        decode_input::<O::Input>(body).map(drop)
+    }
 }
 
 struct Streaming<O>(Arc<O>);
@@ -231,6 +250,10 @@ impl<O: StreamOperation> Invoke for Streaming<O> {
             let chunks = items.ready_chunks(ITEMS_PER_CHUNK).map(encode_lines);
             Ok(Reply::Stream(Box::pin(split_error(chunks))))
         }))
+    }
+
+    fn decode_only(&self, body: &[u8]) -> Result<(), Error> {
+        decode_input::<O::Input>(body).map(drop)
     }
 }
 
@@ -278,6 +301,7 @@ fn split_error(
 mod tests {
     use super::*;
     use crate::{Code, SideEffect};
+    use schemars::JsonSchema;
     use serde::Deserialize;
 
     #[derive(Deserialize, JsonSchema, garde::Validate, Serialize)]

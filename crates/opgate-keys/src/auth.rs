@@ -3,12 +3,15 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use opgate_core::{Authenticator, Error, Principal, PrincipalKind, RequestInfo, Timestamp};
+use opgate_store::{KeyRecord, KeyUsage};
 use subtle::ConstantTimeEq;
 
+use crate::cache::{CachedKey, End};
 use crate::{ip, storage_error, token, ApiKeys};
 
-/// Authenticates `opg_` bearer keys: format and checksum first (no storage access for garbage), then the
-/// keyed hash is looked up and the key's revocation, expiry and address allow-list are checked.
+/// Authenticates `opg_` bearer keys: format and checksum first (garbage never reaches storage or the cache),
+/// then the keyed hash is looked up — in the verification cache, else in storage — and the key's revocation,
+/// expiry, rotation grace and address allow-list are checked. Each success is recorded for last-used tracking.
 pub struct ApiKeyAuthenticator {
     keys: Arc<ApiKeys>,
 }
@@ -22,31 +25,34 @@ impl ApiKeyAuthenticator {
     async fn verify(&self, token: &str, request: &RequestInfo) -> Result<Arc<Principal>, Error> {
         token::check(token).map_err(|e| Error::unauthenticated(e.to_string()))?;
         let hash = self.keys.hasher.hash(token);
-        let record = self
-            .keys
-            .store
-            .key_by_hash(hash.to_vec())
-            .await
-            .map_err(storage_error)?
-            .filter(|r| bool::from(r.key_hash.as_slice().ct_eq(&hash)))
-            .ok_or_else(|| Error::unauthenticated("the API key is not valid"))?;
-        if record.revoked_at.is_some() {
-            return Err(Error::unauthenticated("the API key has been revoked"));
-        }
-        if let Some(expires_at) = record.expires_at {
-            if Timestamp::now().unix() >= expires_at {
-                return Err(Error::unauthenticated(format!(
-                    "the API key expired at {}",
-                    Timestamp(expires_at).to_rfc3339()
-                )));
+        let key = match self.keys.cache.get(&hash) {
+            (Some(key), _) => key,
+            (None, generation) => {
+                let record = self
+                    .keys
+                    .store
+                    .key_by_hash(hash.to_vec())
+                    .await
+                    .map_err(storage_error)?
+                    .filter(|r| bool::from(r.key_hash.as_slice().ct_eq(&hash)))
+                    .ok_or_else(|| Error::unauthenticated("the API key is not valid"))?;
+                if record.revoked_at.is_some() {
+                    return Err(Error::unauthenticated("the API key has been revoked"));
+                }
+                let key = Arc::new(cached(record));
+                self.keys.cache.insert(hash, generation, Arc::clone(&key));
+                key
             }
+        };
+        let now = Timestamp::now().unix();
+        if let Some((at, why)) = key.ends.filter(|(at, _)| now >= *at) {
+            let when = Timestamp(at).to_rfc3339();
+            return Err(Error::unauthenticated(match why {
+                End::Expiry => format!("the API key expired at {when}"),
+                End::Grace => format!("the API key was rotated; its grace period ended at {when}"),
+            }));
         }
-        let allowed: Vec<_> = record
-            .allowed_ips
-            .iter()
-            .filter_map(|e| ip::parse_allowed(e).ok())
-            .collect();
-        if !ip::allows(&allowed, request.client_ip) {
+        if !ip::allows(&key.allowed, request.client_ip) {
             let client = request
                 .client_ip
                 .map_or_else(|| "unknown".to_owned(), |a| a.to_string());
@@ -54,14 +60,39 @@ impl ApiKeyAuthenticator {
                 "the API key may not be used from address {client}"
             )));
         }
-        Ok(Arc::new(Principal {
+        self.keys.usage.record(KeyUsage {
+            key_id: key.principal.id.clone(),
+            at: now,
+            ip: request.client_ip.map(|a| a.to_string()),
+            user_agent: request.user_agent.clone(),
+        });
+        Ok(Arc::clone(&key.principal))
+    }
+}
+
+fn cached(record: KeyRecord) -> CachedKey {
+    let allowed = record
+        .allowed_ips
+        .iter()
+        .filter_map(|e| ip::parse_allowed(e).ok())
+        .collect();
+    let expiry = record.expires_at.map(|t| (t, End::Expiry));
+    let grace = record.grace_expires_at.map(|t| (t, End::Grace));
+    let ends = match (expiry, grace) {
+        (Some(e), Some(g)) => Some(if g.0 < e.0 { g } else { e }),
+        (e, g) => e.or(g),
+    };
+    CachedKey {
+        principal: Arc::new(Principal {
             kind: PrincipalKind::ApiKey,
             id: record.id,
             org: record.org_id,
             permissions: record.permissions,
             rate_limit: record.rate_limit,
-            expires_at: record.expires_at,
-        }))
+            expires_at: ends.map(|(t, _)| t),
+        }),
+        allowed,
+        ends,
     }
 }
 

@@ -2,27 +2,36 @@
 //! [`Authenticator`](opgate_core::Authenticator), and the `api_keys.*` operations.
 
 mod auth;
+mod cache;
 pub mod ip;
 mod ops;
 mod secret;
 pub mod token;
 pub mod types;
+mod usage;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use opgate_core::{Error, Registry, RegistryError, Timestamp};
 use opgate_store::{KeyRecord, KeyStore, NewKey, StoreError};
 
 pub use auth::ApiKeyAuthenticator;
 pub use secret::{KeyHasher, SecretError, SECRET_FILE};
+pub use usage::UsageRecorder;
 
 /// Organization of the admin key minted on first start.
 pub const DEFAULT_ORG: &str = "default";
 
-/// Shared state of the key operations and the authenticator: the store and the hasher.
+/// Shared state of the key operations and the authenticator: the store, the hasher, the verification cache
+/// and the pending usage.
 pub struct ApiKeys {
     store: Arc<dyn KeyStore>,
     hasher: KeyHasher,
+    cache: cache::KeyCache,
+    usage: Arc<UsageRecorder>,
+    /// Monotonic ULIDs: ids minted within one millisecond still ascend in the order they were made.
+    ids: Mutex<ulid::Generator>,
 }
 
 /// What a new key is made of, before its secret exists.
@@ -49,7 +58,29 @@ pub struct KeySpec {
 impl ApiKeys {
     /// The key service over `store`, hashing with `hasher`.
     pub fn new(store: Arc<dyn KeyStore>, hasher: KeyHasher) -> Arc<Self> {
-        Arc::new(ApiKeys { store, hasher })
+        Arc::new(ApiKeys {
+            usage: Arc::new(UsageRecorder::new(Arc::clone(&store))),
+            store,
+            hasher,
+            cache: cache::KeyCache::new(),
+            ids: Mutex::new(ulid::Generator::new()),
+        })
+    }
+
+    /// Starts flushing recorded key usage to storage every `interval` (the contract: at most a second behind).
+    pub fn start_usage_flusher(&self, interval: Duration) -> tokio::task::JoinHandle<()> {
+        self.usage.spawn_flusher(interval)
+    }
+
+    /// Writes all recorded key usage now (on shutdown, before the store closes).
+    pub async fn flush_usage(&self) {
+        self.usage.flush().await;
+    }
+
+    /// Drops a key from the verification cache so the next request re-reads it; called before a change to
+    /// the key is acknowledged.
+    pub(crate) fn forget(&self, record: &KeyRecord) {
+        self.cache.forget(&record.key_hash);
     }
 
     /// Registers every `api_keys.*` operation.
@@ -57,6 +88,9 @@ impl ApiKeys {
         registry
             .register(ops::CreateKey(self.clone()))?
             .register_stream(ops::ListKeys(self.clone()))?
+            .register(ops::GetKey(self.clone()))?
+            .register(ops::UpdateKey(self.clone()))?
+            .register(ops::RotateKey(self.clone()))?
             .register(ops::RevokeKey(self.clone()))?;
         Ok(())
     }
@@ -100,9 +134,15 @@ impl ApiKeys {
         Ok(Some(self.mint(spec).await?.0))
     }
 
-    fn new_key(&self, secret: &str, spec: KeySpec) -> NewKey {
+    pub(crate) fn new_key(&self, secret: &str, spec: KeySpec) -> NewKey {
+        let ulid = self
+            .ids
+            .lock()
+            .expect("id generator lock")
+            .generate()
+            .unwrap_or_else(|_| ulid::Ulid::new());
         NewKey {
-            id: format!("key_{}", ulid::Ulid::new().to_string().to_lowercase()),
+            id: format!("key_{}", ulid.to_string().to_lowercase()),
             org_id: spec.org_id,
             name: spec.name,
             description: spec.description,
@@ -116,6 +156,20 @@ impl ApiKeys {
             expires_at: spec.expires_at.map(Timestamp::unix),
         }
     }
+}
+
+/// The 404 for a key id the caller's organization does not have.
+pub(crate) fn not_found(key_id: &str) -> Error {
+    Error::not_found(format!(
+        "key_id: no API key `{key_id}` in this organization"
+    ))
+}
+
+/// Drops repeated scopes, keeping the first occurrence's order.
+pub(crate) fn dedup(mut scopes: Vec<String>) -> Vec<String> {
+    let mut seen = std::collections::HashSet::new();
+    scopes.retain(|s| seen.insert(s.clone()));
+    scopes
 }
 
 /// Maps a storage failure to the contract: the cause goes to the log, the client sees `unavailable`.

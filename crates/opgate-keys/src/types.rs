@@ -2,7 +2,7 @@
 //! `garde` rules are both enforced on input and emitted as schema constraints.
 
 use opgate_core::{scope, Timestamp};
-use opgate_store::KeyRecord;
+use opgate_store::{KeyRecord, KeyStatus};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -31,14 +31,62 @@ pub struct KeyDetails {
     pub created_at: Timestamp,
     /// When the key stops working, or null if it never expires.
     pub expires_at: Option<Timestamp>,
-    /// When the key was last used, or null if never (usage tracking is not recorded yet: always null).
+    /// When the key last authenticated a request, or null if never; recorded at most about a second late.
     pub last_used_at: Option<Timestamp>,
+    /// Client address of that request, or null.
+    pub last_used_ip: Option<String>,
+    /// `User-Agent` of that request (at most 256 characters), or null.
+    pub last_used_user_agent: Option<String>,
     /// When the key was revoked, or null if it is not.
     pub revoked_at: Option<Timestamp>,
+    /// The key that replaced this one in a rotation, or null.
+    pub replaced_by_key_id: Option<String>,
+    /// When a rotated key stops working (the end of its grace period), or null.
+    pub grace_expires_at: Option<Timestamp>,
+    /// Where the key stands now.
+    pub status: Status,
 }
 
-impl From<KeyRecord> for KeyDetails {
-    fn from(r: KeyRecord) -> Self {
+/// Where a key stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// The key works.
+    Active,
+    /// Past `expires_at`, or past the grace period of its rotation: the key fails with 401.
+    Expired,
+    /// Revoked: the key fails with 401.
+    Revoked,
+    /// Replaced by a rotation and still inside its grace period: the key works until `grace_expires_at`.
+    Rotating,
+}
+
+impl From<KeyStatus> for Status {
+    fn from(s: KeyStatus) -> Self {
+        match s {
+            KeyStatus::Active => Status::Active,
+            KeyStatus::Expired => Status::Expired,
+            KeyStatus::Revoked => Status::Revoked,
+            KeyStatus::Rotating => Status::Rotating,
+        }
+    }
+}
+
+impl From<Status> for KeyStatus {
+    fn from(s: Status) -> Self {
+        match s {
+            Status::Active => KeyStatus::Active,
+            Status::Expired => KeyStatus::Expired,
+            Status::Revoked => KeyStatus::Revoked,
+            Status::Rotating => KeyStatus::Rotating,
+        }
+    }
+}
+
+impl KeyDetails {
+    /// The metadata of a stored key, with its status at `now` (unix seconds).
+    pub fn at(r: KeyRecord, now: i64) -> Self {
+        let status = r.status_at(now).into();
         KeyDetails {
             id: r.id,
             name: r.name,
@@ -51,9 +99,19 @@ impl From<KeyRecord> for KeyDetails {
             created_by: r.created_by,
             created_at: Timestamp(r.created_at),
             expires_at: r.expires_at.map(Timestamp),
-            last_used_at: None,
+            last_used_at: r.last_used_at.map(Timestamp),
+            last_used_ip: r.last_used_ip,
+            last_used_user_agent: r.last_used_user_agent,
             revoked_at: r.revoked_at.map(Timestamp),
+            replaced_by_key_id: r.replaced_by_key_id,
+            grace_expires_at: r.grace_expires_at.map(Timestamp),
+            status,
         }
+    }
+
+    /// The metadata of a stored key, with its status now.
+    pub fn now(r: KeyRecord) -> Self {
+        Self::at(r, Timestamp::now().unix())
     }
 }
 
@@ -61,18 +119,18 @@ impl From<KeyRecord> for KeyDetails {
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, garde::Validate)]
 #[serde(deny_unknown_fields)]
 pub struct CreateKeyInput {
-    /// Human-readable name, 1 to 128 characters.
+    /// Human-readable name.
     #[garde(length(chars, min = 1, max = 128))]
     pub name: String,
     /// Scopes for the new key; defaults to the caller's own. Each must be held by the caller.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[garde(length(max = 64), inner(inner(custom(valid_scope))))]
     pub permissions: Option<Vec<String>>,
-    /// Requests per minute the key may make (1 to 1,000,000); omit for the server default.
+    /// Requests per minute the key may make; omit for the server default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[garde(range(min = 1, max = 1_000_000))]
     pub rate_limit: Option<u32>,
-    /// Days until the key expires (1 to 3650); omit for a key that never expires.
+    /// Days until the key expires; omit for a key that never expires.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[garde(range(min = 1, max = 3650))]
     pub expires_in_days: Option<u32>,
@@ -80,7 +138,7 @@ pub struct CreateKeyInput {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[garde(length(max = 100), inner(inner(custom(valid_ip_or_cidr))))]
     pub allowed_ips: Option<Vec<String>>,
-    /// Free-text description, at most 1024 characters.
+    /// Free-text description.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[garde(length(chars, max = 1024))]
     pub description: Option<String>,
@@ -99,7 +157,7 @@ pub struct CreateKeyOutput {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema, garde::Validate)]
 #[serde(deny_unknown_fields)]
 pub struct ListKeysInput {
-    /// Stop after this many keys (1 to 1,000,000); omit to stream every key.
+    /// Stop after this many keys; omit to stream every key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[garde(range(min = 1, max = 1_000_000))]
     pub limit: Option<u32>,
@@ -107,10 +165,102 @@ pub struct ListKeysInput {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[garde(length(max = 64))]
     pub after_id: Option<String>,
-    /// Include revoked keys (default false).
+    /// Include revoked keys (ignored when `status` is given).
     #[serde(default)]
     #[garde(skip)]
     pub include_revoked: bool,
+    /// Only keys with this status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[garde(skip)]
+    pub status: Option<Status>,
+}
+
+/// Input of `api_keys.get`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, garde::Validate)]
+#[serde(deny_unknown_fields)]
+pub struct GetKeyInput {
+    /// Id of the key.
+    #[garde(length(min = 1, max = 64))]
+    pub key_id: String,
+}
+
+/// Input of `api_keys.update`. Omitted fields stay as they are; `null` clears an optional field.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, garde::Validate)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateKeyInput {
+    /// Id of the key to change.
+    #[garde(length(min = 1, max = 64))]
+    pub key_id: String,
+    /// New name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[garde(length(chars, min = 1, max = 128))]
+    pub name: Option<String>,
+    /// New description; `null` clears it.
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schemars(with = "Option<String>", length(max = 1024))]
+    #[garde(custom(nullable_description))]
+    pub description: Option<Option<String>>,
+    /// New rate limit in requests per minute; `null` clears it (the server default applies).
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schemars(with = "Option<u32>", range(min = 1, max = 1_000_000))]
+    #[garde(custom(nullable_rate_limit))]
+    pub rate_limit: Option<Option<u32>>,
+    /// New allow-list of IP addresses and CIDR ranges; `null` or `[]` allows any address.
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schemars(with = "Option<Vec<String>>", length(max = 100))]
+    #[garde(custom(nullable_allowed_ips))]
+    pub allowed_ips: Option<Option<Vec<String>>>,
+    /// New permissions: each must be held by the key already and by the caller (a key can only be narrowed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[garde(length(max = 64), inner(inner(custom(valid_scope))))]
+    pub permissions: Option<Vec<String>>,
+}
+
+/// Input of `api_keys.rotate`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, garde::Validate)]
+#[serde(deny_unknown_fields)]
+pub struct RotateKeyInput {
+    /// Id of the key to replace.
+    #[garde(length(min = 1, max = 64))]
+    pub key_id: String,
+    /// Seconds the old key keeps working after the rotation (up to 30 days). Default 86400 (24 hours).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[garde(range(max = 2_592_000))]
+    pub grace_period_seconds: Option<u32>,
+}
+
+/// Output of `api_keys.rotate`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct RotateKeyOutput {
+    /// The new secret key. It is shown only in this response: store it now.
+    pub key: String,
+    /// The new key's metadata.
+    pub key_details: KeyDetails,
+    /// Id of the key that was replaced.
+    pub old_key_id: String,
+    /// When the old key stops working.
+    pub grace_expires_at: Timestamp,
+}
+
+/// Deserializes a present field (even `null`) as `Some`, so that an absent field stays `None`.
+fn present<'de, T, D>(d: D) -> Result<Option<T>, D::Error>
+where
+    T: Deserialize<'de>,
+    D: serde::Deserializer<'de>,
+{
+    T::deserialize(d).map(Some)
 }
 
 /// Input of `api_keys.revoke`.
@@ -136,4 +286,35 @@ fn valid_ip_or_cidr(value: &String, _: &()) -> garde::Result {
     crate::ip::parse_allowed(value)
         .map(drop)
         .map_err(|_| garde::Error::new(format!("`{value}` is not an IP address or CIDR range")))
+}
+
+// `Option<Option<T>>` fields are checked by hand: garde's nested `inner` rules would be read differently by
+// schemars, whose constraints on these fields are declared in their `schemars` attributes instead.
+
+fn nullable_description(value: &Option<Option<String>>, _: &()) -> garde::Result {
+    match value {
+        Some(Some(d)) if d.chars().count() > 1024 => {
+            Err(garde::Error::new("length is greater than 1024"))
+        }
+        _ => Ok(()),
+    }
+}
+
+fn nullable_rate_limit(value: &Option<Option<u32>>, _: &()) -> garde::Result {
+    match value {
+        Some(Some(n)) if !(1..=1_000_000).contains(n) => {
+            Err(garde::Error::new("must be between 1 and 1000000"))
+        }
+        _ => Ok(()),
+    }
+}
+
+fn nullable_allowed_ips(value: &Option<Option<Vec<String>>>, _: &()) -> garde::Result {
+    let Some(Some(entries)) = value else {
+        return Ok(());
+    };
+    if entries.len() > 100 {
+        return Err(garde::Error::new("at most 100 entries"));
+    }
+    entries.iter().try_for_each(|e| valid_ip_or_cidr(e, &()))
 }

@@ -1,7 +1,8 @@
 //! The HTTP server of opgate. It owns the request pipeline — request id, route, authenticate, authorize,
 //! read body, decode, dispatch, encode — and reads what each stage needs from the operation's declaration in
-//! the [`Registry`](opgate_core::Registry); it knows no operation by name.
+//! the operation registry (`opgate_core::Registry`); it knows no operation by name.
 
+mod client_addr;
 mod http_io;
 mod pipeline;
 
@@ -17,9 +18,12 @@ use hyper_util::server::graceful::GracefulShutdown;
 use opgate_core::{Authenticator, Registry};
 use tokio::net::TcpListener;
 
-/// Limits the server enforces on every request.
+/// How the server treats every request: limits, timeouts and which proxies it trusts.
 #[derive(Debug, Clone)]
-pub struct Limits {
+pub struct ServerConfig {
+    /// Peers whose `X-Forwarded-For` is believed; the client address is then the right-most address in it
+    /// that is not itself a trusted proxy. Empty: the client address is always the socket peer.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Largest request body accepted; larger ones get 413.
     pub max_body_bytes: usize,
     /// Time a client has to send its request headers.
@@ -28,9 +32,10 @@ pub struct Limits {
     pub shutdown_grace: Duration,
 }
 
-impl Default for Limits {
+impl Default for ServerConfig {
     fn default() -> Self {
-        Limits {
+        ServerConfig {
+            trusted_proxies: Vec::new(),
             max_body_bytes: 1024 * 1024,
             header_read_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(30),
@@ -38,11 +43,11 @@ impl Default for Limits {
     }
 }
 
-/// Everything the pipeline needs: the operations, how to authenticate, and the limits.
+/// Everything the pipeline needs: the operations, how to authenticate, and the config.
 pub struct Gateway {
     registry: Arc<Registry>,
     authenticator: Arc<dyn Authenticator>,
-    limits: Limits,
+    config: ServerConfig,
 }
 
 impl Gateway {
@@ -50,23 +55,23 @@ impl Gateway {
     pub fn new(
         registry: Arc<Registry>,
         authenticator: Arc<dyn Authenticator>,
-        limits: Limits,
+        config: ServerConfig,
     ) -> Arc<Self> {
         Arc::new(Gateway {
             registry,
             authenticator,
-            limits,
+            config,
         })
     }
 
     /// Accepts connections on `listener` (HTTP/1.1 and h2c on the same port) until `shutdown` resolves, then
-    /// stops accepting and lets in-flight requests finish for up to [`Limits::shutdown_grace`].
+    /// stops accepting and lets in-flight requests finish for up to [`ServerConfig::shutdown_grace`].
     pub async fn serve(self: Arc<Self>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
             .http1()
             .timer(TokioTimer::new())
-            .header_read_timeout(self.limits.header_read_timeout);
+            .header_read_timeout(self.config.header_read_timeout);
         let graceful = GracefulShutdown::new();
         tokio::pin!(shutdown);
         loop {
@@ -99,7 +104,7 @@ impl Gateway {
         }
         drop(listener);
         tracing::info!("shutting down: no longer accepting, waiting for in-flight requests");
-        if tokio::time::timeout(self.limits.shutdown_grace, graceful.shutdown())
+        if tokio::time::timeout(self.config.shutdown_grace, graceful.shutdown())
             .await
             .is_err()
         {

@@ -3,21 +3,28 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::header::{HeaderValue, ALLOW, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, USER_AGENT};
+use http::header::{
+    HeaderValue, ALLOW, AUTHORIZATION, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, USER_AGENT,
+};
 use http::{HeaderMap, Method};
 use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
+use hyper::body::{Body as _, Incoming};
 use hyper::Request;
 use opgate_core::{scope, Code, Context, Entry, Error, Principal, Reply, RequestInfo};
 
 use crate::http_io::{self, Resp, X_REQUEST_ID};
-use crate::Gateway;
+use crate::{client_addr, Gateway};
 
 /// Longest bearer token looked at; longer ones are refused unread.
 const MAX_TOKEN_LEN: usize = 4096;
+/// How much of an over-limit body is still read (and discarded) before the 413 goes out, at most: a client
+/// still sending would otherwise hit a reset connection instead of reading the 413.
+const DRAIN_MAX_BYTES: usize = 8 * 1024 * 1024;
+/// How long that draining may take, at most.
+const DRAIN_MAX_TIME: Duration = Duration::from_secs(2);
 
 pub async fn handle(gw: &Gateway, peer: SocketAddr, req: Request<Incoming>) -> Resp {
     let started = Instant::now();
@@ -43,7 +50,15 @@ pub async fn handle(gw: &Gateway, peer: SocketAddr, req: Request<Incoming>) -> R
             match call(gw, entry, peer, req, &request_id, &mut principal_id).await {
                 Ok(Reply::Json(body)) => http_io::json(body, &request_id),
                 Ok(Reply::Stream(lines)) => http_io::ndjson(lines, &request_id),
-                Err(e) => http_io::error(&e, &request_id),
+                Err(e) => {
+                    let mut resp = http_io::error(&e, &request_id);
+                    if e.code == Code::PayloadTooLarge {
+                        // The rest of the body may be unread: never reuse this connection.
+                        resp.headers_mut()
+                            .insert(CONNECTION, HeaderValue::from_static("close"));
+                    }
+                    resp
+                }
             }
         }
     };
@@ -117,7 +132,11 @@ async fn call(
     principal_id: &mut Option<String>,
 ) -> Result<Reply, Error> {
     let info = RequestInfo {
-        client_ip: Some(peer.ip()),
+        client_ip: Some(client_addr::client_ip(
+            peer.ip(),
+            req.headers(),
+            &gw.config.trusted_proxies,
+        )),
         user_agent: user_agent(req.headers()),
     };
     let principal = authenticate(gw, req.headers(), &info).await?;
@@ -170,8 +189,10 @@ async fn read_body(gw: &Gateway, req: Request<Incoming>) -> Result<Bytes, Error>
     let declared = headers
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    // An empty body means `{}` whatever its declared type (curl -d '' sends a form type).
-    if let Some(ct) = headers.get(CONTENT_TYPE).filter(|_| declared != Some(0)) {
+    // An empty body means `{}` whatever its declared type (curl -d '' sends a form type). Empty: declared
+    // `Content-Length: 0`, or no length and no chunked encoding at all (what many clients send for no body).
+    let empty = req.body().size_hint().exact() == Some(0);
+    if let Some(ct) = headers.get(CONTENT_TYPE).filter(|_| !empty) {
         let essence = ct
             .to_str()
             .unwrap_or("")
@@ -190,23 +211,45 @@ async fn read_body(gw: &Gateway, req: Request<Incoming>) -> Result<Bytes, Error>
             ));
         }
     }
-    let limit = gw.limits.max_body_bytes;
+    let limit = gw.config.max_body_bytes;
     let too_large = || {
         Error::new(
             Code::PayloadTooLarge,
             format!("the request body is larger than {limit} bytes"),
         )
     };
-    if declared.is_some_and(|n| n > limit as u64) {
+    let mut body = req.into_body();
+    if let Some(declared) = declared.filter(|&n| n > limit as u64) {
+        if declared - limit as u64 <= DRAIN_MAX_BYTES as u64 {
+            drain(body).await;
+        }
         return Err(too_large());
     }
-    match Limited::new(req.into_body(), limit).collect().await {
+    match Limited::new(&mut body, limit).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            drain(body).await;
+            Err(too_large())
+        }
         Err(_) => Err(Error::invalid_argument(
             "the request body could not be read",
         )),
     }
+}
+
+/// Reads and discards what is left of a refused body, bounded in size and time, so that the client gets to
+/// read the error response rather than a connection reset.
+async fn drain(mut body: Incoming) {
+    let discard = async {
+        let mut seen = 0;
+        while let Some(Ok(frame)) = body.frame().await {
+            seen += frame.data_ref().map_or(0, Bytes::len);
+            if seen > DRAIN_MAX_BYTES {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(DRAIN_MAX_TIME, discard).await;
 }
 
 /// The client's `X-Request-Id` when it is sane (1–128 of `[A-Za-z0-9._:-]`), else a new `req_<ulid>`.

@@ -67,6 +67,102 @@ pub struct KeyRecord {
     pub expires_at: Option<i64>,
     /// Unix seconds.
     pub revoked_at: Option<i64>,
+    /// Last time the key authenticated a request (unix seconds), flushed in batches.
+    pub last_used_at: Option<i64>,
+    /// Client address of that request.
+    pub last_used_ip: Option<String>,
+    /// `User-Agent` of that request.
+    pub last_used_user_agent: Option<String>,
+    /// The key that replaced this one in a rotation.
+    pub replaced_by_key_id: Option<String>,
+    /// End of the rotation grace window (unix seconds): the key fails from then on.
+    pub grace_expires_at: Option<i64>,
+}
+
+/// Where a key stands at a given time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyStatus {
+    /// Usable.
+    Active,
+    /// Past its expiry or past the grace window of its rotation.
+    Expired,
+    /// Revoked.
+    Revoked,
+    /// Replaced by a rotation and still inside the grace window.
+    Rotating,
+}
+
+impl KeyStatus {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyStatus::Active => "active",
+            KeyStatus::Expired => "expired",
+            KeyStatus::Revoked => "revoked",
+            KeyStatus::Rotating => "rotating",
+        }
+    }
+}
+
+impl KeyRecord {
+    /// The key's status at `now` (unix seconds). Revocation wins over expiry, expiry over rotation.
+    pub fn status_at(&self, now: i64) -> KeyStatus {
+        if self.revoked_at.is_some() {
+            KeyStatus::Revoked
+        } else if self.expires_at.is_some_and(|t| now >= t)
+            || self.grace_expires_at.is_some_and(|t| now >= t)
+        {
+            KeyStatus::Expired
+        } else if self.replaced_by_key_id.is_some() {
+            KeyStatus::Rotating
+        } else {
+            KeyStatus::Active
+        }
+    }
+}
+
+/// Changes to a key's mutable fields; `None` leaves a field as it is, `Some(None)` clears an optional one.
+#[derive(Debug, Clone, Default)]
+pub struct KeyPatch {
+    /// New name.
+    pub name: Option<String>,
+    /// New description, or cleared.
+    pub description: Option<Option<String>>,
+    /// New rate limit, or cleared.
+    pub rate_limit: Option<Option<u32>>,
+    /// New allow-list (empty = any address).
+    pub allowed_ips: Option<Vec<String>>,
+    /// New permissions.
+    pub permissions: Option<Vec<String>>,
+}
+
+/// The outcome of [`KeyStore::rotate_key`].
+#[derive(Debug, Clone)]
+pub enum Rotation {
+    /// The new key was inserted and the old one now ends at its grace time.
+    Rotated {
+        /// The old key, with `replaced_by_key_id` and `grace_expires_at` set.
+        old: Box<KeyRecord>,
+        /// The new key.
+        new: Box<KeyRecord>,
+    },
+    /// No such key in the organization.
+    NotFound,
+    /// The key is revoked, expired or already rotated.
+    Conflict(Box<KeyRecord>),
+}
+
+/// One observed use of a key, recorded in memory and flushed in batches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyUsage {
+    /// The key.
+    pub key_id: String,
+    /// When (unix seconds).
+    pub at: i64,
+    /// Client address.
+    pub ip: Option<String>,
+    /// Client `User-Agent`.
+    pub user_agent: Option<String>,
 }
 
 /// A key to insert; `seq` and `revoked_at` are assigned by the store.
@@ -107,8 +203,12 @@ pub struct KeyPage<'a> {
     pub after_seq: i64,
     /// Page size.
     pub limit: usize,
-    /// Whether revoked keys are included.
+    /// Whether revoked keys are included (ignored when `status` is given).
     pub include_revoked: bool,
+    /// Only keys with this status at `now`.
+    pub status: Option<KeyStatus>,
+    /// The time statuses are computed at (unix seconds).
+    pub now: i64,
 }
 
 /// Storage of API keys. Every write is durable (committed and synced) when its future resolves.
@@ -133,4 +233,23 @@ pub trait KeyStore: Send + Sync + 'static {
     ) -> Result<Option<KeyRecord>, StoreError>;
     /// Number of keys in all organizations, revoked included.
     async fn count_keys(&self) -> Result<u64, StoreError>;
+    /// Applies `patch` to the key `id` of `org_id`; `None` when there is no such key.
+    async fn update_key(
+        &self,
+        org_id: &str,
+        id: &str,
+        patch: KeyPatch,
+    ) -> Result<Option<KeyRecord>, StoreError>;
+    /// In one transaction: checks that `old_id` is active at `now`, inserts `new`, and marks the old key
+    /// replaced by it and ending at `grace_expires_at`.
+    async fn rotate_key(
+        &self,
+        org_id: &str,
+        old_id: &str,
+        new: NewKey,
+        grace_expires_at: i64,
+        now: i64,
+    ) -> Result<Rotation, StoreError>;
+    /// Records the latest use of each key; older observations never overwrite newer ones.
+    async fn record_usage(&self, usage: Vec<KeyUsage>) -> Result<(), StoreError>;
 }

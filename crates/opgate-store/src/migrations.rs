@@ -24,6 +24,12 @@ const MIGRATIONS: &[&str] = &[
         revoked_at   INTEGER
     );
     CREATE INDEX api_keys_by_org ON api_keys (org_id, seq);",
+    // 2: key lifecycle: usage tracking and rotation.
+    "ALTER TABLE api_keys ADD COLUMN last_used_at INTEGER;
+    ALTER TABLE api_keys ADD COLUMN last_used_ip TEXT;
+    ALTER TABLE api_keys ADD COLUMN last_used_user_agent TEXT;
+    ALTER TABLE api_keys ADD COLUMN replaced_by_key_id TEXT;
+    ALTER TABLE api_keys ADD COLUMN grace_expires_at INTEGER;",
 ];
 
 /// The schema version this build writes.

@@ -10,7 +10,10 @@ use std::thread::JoinHandle;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row};
 use tokio::sync::oneshot;
 
-use crate::{migrations, KeyPage, KeyRecord, KeyStore, NewKey, StoreError};
+use crate::{
+    migrations, KeyPage, KeyPatch, KeyRecord, KeyStatus, KeyStore, KeyUsage, NewKey, Rotation,
+    StoreError,
+};
 
 /// Writes waiting at once that go into one transaction, at most.
 const MAX_BATCH: usize = 512;
@@ -239,7 +242,13 @@ fn commit_batch(conn: &Connection, mut batch: Vec<Box<dyn WriteJob>>) {
 
 const KEY_COLUMNS: &str =
     "seq, id, org_id, name, description, key_prefix, key_hash, permissions, rate_limit, \
-                           allowed_ips, created_by, created_at, expires_at, revoked_at";
+     allowed_ips, created_by, created_at, expires_at, revoked_at, last_used_at, last_used_ip, \
+     last_used_user_agent, replaced_by_key_id, grace_expires_at";
+
+/// The status of a row at `:now`, in SQL; must agree with [`KeyRecord::status_at`].
+const STATUS_SQL: &str = "CASE WHEN revoked_at IS NOT NULL THEN 'revoked' \
+     WHEN expires_at <= :now OR grace_expires_at <= :now THEN 'expired' \
+     WHEN replaced_by_key_id IS NOT NULL THEN 'rotating' ELSE 'active' END";
 
 fn key_from_row(row: &Row<'_>) -> rusqlite::Result<KeyRecord> {
     fn json_list(row: &Row<'_>, idx: usize) -> rusqlite::Result<Vec<String>> {
@@ -263,6 +272,11 @@ fn key_from_row(row: &Row<'_>) -> rusqlite::Result<KeyRecord> {
         created_at: row.get(11)?,
         expires_at: row.get(12)?,
         revoked_at: row.get(13)?,
+        last_used_at: row.get(14)?,
+        last_used_ip: row.get(15)?,
+        last_used_user_agent: row.get(16)?,
+        replaced_by_key_id: row.get(17)?,
+        grace_expires_at: row.get(18)?,
     })
 }
 
@@ -330,15 +344,21 @@ impl KeyStore for SqliteStore {
         let org_id = page.org_id.to_owned();
         let (after, limit, include_revoked) =
             (page.after_seq, page.limit as i64, page.include_revoked);
+        let (status, now) = (page.status.map(KeyStatus::as_str), page.now);
         self.read(move |conn| {
             let sql = format!(
                 "SELECT {KEY_COLUMNS} FROM api_keys
-                 WHERE org_id = ?1 AND seq > ?2 AND (?3 OR revoked_at IS NULL)
-                 ORDER BY seq LIMIT ?4"
+                 WHERE org_id = :org AND seq > :after
+                   AND (CASE WHEN :status IS NULL THEN (:include_revoked OR revoked_at IS NULL)
+                             ELSE {STATUS_SQL} = :status END)
+                 ORDER BY seq LIMIT :limit"
             );
             let mut stmt = conn.prepare_cached(&sql)?;
-            let rows =
-                stmt.query_map(params![org_id, after, include_revoked, limit], key_from_row)?;
+            let args = rusqlite::named_params! {
+                ":org": org_id, ":after": after, ":include_revoked": include_revoked,
+                ":status": status, ":now": now, ":limit": limit,
+            };
+            let rows = stmt.query_map(args, key_from_row)?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
         })
         .await
@@ -357,6 +377,94 @@ impl KeyStore for SqliteStore {
             )?
             .execute(params![id, org_id, now])?;
             select_one(conn, "id = ?1 AND org_id = ?2", [&id, &org_id])
+        })
+        .await
+    }
+
+    async fn update_key(
+        &self,
+        org_id: &str,
+        id: &str,
+        patch: KeyPatch,
+    ) -> Result<Option<KeyRecord>, StoreError> {
+        let (org_id, id) = (org_id.to_owned(), id.to_owned());
+        self.write(move |conn| {
+            let Some(_) = select_one(conn, "id = ?1 AND org_id = ?2", [&id, &org_id])? else {
+                return Ok(None);
+            };
+            let json = |v: &Vec<String>| {
+                serde_json::to_string(v).map_err(|e| StoreError::Corrupt(e.to_string()))
+            };
+            let permissions = patch.permissions.as_ref().map(json).transpose()?;
+            let allowed_ips = patch.allowed_ips.as_ref().map(json).transpose()?;
+            conn.prepare_cached(
+                "UPDATE api_keys SET
+                    name = coalesce(:name, name),
+                    description = CASE WHEN :set_description THEN :description ELSE description END,
+                    rate_limit = CASE WHEN :set_rate_limit THEN :rate_limit ELSE rate_limit END,
+                    allowed_ips = coalesce(:allowed_ips, allowed_ips),
+                    permissions = coalesce(:permissions, permissions)
+                 WHERE id = :id AND org_id = :org",
+            )?
+            .execute(rusqlite::named_params! {
+                ":name": patch.name,
+                ":set_description": patch.description.is_some(),
+                ":description": patch.description.flatten(),
+                ":set_rate_limit": patch.rate_limit.is_some(),
+                ":rate_limit": patch.rate_limit.flatten(),
+                ":allowed_ips": allowed_ips,
+                ":permissions": permissions,
+                ":id": id,
+                ":org": org_id,
+            })?;
+            select_one(conn, "id = ?1 AND org_id = ?2", [&id, &org_id])
+        })
+        .await
+    }
+
+    async fn rotate_key(
+        &self,
+        org_id: &str,
+        old_id: &str,
+        new: NewKey,
+        grace_expires_at: i64,
+        now: i64,
+    ) -> Result<Rotation, StoreError> {
+        let (org_id, old_id) = (org_id.to_owned(), old_id.to_owned());
+        self.write(move |conn| {
+            let Some(old) = select_one(conn, "id = ?1 AND org_id = ?2", [&old_id, &org_id])? else {
+                return Ok(Rotation::NotFound);
+            };
+            if old.status_at(now) != KeyStatus::Active {
+                return Ok(Rotation::Conflict(Box::new(old)));
+            }
+            let seq = insert(conn, &new)?;
+            conn.prepare_cached(
+                "UPDATE api_keys SET replaced_by_key_id = ?2, grace_expires_at = ?3 WHERE seq = ?1",
+            )?
+            .execute(params![old.seq, new.id, grace_expires_at])?;
+            let old = select_one(conn, "seq = ?1", [old.seq])?
+                .ok_or_else(|| StoreError::Corrupt("rotated key vanished".into()))?;
+            let new = select_one(conn, "seq = ?1", [seq])?
+                .ok_or_else(|| StoreError::Corrupt("inserted key vanished".into()))?;
+            Ok(Rotation::Rotated {
+                old: Box::new(old),
+                new: Box::new(new),
+            })
+        })
+        .await
+    }
+
+    async fn record_usage(&self, usage: Vec<KeyUsage>) -> Result<(), StoreError> {
+        self.write(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "UPDATE api_keys SET last_used_at = ?2, last_used_ip = ?3, last_used_user_agent = ?4
+                 WHERE id = ?1 AND (last_used_at IS NULL OR last_used_at <= ?2)",
+            )?;
+            for u in &usage {
+                stmt.execute(params![u.key_id, u.at, u.ip, u.user_agent])?;
+            }
+            Ok(())
         })
         .await
     }
@@ -419,6 +527,8 @@ mod tests {
                 after_seq: 0,
                 limit: 1000,
                 include_revoked: true,
+                status: None,
+                now: 1_700_000_000,
             })
             .await
             .unwrap();
@@ -462,5 +572,125 @@ mod tests {
             .unwrap()
             .revoked_at
             .is_some());
+    }
+
+    #[tokio::test]
+    async fn lifecycle_update_rotate_usage_and_status_filter() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("t.db")).unwrap();
+        let now = 1_700_000_100;
+        let a = store.insert_key(new_key(1, "o")).await.unwrap();
+        let mut expiring = new_key(2, "o");
+        expiring.expires_at = Some(now - 1);
+        store.insert_key(expiring).await.unwrap();
+        let c = store.insert_key(new_key(3, "o")).await.unwrap();
+        store.revoke_key("o", &c.id, now).await.unwrap();
+
+        let patch = KeyPatch {
+            name: Some("renamed".into()),
+            description: Some(Some("d".into())),
+            rate_limit: Some(Some(60)),
+            ..KeyPatch::default()
+        };
+        let updated = store.update_key("o", &a.id, patch).await.unwrap().unwrap();
+        assert_eq!(
+            (updated.name.as_str(), updated.rate_limit),
+            ("renamed", Some(60))
+        );
+        assert_eq!(updated.permissions, a.permissions, "unset fields stay");
+        let cleared = store
+            .update_key(
+                "o",
+                &a.id,
+                KeyPatch {
+                    rate_limit: Some(None),
+                    ..KeyPatch::default()
+                },
+            )
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (cleared.rate_limit, cleared.description.as_deref()),
+            (None, Some("d"))
+        );
+        assert!(store
+            .update_key("x", &a.id, KeyPatch::default())
+            .await
+            .unwrap()
+            .is_none());
+
+        let Rotation::Rotated { old, new } = store
+            .rotate_key("o", &a.id, new_key(4, "o"), now + 10, now)
+            .await
+            .unwrap()
+        else {
+            panic!("rotation failed")
+        };
+        assert_eq!(old.replaced_by_key_id.as_deref(), Some(new.id.as_str()));
+        assert_eq!(old.status_at(now), KeyStatus::Rotating);
+        assert_eq!(old.status_at(now + 10), KeyStatus::Expired);
+        assert!(matches!(
+            store
+                .rotate_key("o", &a.id, new_key(5, "o"), now + 10, now)
+                .await
+                .unwrap(),
+            Rotation::Conflict(_)
+        ));
+        assert!(matches!(
+            store
+                .rotate_key("o", &c.id, new_key(6, "o"), now + 10, now)
+                .await
+                .unwrap(),
+            Rotation::Conflict(_)
+        ));
+        assert!(matches!(
+            store
+                .rotate_key("p", &new.id, new_key(7, "p"), now + 10, now)
+                .await
+                .unwrap(),
+            Rotation::NotFound
+        ));
+
+        let statuses = |status| {
+            let store = store.clone();
+            async move {
+                store
+                    .list_keys(KeyPage {
+                        org_id: "o",
+                        after_seq: 0,
+                        limit: 100,
+                        include_revoked: false,
+                        status,
+                        now,
+                    })
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .map(|r| r.name)
+                    .collect::<Vec<_>>()
+            }
+        };
+        assert_eq!(statuses(Some(KeyStatus::Active)).await, vec!["k4"]);
+        assert_eq!(statuses(Some(KeyStatus::Expired)).await, vec!["k2"]);
+        assert_eq!(statuses(Some(KeyStatus::Revoked)).await, vec!["k3"]);
+        assert_eq!(statuses(Some(KeyStatus::Rotating)).await, vec!["renamed"]);
+        assert_eq!(statuses(None).await, vec!["renamed", "k2", "k4"]);
+
+        let usage = |at, ip: &str| KeyUsage {
+            key_id: new.id.clone(),
+            at,
+            ip: Some(ip.into()),
+            user_agent: None,
+        };
+        store
+            .record_usage(vec![usage(now + 5, "::1"), usage(now + 2, "10.0.0.1")])
+            .await
+            .unwrap();
+        let got = store.get_key("o", &new.id).await.unwrap().unwrap();
+        assert_eq!(
+            (got.last_used_at, got.last_used_ip.as_deref()),
+            (Some(now + 5), Some("::1"))
+        );
     }
 }

@@ -2,8 +2,8 @@ use std::sync::Arc;
 
 use opgate_core::{scope, Context, Error, OpMeta, Operation, SideEffect, Timestamp};
 
-use crate::types::{CreateKeyInput, CreateKeyOutput};
-use crate::{storage_error, ApiKeys, KeySpec};
+use crate::types::{CreateKeyInput, CreateKeyOutput, KeyDetails};
+use crate::{dedup, storage_error, ApiKeys, KeySpec};
 
 /// `api_keys.create`: mints a key in the caller's organization and returns its secret once.
 pub struct CreateKey(pub Arc<ApiKeys>);
@@ -15,6 +15,7 @@ impl Operation for CreateKey {
         side_effect: SideEffect::Export,
         summary: "Create an API key; its secret is returned only in this response.",
     };
+    const EXAMPLE: &'static str = r#"{"name": "ci-deploy", "permissions": ["api_keys:read"], "rate_limit": 600, "expires_in_days": 90, "allowed_ips": ["10.0.0.0/8"], "description": "Used by the deploy pipeline."}"#;
     type Input = CreateKeyInput;
     type Output = CreateKeyOutput;
 
@@ -46,13 +47,7 @@ impl Operation for CreateKey {
         let (key, record) = self.0.mint(spec).await.map_err(storage_error)?;
         Ok(CreateKeyOutput {
             key,
-            key_details: record.into(),
+            key_details: KeyDetails::now(record),
         })
     }
-}
-
-fn dedup(mut scopes: Vec<String>) -> Vec<String> {
-    let mut seen = std::collections::HashSet::new();
-    scopes.retain(|s| seen.insert(s.clone()));
-    scopes
 }

@@ -1,7 +1,7 @@
 use std::sync::Arc;
 
 use futures_util::{stream, StreamExt};
-use opgate_core::{Context, Error, ItemStream, OpMeta, SideEffect, StreamOperation};
+use opgate_core::{Code, Context, Error, ItemStream, OpMeta, SideEffect, StreamOperation};
 use opgate_store::KeyPage;
 
 use crate::types::{KeyDetails, ListKeysInput};
@@ -20,6 +20,9 @@ impl StreamOperation for ListKeys {
         side_effect: SideEffect::Read,
         summary: "List the organization's API keys, oldest first, as an NDJSON stream (never the secrets).",
     };
+    const ERRORS: &'static [Code] = &[Code::NotFound];
+    const EXAMPLE: &'static str =
+        r#"{"limit": 100, "after_id": "key_01jf3m8v6k2x9q4w7e5r1t0y8z", "include_revoked": false}"#;
     type Input = ListKeysInput;
     type Item = KeyDetails;
 
@@ -47,6 +50,9 @@ impl StreamOperation for ListKeys {
         };
         let remaining = input.limit.map_or(usize::MAX, |l| l as usize);
         let include_revoked = input.include_revoked;
+        let status = input.status.map(Into::into);
+        // One clock reading for the whole stream, so that a key's status cannot change between pages.
+        let now = opgate_core::Timestamp::now().unix();
 
         let pages = stream::unfold(Some((after_seq, remaining)), move |state| {
             let keys = Arc::clone(&keys);
@@ -62,6 +68,8 @@ impl StreamOperation for ListKeys {
                     after_seq,
                     limit,
                     include_revoked,
+                    status,
+                    now,
                 };
                 match keys.store.list_keys(page).await {
                     Err(e) => Some((vec![Err(storage_error(e))], None)),
@@ -74,7 +82,7 @@ impl StreamOperation for ListKeys {
                         };
                         let items = rows
                             .into_iter()
-                            .map(|r| Ok(KeyDetails::from(r)))
+                            .map(|r| Ok(KeyDetails::at(r, now)))
                             .collect::<Vec<_>>();
                         if items.is_empty() {
                             None

@@ -1,9 +1,9 @@
 use std::sync::Arc;
 
-use opgate_core::{Context, Error, OpMeta, Operation, SideEffect, Timestamp};
+use opgate_core::{Code, Context, Error, OpMeta, Operation, SideEffect, Timestamp};
 
 use crate::types::{KeyDetails, RevokeKeyInput};
-use crate::{storage_error, ApiKeys};
+use crate::{not_found, storage_error, ApiKeys};
 
 /// `api_keys.revoke`: disables a key of the caller's organization from the very next request on.
 pub struct RevokeKey(pub Arc<ApiKeys>);
@@ -15,6 +15,8 @@ impl Operation for RevokeKey {
         side_effect: SideEffect::Destructive,
         summary: "Revoke an API key; it fails from the very next request. Revoking twice keeps the first time.",
     };
+    const ERRORS: &'static [Code] = &[Code::NotFound];
+    const EXAMPLE: &'static str = r#"{"key_id": "key_01jf3m8v6k2x9q4w7e5r1t0y8z"}"#;
     type Input = RevokeKeyInput;
     type Output = KeyDetails;
 
@@ -25,12 +27,8 @@ impl Operation for RevokeKey {
             .revoke_key(&ctx.principal.org, &input.key_id, Timestamp::now().unix())
             .await
             .map_err(storage_error)?
-            .ok_or_else(|| {
-                Error::not_found(format!(
-                    "key_id: no API key `{}` in this organization",
-                    input.key_id
-                ))
-            })?;
-        Ok(record.into())
+            .ok_or_else(|| not_found(&input.key_id))?;
+        self.0.forget(&record);
+        Ok(KeyDetails::now(record))
     }
 }

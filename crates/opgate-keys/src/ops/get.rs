@@ -1,0 +1,34 @@
+use std::sync::Arc;
+
+use opgate_core::{Code, Context, Error, OpMeta, Operation, SideEffect};
+
+use crate::types::{GetKeyInput, KeyDetails};
+use crate::{not_found, storage_error, ApiKeys};
+
+/// `api_keys.get`: one key's metadata.
+pub struct GetKey(pub Arc<ApiKeys>);
+
+impl Operation for GetKey {
+    const META: OpMeta = OpMeta {
+        id: "api_keys.get",
+        scope: "api_keys:read",
+        side_effect: SideEffect::Read,
+        summary: "Get one API key's metadata (never the secret).",
+    };
+    const ERRORS: &'static [Code] = &[Code::NotFound];
+    const EXAMPLE: &'static str = r#"{"key_id": "key_01jf3m8v6k2x9q4w7e5r1t0y8z"}"#;
+    type Input = GetKeyInput;
+    type Output = KeyDetails;
+
+    async fn call(&self, ctx: Context, input: GetKeyInput) -> Result<KeyDetails, Error> {
+        let record = self
+            .0
+            .store
+            .get_key(&ctx.principal.org, &input.key_id)
+            .await
+            .map_err(storage_error)?;
+        record
+            .map(KeyDetails::now)
+            .ok_or_else(|| not_found(&input.key_id))
+    }
+}

@@ -1,0 +1,79 @@
+use std::sync::Arc;
+
+use opgate_core::{Code, Context, Error, OpMeta, Operation, SideEffect, Timestamp};
+use opgate_store::Rotation;
+
+use crate::types::{KeyDetails, RotateKeyInput, RotateKeyOutput};
+use crate::{not_found, storage_error, token, ApiKeys, KeySpec};
+
+/// Grace period when the request names none: 24 hours.
+const DEFAULT_GRACE_SECONDS: u32 = 86_400;
+
+/// `api_keys.rotate`: mints a replacement with the same settings; the old key works until its grace ends.
+pub struct RotateKey(pub Arc<ApiKeys>);
+
+impl Operation for RotateKey {
+    const META: OpMeta = OpMeta {
+        id: "api_keys.rotate",
+        scope: "api_keys:write",
+        side_effect: SideEffect::Export,
+        summary: "Replace a key with a new one (same name, permissions, limits and allow-list); the old key \
+                  keeps working for the grace period.",
+    };
+    const ERRORS: &'static [Code] = &[Code::NotFound, Code::Conflict];
+    const EXAMPLE: &'static str =
+        r#"{"key_id": "key_01jf3m8v6k2x9q4w7e5r1t0y8z", "grace_period_seconds": 3600}"#;
+    type Input = RotateKeyInput;
+    type Output = RotateKeyOutput;
+
+    async fn call(&self, ctx: Context, input: RotateKeyInput) -> Result<RotateKeyOutput, Error> {
+        let org = &ctx.principal.org;
+        let old = self
+            .0
+            .store
+            .get_key(org, &input.key_id)
+            .await
+            .map_err(storage_error)?
+            .ok_or_else(|| not_found(&input.key_id))?;
+        let now = Timestamp::now().unix();
+        let grace_expires_at =
+            now + i64::from(input.grace_period_seconds.unwrap_or(DEFAULT_GRACE_SECONDS));
+        let spec = KeySpec {
+            org_id: old.org_id.clone(),
+            name: old.name.clone(),
+            description: old.description.clone(),
+            permissions: old.permissions.clone(),
+            rate_limit: old.rate_limit,
+            allowed_ips: old.allowed_ips.clone(),
+            created_by: ctx.principal.id.clone(),
+            // The replacement lives as long as the old key was meant to: same lifetime, from now.
+            expires_at: old
+                .expires_at
+                .map(|t| Timestamp(now + (t - old.created_at).max(0))),
+        };
+        let secret = token::generate();
+        let new = self.0.new_key(&secret, spec);
+        match self
+            .0
+            .store
+            .rotate_key(org, &input.key_id, new, grace_expires_at, now)
+            .await
+            .map_err(storage_error)?
+        {
+            Rotation::NotFound => Err(not_found(&input.key_id)),
+            Rotation::Conflict(old) => Err(Error::conflict(format!(
+                "key_id: the key is {}; only an active key can be rotated",
+                old.status_at(now).as_str()
+            ))),
+            Rotation::Rotated { old, new } => {
+                self.0.forget(&old);
+                Ok(RotateKeyOutput {
+                    key: secret,
+                    key_details: KeyDetails::at(*new, now),
+                    old_key_id: old.id,
+                    grace_expires_at: Timestamp(grace_expires_at),
+                })
+            }
+        }
+    }
+}

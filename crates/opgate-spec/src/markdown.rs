@@ -1,0 +1,439 @@
+//! The Markdown API reference, generated from the committed OpenAPI document (not from the code), so the
+//! reference always says what the published spec says: an index, one page per resource, and a page of types.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Map, Value};
+
+/// The banner at the top of every generated page.
+pub const GENERATED_HEADER: &str =
+    "<!-- Generated from spec/openapi.json by scripts/gen-spec. Do not edit: edit the code and regenerate. -->";
+
+/// The reference pages for `spec`: file name (relative to `docs/api-reference/`) to contents.
+pub fn reference(spec: &Value) -> Result<BTreeMap<String, String>, String> {
+    let ops = operations(spec)?;
+    let schemas = spec
+        .pointer("/components/schemas")
+        .and_then(Value::as_object)
+        .ok_or("the spec has no components.schemas")?;
+    let mut pages = BTreeMap::new();
+    pages.insert("index.md".to_owned(), index(spec, &ops)?);
+    let mut resources: Vec<&str> = ops.iter().map(|o| o.resource.as_str()).collect();
+    resources.dedup();
+    for resource in resources {
+        let mine: Vec<&Op> = ops.iter().filter(|o| o.resource == resource).collect();
+        pages.insert(
+            format!("{resource}.md"),
+            resource_page(resource, &mine, schemas),
+        );
+    }
+    pages.insert("types.md".to_owned(), types_page(schemas));
+    Ok(pages)
+}
+
+struct Op {
+    id: String,
+    resource: String,
+    action: String,
+    summary: String,
+    scope: String,
+    side_effect: String,
+    streaming: bool,
+    input: Value,
+    output: Value,
+    example: Value,
+    errors: Vec<(String, String)>,
+}
+
+fn operations(spec: &Value) -> Result<Vec<Op>, String> {
+    let paths = spec
+        .get("paths")
+        .and_then(Value::as_object)
+        .ok_or("the spec has no paths")?;
+    let mut ops = Vec::new();
+    for (path, item) in paths {
+        let Some(id) = path.strip_prefix("/v1/op/") else {
+            continue;
+        };
+        let post = item
+            .get("post")
+            .ok_or_else(|| format!("{path} has no POST"))?;
+        let text = |key: &str| {
+            post.get(key)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned()
+        };
+        let (resource, action) = id
+            .split_once('.')
+            .ok_or_else(|| format!("operation id `{id}` has no dot"))?;
+        let streaming = post
+            .get("x-streaming")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+        let success = post
+            .pointer("/responses/200/content")
+            .and_then(Value::as_object);
+        let output = success
+            .and_then(|c| c.values().next())
+            .and_then(|m| m.get("schema"))
+            .cloned()
+            .unwrap_or(Value::Null);
+        let body = post.pointer("/requestBody/content/application~1json");
+        let mut errors = Vec::new();
+        if let Some(responses) = post.get("responses").and_then(Value::as_object) {
+            for (status, response) in responses.iter().filter(|(s, _)| s.as_str() != "200") {
+                let code = response
+                    .get("$ref")
+                    .and_then(Value::as_str)
+                    .and_then(|r| r.rsplit('/').next())
+                    .unwrap_or("")
+                    .to_owned();
+                errors.push((status.clone(), code));
+            }
+        }
+        ops.push(Op {
+            id: id.to_owned(),
+            resource: resource.to_owned(),
+            action: action.to_owned(),
+            summary: text("summary"),
+            scope: text("x-scope"),
+            side_effect: text("x-side-effect"),
+            streaming,
+            input: body
+                .and_then(|b| b.get("schema"))
+                .cloned()
+                .unwrap_or(Value::Null),
+            output,
+            example: body
+                .and_then(|b| b.get("example"))
+                .cloned()
+                .unwrap_or(Value::Null),
+            errors,
+        });
+    }
+    ops.sort_by(|a, b| a.id.cmp(&b.id));
+    Ok(ops)
+}
+
+/// GitHub's heading anchor for `text`.
+fn slug(text: &str) -> String {
+    text.to_lowercase()
+        .chars()
+        .filter_map(|c| match c {
+            ' ' => Some('-'),
+            c if c.is_alphanumeric() || c == '-' || c == '_' => Some(c),
+            _ => None,
+        })
+        .collect()
+}
+
+fn type_link(name: &str, from_types_page: bool) -> String {
+    let page = if from_types_page { "" } else { "types.md" };
+    format!("[`{name}`]({page}#{})", slug(name))
+}
+
+fn ref_name(schema: &Value) -> Option<&str> {
+    schema
+        .get("$ref")?
+        .as_str()?
+        .strip_prefix("#/components/schemas/")
+}
+
+/// A short human rendering of a schema's type: `string`, `integer | null`, `array of string`, a type link.
+fn type_of(schema: &Value, on_types_page: bool) -> String {
+    if let Some(name) = ref_name(schema) {
+        return type_link(name, on_types_page);
+    }
+    if let Some(variants) = schema
+        .get("anyOf")
+        .or_else(|| schema.get("oneOf"))
+        .and_then(Value::as_array)
+    {
+        return variants
+            .iter()
+            .map(|v| type_of(v, on_types_page))
+            .collect::<Vec<_>>()
+            .join(" \\| ");
+    }
+    if let Some(values) = schema.get("enum").and_then(Value::as_array) {
+        return format!(
+            "one of {}",
+            values
+                .iter()
+                .map(|v| format!("`{}`", v_text(v)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    if let Some(value) = schema.get("const") {
+        return format!("`{}`", v_text(value));
+    }
+    let types: Vec<&str> = match schema.get("type") {
+        Some(Value::String(t)) => vec![t.as_str()],
+        Some(Value::Array(ts)) => ts.iter().filter_map(Value::as_str).collect(),
+        _ => vec!["any"],
+    };
+    types
+        .iter()
+        .map(|t| match *t {
+            "array" => format!(
+                "array of {}",
+                schema
+                    .get("items")
+                    .map_or("any".into(), |i| type_of(i, on_types_page))
+            ),
+            "string" => match schema.get("format").and_then(Value::as_str) {
+                Some(f) => format!("string ({f})"),
+                None => "string".into(),
+            },
+            other => other.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join(" \\| ")
+}
+
+fn v_text(v: &Value) -> String {
+    v.as_str().map_or_else(|| v.to_string(), str::to_owned)
+}
+
+/// Range and length constraints as words, e.g. `1–128 characters`.
+fn constraints(schema: &Value) -> Vec<String> {
+    let num = |k: &str| schema.get(k).and_then(Value::as_f64).map(|n| n.to_string());
+    let mut out = Vec::new();
+    let pair = |lo: Option<String>, hi: Option<String>, unit: &str| match (lo, hi) {
+        (Some(lo), Some(hi)) => Some(format!("{lo}–{hi}{unit}")),
+        (Some(lo), None) => Some(format!("at least {lo}{unit}")),
+        (None, Some(hi)) => Some(format!("at most {hi}{unit}")),
+        (None, None) => None,
+    };
+    out.extend(pair(num("minLength"), num("maxLength"), " characters"));
+    let min = num("minimum").filter(|m| m != "0" || schema.get("maximum").is_some());
+    out.extend(pair(min, num("maximum"), ""));
+    out.extend(pair(num("minItems"), num("maxItems"), " items"));
+    out
+}
+
+fn escape_cell(text: &str) -> String {
+    text.replace('|', "\\|").replace('\n', " ")
+}
+
+/// The field table of an object schema (following a `$ref`).
+fn field_table(schema: &Value, schemas: &Map<String, Value>, on_types_page: bool) -> String {
+    let resolved = ref_name(schema)
+        .and_then(|n| schemas.get(n))
+        .unwrap_or(schema);
+    let Some(props) = resolved.get("properties").and_then(Value::as_object) else {
+        return "No fields.\n".to_owned();
+    };
+    let required: Vec<&str> = resolved
+        .get("required")
+        .and_then(Value::as_array)
+        .map_or(Vec::new(), |r| r.iter().filter_map(Value::as_str).collect());
+    let mut out = String::from("| field | type | required | description |\n|---|---|---|---|\n");
+    for (name, prop) in props {
+        let mut description = prop
+            .get("description")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned();
+        let words = constraints(prop);
+        if !words.is_empty() {
+            description.push_str(&format!(" ({})", words.join(", ")));
+        }
+        if let Some(default) = prop.get("default") {
+            description.push_str(&format!(" Default: `{default}`."));
+        }
+        out.push_str(&format!(
+            "| `{name}` | {} | {} | {} |\n",
+            type_of(prop, on_types_page),
+            if required.contains(&name.as_str()) {
+                "yes"
+            } else {
+                "no"
+            },
+            escape_cell(description.trim())
+        ));
+    }
+    out
+}
+
+fn compact(v: &Value) -> String {
+    serde_json::to_string(v).expect("JSON values serialize")
+}
+
+fn index(spec: &Value, ops: &[Op]) -> Result<String, String> {
+    let title = spec
+        .pointer("/info/title")
+        .and_then(Value::as_str)
+        .unwrap_or("API");
+    let version = spec
+        .pointer("/info/version")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let description = spec
+        .pointer("/info/description")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let mut out =
+        format!("{GENERATED_HEADER}\n\n# {title} API reference (v{version})\n\n{description}\n\n");
+    out.push_str(
+        "## Operations\n\n| operation | summary | scope | side effect |\n|---|---|---|---|\n",
+    );
+    for op in ops {
+        out.push_str(&format!(
+            "| [`{}`]({}.md#{}) | {}{} | `{}` | `{}` |\n",
+            op.id,
+            op.resource,
+            slug(&op.id),
+            escape_cell(&op.summary),
+            if op.streaming { " (NDJSON stream)" } else { "" },
+            op.scope,
+            op.side_effect
+        ));
+    }
+    out.push_str(
+        "\n## Calling an operation\n\n\
+         Every operation is `POST /v1/op/<operation_id>`, or the alias `POST /v1/<resource>/<action>`, with \
+         `Authorization: Bearer <key>` and a JSON object body (`Content-Type: application/json`; an empty body \
+         means `{}`). Success is status 200 with the output object as the body, or an NDJSON stream \
+         (`application/x-ndjson`, one JSON object per line) for streaming operations. Every response carries \
+         `X-Request-Id`.\n\n\
+         Scopes: `*` holds every scope, `<resource>:*` every scope of that resource, and `<resource>:write` \
+         implies `<resource>:read`.\n\n## Errors\n\n\
+         Every error has the body `{\"error\": {\"code\": \"...\", \"message\": \"...\", \"request_id\": \"...\"}}`.\n\n\
+         | status | code | when |\n|---|---|---|\n",
+    );
+    let responses = spec
+        .pointer("/components/responses")
+        .and_then(Value::as_object)
+        .ok_or("the spec has no components.responses")?;
+    let mut rows: Vec<(u16, String, String)> = Vec::new();
+    for (code, response) in responses {
+        let status = response
+            .pointer("/content/application~1json/example/error/code")
+            .and_then(|_| status_of(spec, code))
+            .unwrap_or(0);
+        let when = response
+            .get("description")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        let when = when.split_once(": ").map_or(when, |(_, w)| w);
+        rows.push((status, code.clone(), when.to_owned()));
+    }
+    rows.sort();
+    for (status, code, when) in rows {
+        out.push_str(&format!(
+            "| {status} | `{code}` | {} |\n",
+            escape_cell(&when)
+        ));
+    }
+    out.push_str("\nA streaming operation that fails after its first line ends the stream with one `{\"error\": {...}}` line.\n");
+    Ok(out)
+}
+
+/// The status under which some operation references `components/responses/<code>`.
+fn status_of(spec: &Value, code: &str) -> Option<u16> {
+    let target = format!("#/components/responses/{code}");
+    let paths = spec.get("paths")?.as_object()?;
+    for item in paths.values() {
+        for (status, r) in item.pointer("/post/responses")?.as_object()? {
+            if r.get("$ref").and_then(Value::as_str) == Some(target.as_str()) {
+                return status.parse().ok();
+            }
+        }
+    }
+    known_status(code)
+}
+
+/// Statuses of codes that no operation references yet (e.g. 405, raised by the router).
+fn known_status(code: &str) -> Option<u16> {
+    Some(match code {
+        "method_not_allowed" => 405,
+        "conflict" => 409,
+        "idempotency_mismatch" => 422,
+        "rate_limited" => 429,
+        "not_found" => 404,
+        _ => return None,
+    })
+}
+
+fn resource_page(resource: &str, ops: &[&Op], schemas: &Map<String, Value>) -> String {
+    let mut out =
+        format!("{GENERATED_HEADER}\n\n# `{resource}`\n\n[← all operations](index.md)\n\n");
+    for op in ops {
+        out.push_str(&format!(
+            "- [`{}`](#{}) — {}\n",
+            op.id,
+            slug(&op.id),
+            op.summary
+        ));
+    }
+    for op in ops {
+        let response = if op.streaming {
+            format!(
+                "an NDJSON stream of {}, one per line",
+                type_of(&op.output, false)
+            )
+        } else {
+            format!("{} (JSON)", type_of(&op.output, false))
+        };
+        let example = compact(&op.example);
+        out.push_str(&format!(
+            "\n## {id}\n\n{summary}\n\n\
+             | | |\n|---|---|\n\
+             | scope | `{scope}` |\n\
+             | side effect | `{side}` |\n\
+             | HTTP | `POST /v1/op/{id}` or `POST /v1/{resource}/{action}` |\n\
+             | CLI | `opgate call {id} '<json>'` |\n\
+             | response | {response} |\n\n\
+             ### Request\n\n{fields}\n\
+             ### Response\n\n{response_fields}\n\
+             ### Errors\n\n{errors}\n\n\
+             ### Example\n\n```sh\ncurl -s http://127.0.0.1:8080/v1/op/{id} \\\n  -H \"Authorization: Bearer $OPGATE_TOKEN\" -H 'Content-Type: application/json' \\\n  -d '{example}'\n```\n\n\
+             ```sh\nopgate call {id} '{example}'\n```\n",
+            id = op.id,
+            summary = op.summary,
+            scope = op.scope,
+            side = op.side_effect,
+            action = op.action,
+            fields = field_table(&op.input, schemas, false),
+            response_fields = if op.streaming {
+                format!("Each line is one {}:\n\n{}", type_of(&op.output, false), field_table(&op.output, schemas, false))
+            } else {
+                field_table(&op.output, schemas, false)
+            },
+            errors = op
+                .errors
+                .iter()
+                .map(|(status, code)| format!("`{status}` [`{code}`](index.md#errors)"))
+                .collect::<Vec<_>>()
+                .join(" · "),
+        ));
+    }
+    out
+}
+
+fn types_page(schemas: &Map<String, Value>) -> String {
+    let mut out = format!("{GENERATED_HEADER}\n\n# Types\n\n[← all operations](index.md)\n");
+    for (name, schema) in schemas {
+        out.push_str(&format!("\n## {name}\n\n"));
+        if let Some(d) = schema.get("description").and_then(Value::as_str) {
+            out.push_str(&format!("{d}\n\n"));
+        }
+        if schema.get("properties").is_some() {
+            out.push_str(&field_table(schema, schemas, true));
+        } else {
+            out.push_str(&format!("{}\n", type_of(schema, true)));
+            if let Some(variants) = schema.get("oneOf").and_then(Value::as_array) {
+                out.push('\n');
+                for v in variants {
+                    let value = v.get("const").map(v_text).unwrap_or_default();
+                    let d = v.get("description").and_then(Value::as_str).unwrap_or("");
+                    out.push_str(&format!("- `{value}`: {d}\n"));
+                }
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,211 @@
+use opgate_core::{Code, Entry, ErrorBody, Registry};
+use schemars::generate::{Contract, SchemaSettings};
+use schemars::SchemaGenerator;
+use serde_json::{json, Map, Value};
+
+/// Title, version and description of the generated document.
+#[derive(Debug, Clone)]
+pub struct ApiInfo {
+    /// `info.title`.
+    pub title: String,
+    /// `info.version`.
+    pub version: String,
+    /// `info.description` (Markdown).
+    pub description: String,
+}
+
+/// Errors every operation can return, from the pipeline rather than the handler.
+const PIPELINE_ERRORS: [Code; 7] = [
+    Code::InvalidArgument,
+    Code::Unauthenticated,
+    Code::PermissionDenied,
+    Code::PayloadTooLarge,
+    Code::UnsupportedMediaType,
+    Code::Internal,
+    Code::Unavailable,
+];
+
+const SECURITY_SCHEME: &str = "bearerAuth";
+
+fn generator(contract: Contract) -> SchemaGenerator {
+    let mut settings = SchemaSettings::draft2020_12();
+    settings.definitions_path = "/components/schemas".into();
+    settings.meta_schema = None;
+    settings.contract = contract;
+    settings.into_generator()
+}
+
+/// The OpenAPI 3.1 document of every operation in `registry`, under both of its paths. Deterministic: the same
+/// code gives the same document, byte for byte, once [`render`](crate::render)ed.
+pub fn openapi(registry: &Registry, info: &ApiInfo) -> Value {
+    // Inputs are described as the server reads them, outputs as it writes them (every field present).
+    let mut inputs = generator(Contract::Deserialize);
+    let mut outputs = generator(Contract::Serialize);
+    let error_schema = outputs.subschema_for::<ErrorBody>();
+
+    let mut entries: Vec<&Entry> = registry.entries().iter().collect();
+    entries.sort_by_key(|e| e.meta.id);
+
+    let mut paths = Map::new();
+    let mut tags: Vec<&str> = Vec::new();
+    for entry in &entries {
+        let meta = entry.meta;
+        if !tags.contains(&meta.resource()) {
+            tags.push(meta.resource());
+        }
+        let input = (entry.input_schema)(&mut inputs).to_value();
+        let output = (entry.output_schema)(&mut outputs).to_value();
+        let canonical = format!("/v1/op/{}", meta.id);
+        let alias = format!("/v1/{}/{}", meta.resource(), meta.action());
+        paths.insert(
+            canonical.clone(),
+            json!({ "post": operation(entry, &input, &output, meta.id.to_owned(), None) }),
+        );
+        paths.insert(
+            alias,
+            json!({ "post": operation(entry, &input, &output, format!("{}.alias", meta.id), Some(&canonical)) }),
+        );
+    }
+
+    let mut schemas = inputs.take_definitions(true);
+    for (name, schema) in outputs.take_definitions(true) {
+        if let Some(existing) = schemas.get(&name) {
+            assert_eq!(
+                existing, &schema,
+                "schema `{name}` differs between request and response use"
+            );
+        }
+        schemas.insert(name, schema);
+    }
+    schemas.sort_keys();
+
+    let mut responses = Map::new();
+    for code in Code::ALL {
+        let mut headers =
+            json!({ "X-Request-Id": { "$ref": "#/components/headers/X-Request-Id" } });
+        if code == Code::Unauthenticated {
+            headers["WWW-Authenticate"] = json!({
+                "description": "Always `Bearer`.",
+                "schema": { "type": "string", "const": "Bearer" }
+            });
+        }
+        if code == Code::MethodNotAllowed {
+            headers["Allow"] =
+                json!({ "description": "Always `POST`.", "schema": { "type": "string" } });
+        }
+        responses.insert(
+            code.as_str().to_owned(),
+            json!({
+                "description": format!("`{}`: {}", code.as_str(), code.when()),
+                "headers": headers,
+                "content": { "application/json": {
+                    "schema": error_schema.clone().to_value(),
+                    "example": { "error": { "code": code.as_str(), "message": "…", "request_id": "req_01jf3m8v6k2x9q4w7e5r1t0y8z" } }
+                } }
+            }),
+        );
+    }
+
+    json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": info.title,
+            "version": info.version,
+            "description": info.description,
+        },
+        "servers": [{ "url": "http://127.0.0.1:8080", "description": "A local `opgate serve`." }],
+        "tags": tags.iter().map(|t| json!({ "name": t })).collect::<Vec<_>>(),
+        "paths": paths,
+        "components": {
+            "schemas": schemas,
+            "responses": responses,
+            "headers": {
+                "X-Request-Id": {
+                    "description": "The request id: the client's own when it sent a sane one (1–128 of `A-Za-z0-9._:-`), else generated.",
+                    "schema": { "type": "string" }
+                }
+            },
+            "securitySchemes": {
+                SECURITY_SCHEME: {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "An API key (`opg_` + 32 base62 characters + a 6-character checksum). The scopes listed in each operation's `security` requirement are the ones the key must hold."
+                }
+            }
+        }
+    })
+}
+
+fn operation(
+    entry: &Entry,
+    input: &Value,
+    output: &Value,
+    operation_id: String,
+    alias_of: Option<&str>,
+) -> Value {
+    let meta = entry.meta;
+    let example: Value = serde_json::from_str(entry.example).expect("operation examples are JSON");
+    let success = if entry.streaming {
+        json!({
+            "description": "An NDJSON stream: one JSON object per line, each matching the schema. A failure after the first line ends the stream with one `{\"error\": {...}}` line.",
+            "headers": { "X-Request-Id": { "$ref": "#/components/headers/X-Request-Id" } },
+            "content": { "application/x-ndjson": { "schema": output } }
+        })
+    } else {
+        json!({
+            "description": "Success.",
+            "headers": { "X-Request-Id": { "$ref": "#/components/headers/X-Request-Id" } },
+            "content": { "application/json": { "schema": output } }
+        })
+    };
+    let mut codes: Vec<Code> = PIPELINE_ERRORS
+        .iter()
+        .chain(entry.errors)
+        .copied()
+        .collect();
+    codes.sort_by_key(|c| c.status());
+    codes.dedup();
+    let mut responses = Map::new();
+    responses.insert("200".into(), success);
+    for code in codes {
+        responses.insert(
+            code.status().to_string(),
+            json!({ "$ref": format!("#/components/responses/{}", code.as_str()) }),
+        );
+    }
+    let mut description = format!(
+        "Scope `{}` · side effect `{}`{}.",
+        meta.scope,
+        meta.side_effect.as_str(),
+        if entry.streaming {
+            " · streams NDJSON"
+        } else {
+            ""
+        }
+    );
+    if let Some(canonical) = alias_of {
+        description.push_str(&format!(
+            " Alias of `POST {canonical}`; both behave identically."
+        ));
+    }
+    let mut op = json!({
+        "operationId": operation_id,
+        "summary": meta.summary,
+        "description": description,
+        "tags": [meta.resource()],
+        "security": [{ SECURITY_SCHEME: [meta.scope] }],
+        "x-scope": meta.scope,
+        "x-side-effect": meta.side_effect.as_str(),
+        "x-streaming": entry.streaming,
+        "requestBody": {
+            "description": "A JSON object; an empty body means `{}`.",
+            "required": false,
+            "content": { "application/json": { "schema": input, "example": example } }
+        },
+        "responses": responses,
+    });
+    if let Some(canonical) = alias_of {
+        op["x-alias-of"] = json!(canonical);
+    }
+    op
+}

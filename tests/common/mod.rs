@@ -1,0 +1,510 @@
+//! The black-box harness: starts the real `opgate` binary on `127.0.0.1:0` with its own temporary data
+//! directory and speaks HTTP to it. Every test gets its own server, so tests run in parallel safely.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use reqwest::header::HeaderMap;
+use reqwest::Method;
+use serde_json::{json, Value};
+use tempfile::TempDir;
+
+const BIN: &str = env!("CARGO_BIN_EXE_opgate");
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+const STOP_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// A running `opgate serve` over a temporary data directory; killed on drop.
+pub struct TestServer {
+    dir: TempDir,
+    child: Child,
+    base: String,
+    admin_key: String,
+    log: Arc<Mutex<Vec<String>>>,
+    client: reqwest::Client,
+}
+
+impl TestServer {
+    /// Starts a server on an empty data directory and captures the admin key it prints.
+    pub fn start() -> TestServer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (child, base, admin_key) = spawn(dir.path(), &log);
+        let admin_key = admin_key.expect("the first start prints `admin key: opg_...`");
+        TestServer {
+            dir,
+            child,
+            base,
+            admin_key,
+            log,
+            client: reqwest::Client::new(),
+        }
+    }
+
+    /// Stops the server with SIGTERM (asserting a clean exit 0) and starts it again on the same data directory.
+    /// The admin key must not be printed a second time.
+    pub fn restart(&mut self) {
+        self.stop();
+        let (child, base, admin_key) = spawn(self.dir.path(), &self.log);
+        assert_eq!(admin_key, None, "the admin key is printed only once");
+        self.child = child;
+        self.base = base;
+        // Fresh connections: the old server's are gone.
+        self.client = reqwest::Client::new();
+    }
+
+    fn stop(&mut self) {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status();
+        assert!(sent.is_ok_and(|s| s.success()), "kill -TERM {pid}");
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait for opgate") {
+                assert!(
+                    status.success(),
+                    "opgate exited with {status} on SIGTERM\n{}",
+                    self.log()
+                );
+                return;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!(
+                    "opgate did not exit within {STOP_TIMEOUT:?} of SIGTERM\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Everything the server wrote on stderr so far (for failure messages).
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn admin_key(&self) -> &str {
+        &self.admin_key
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub fn client(&self) -> &reqwest::Client {
+        &self.client
+    }
+
+    /// A request builder for `method path` with `Authorization: Bearer token` when a token is given.
+    pub fn request(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+    ) -> reqwest::RequestBuilder {
+        let rb = self.client.request(method, self.url(path));
+        match token {
+            Some(t) => rb.bearer_auth(t),
+            None => rb,
+        }
+    }
+
+    /// POSTs `body` as JSON.
+    pub async fn post(&self, path: &str, token: Option<&str>, body: &Value) -> Reply {
+        send(self.request(Method::POST, path, token).json(body)).await
+    }
+
+    /// POSTs raw bytes with the given content type (none when `None`).
+    pub async fn post_raw(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        content_type: Option<&str>,
+        body: impl Into<reqwest::Body>,
+    ) -> Reply {
+        let mut rb = self.request(Method::POST, path, token).body(body);
+        if let Some(ct) = content_type {
+            rb = rb.header("content-type", ct);
+        }
+        send(rb).await
+    }
+
+    /// Calls operation `op` at `/v1/op/<op>` with `token`, expecting 200.
+    pub async fn call_ok(&self, op: &str, token: &str, body: Value) -> Reply {
+        let reply = self.post(&op_path(op), Some(token), &body).await;
+        assert_eq!(reply.status, 200, "{op} {body}: {}", reply.text());
+        reply
+    }
+
+    /// `api_keys.create` with `token`; returns the whole output.
+    pub async fn create(&self, token: &str, body: Value) -> Value {
+        self.call_ok("api_keys.create", token, body).await.json()
+    }
+
+    /// `api_keys.list` with `token`; returns the NDJSON lines.
+    pub async fn list(&self, token: &str, body: Value) -> Vec<Value> {
+        self.call_ok("api_keys.list", token, body).await.lines()
+    }
+
+    /// The ids `api_keys.list` returns for `token`, in order.
+    pub async fn list_ids(&self, token: &str, body: Value) -> Vec<String> {
+        self.list(token, body).await.iter().map(id_of).collect()
+    }
+
+    /// `api_keys.revoke` with `token`; returns the metadata.
+    pub async fn revoke(&self, token: &str, key_id: &str) -> Value {
+        self.call_ok("api_keys.revoke", token, json!({ "key_id": key_id }))
+            .await
+            .json()
+    }
+
+    /// Mints a key offline with `opgate admin create-key` and returns its secret.
+    pub fn create_key(&self, org: &str, perms: &[&str]) -> String {
+        create_key_in(self.data_dir(), org, perms)
+    }
+
+    /// Inserts `count` keys into `org` with `opgate admin seed-keys`.
+    pub fn seed_keys(&self, org: &str, count: usize) {
+        let out = Command::new(BIN)
+            .args([
+                "admin",
+                "seed-keys",
+                "--org",
+                org,
+                "--count",
+                &count.to_string(),
+            ])
+            .arg("--data-dir")
+            .arg(self.data_dir())
+            .env_clear_opgate()
+            .output()
+            .expect("run opgate admin seed-keys");
+        assert!(
+            out.status.success(),
+            "seed-keys: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Mints a key with `opgate admin create-key` in any data directory and returns its secret.
+pub fn create_key_in(data_dir: &Path, org: &str, perms: &[&str]) -> String {
+    let out = Command::new(BIN)
+        .args(["admin", "create-key", "--org", org, "--name", "test-key"])
+        .args(["--permissions", &perms.join(",")])
+        .arg("--data-dir")
+        .arg(data_dir)
+        .env_clear_opgate()
+        .output()
+        .expect("run opgate admin create-key");
+    assert!(
+        out.status.success(),
+        "create-key: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).expect("utf-8 stdout");
+    let key = stdout.trim_end_matches('\n');
+    assert!(
+        key.starts_with("opg_") && key.len() == 42 && !key.contains('\n'),
+        "create-key prints only the secret, got {stdout:?}"
+    );
+    key.to_owned()
+}
+
+trait EnvClearOpgate {
+    fn env_clear_opgate(&mut self) -> &mut Self;
+}
+
+impl EnvClearOpgate for Command {
+    /// Keeps the test independent of the developer's `OPGATE_*` environment.
+    fn env_clear_opgate(&mut self) -> &mut Self {
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("OPGATE_") {
+                self.env_remove(name);
+            }
+        }
+        self
+    }
+}
+
+/// Spawns `opgate serve` and reads stderr until it listens; a thread keeps draining stderr afterwards.
+fn spawn(data_dir: &Path, log: &Arc<Mutex<Vec<String>>>) -> (Child, String, Option<String>) {
+    let mut child = Command::new(BIN)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--shutdown-grace-seconds",
+            "5",
+        ])
+        .arg("--data-dir")
+        .arg(data_dir)
+        .env_clear_opgate()
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn opgate serve");
+    let stderr = child.stderr.take().expect("piped stderr");
+    let (tx, rx) = mpsc::channel();
+    let sink = Arc::clone(log);
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            sink.lock().unwrap().push(line.clone());
+            let _ = tx.send(line); // the receiver is gone once the server is up
+        }
+    });
+    let deadline = Instant::now() + START_TIMEOUT;
+    let mut admin_key = None;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = match rx.recv_timeout(left) {
+            Ok(line) => line,
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                let log = log.lock().unwrap().join("\n");
+                panic!("opgate did not start ({e}); stderr:\n{log}");
+            }
+        };
+        if let Some(key) = line.strip_prefix("admin key: ") {
+            assert!(admin_key.is_none(), "admin key printed twice");
+            admin_key = Some(key.trim().to_owned());
+        }
+        if let Some(base) = line.trim().strip_prefix("opgate listening on ") {
+            return (child, base.to_owned(), admin_key);
+        }
+    }
+}
+
+/// A response read in full. Every response must carry `X-Request-Id`; [`send`] checks it.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .get(name)
+            .map(|v| v.to_str().expect("ASCII header"))
+    }
+
+    pub fn request_id(&self) -> &str {
+        self.header("x-request-id").expect("X-Request-Id")
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", self.text()))
+    }
+
+    /// The NDJSON lines of a streamed response.
+    pub fn lines(&self) -> Vec<Value> {
+        assert_eq!(self.header("content-type"), Some("application/x-ndjson"));
+        let text = self.text();
+        assert!(
+            text.is_empty() || text.ends_with('\n'),
+            "NDJSON ends with a newline"
+        );
+        text.lines()
+            .map(|l| {
+                serde_json::from_str(l).unwrap_or_else(|e| panic!("bad NDJSON line ({e}): {l}"))
+            })
+            .collect()
+    }
+
+    /// Asserts the contract's error response (status, code, body shape, request id, headers) and returns the
+    /// message.
+    #[track_caller]
+    pub fn error(&self, status: u16, code: &str) -> String {
+        assert_eq!(
+            self.status,
+            status,
+            "expected {status} {code}, got: {}",
+            self.text()
+        );
+        assert_eq!(self.header("content-type"), Some("application/json"));
+        let body = self.json();
+        let obj = body.as_object().expect("error body is an object");
+        assert_eq!(obj.len(), 1, "only `error` at the top: {body}");
+        let error = body["error"].as_object().expect("`error` object");
+        assert_eq!(error.len(), 3, "code, message, request_id: {body}");
+        assert_eq!(error["code"], code, "{body}");
+        assert_eq!(
+            error["request_id"],
+            self.request_id(),
+            "body and header request ids agree"
+        );
+        if status == 401 {
+            assert_eq!(self.header("www-authenticate"), Some("Bearer"));
+        }
+        let message = error["message"].as_str().expect("message string");
+        assert!(!message.is_empty());
+        message.to_owned()
+    }
+
+    /// Like [`Reply::error`], and the message contains every one of `parts`.
+    #[track_caller]
+    pub fn error_with(&self, status: u16, code: &str, parts: &[&str]) -> String {
+        let message = self.error(status, code);
+        for part in parts {
+            assert!(
+                message.contains(part),
+                "message {message:?} should contain {part:?}"
+            );
+        }
+        message
+    }
+}
+
+/// Sends the request and reads the whole response; asserts the `X-Request-Id` header is present.
+pub async fn send(rb: reqwest::RequestBuilder) -> Reply {
+    let resp = rb.send().await.expect("request failed");
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let body = resp.bytes().await.expect("read body").to_vec();
+    let reply = Reply {
+        status,
+        headers,
+        body,
+    };
+    let rid = reply.header("x-request-id").unwrap_or("");
+    assert!(
+        !rid.is_empty(),
+        "every response carries X-Request-Id: {status} {}",
+        reply.text()
+    );
+    reply
+}
+
+/// `/v1/op/<op>`.
+pub fn op_path(op: &str) -> String {
+    format!("/v1/op/{op}")
+}
+
+/// `/v1/<resource>/<action>` for `<resource>.<action>`.
+pub fn alias_path(op: &str) -> String {
+    let (resource, action) = op.split_once('.').expect("op id has a dot");
+    format!("/v1/{resource}/{action}")
+}
+
+/// Both paths of an operation.
+pub fn both_paths(op: &str) -> [String; 2] {
+    [op_path(op), alias_path(op)]
+}
+
+pub fn id_of(v: &Value) -> String {
+    v["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no id in {v}"))
+        .to_owned()
+}
+
+/// The metadata fields the contract names for every key (later slices may add more).
+pub const METADATA_FIELDS: [&str; 13] = [
+    "allowed_ips",
+    "created_at",
+    "created_by",
+    "description",
+    "expires_at",
+    "id",
+    "key_prefix",
+    "last_used_at",
+    "name",
+    "org_id",
+    "permissions",
+    "rate_limit",
+    "revoked_at",
+];
+
+/// Fields that would carry secret material; never part of metadata.
+const SECRET_FIELDS: [&str; 5] = ["key", "key_hash", "hash", "secret", "token"];
+
+/// Asserts `v` is key metadata: every contract field, well-formed, and never a secret or its hash.
+#[track_caller]
+pub fn assert_metadata(v: &Value) {
+    let obj = v
+        .as_object()
+        .unwrap_or_else(|| panic!("metadata is an object: {v}"));
+    for field in METADATA_FIELDS {
+        assert!(obj.contains_key(field), "metadata lacks `{field}`: {v}");
+    }
+    for field in SECRET_FIELDS {
+        assert!(!obj.contains_key(field), "metadata carries `{field}`: {v}");
+    }
+    assert!(id_of(v).starts_with("key_"), "{v}");
+    let prefix = v["key_prefix"].as_str().expect("key_prefix");
+    assert!(prefix.starts_with("opg_") && prefix.len() == 12, "{v}");
+    rfc3339_unix(v["created_at"].as_str().expect("created_at is set"));
+    for ts in ["expires_at", "last_used_at", "revoked_at"] {
+        if !v[ts].is_null() {
+            rfc3339_unix(v[ts].as_str().expect("timestamp string"));
+        }
+    }
+}
+
+/// The contract's metadata fields of `v` that only change when the key is changed (not when it is used).
+pub fn stable(v: &Value) -> Value {
+    METADATA_FIELDS
+        .iter()
+        .filter(|f| **f != "last_used_at")
+        .map(|f| (f.to_string(), v[*f].clone()))
+        .collect::<serde_json::Map<_, _>>()
+        .into()
+}
+
+/// Seconds since the epoch for an RFC 3339 UTC timestamp such as `2026-11-25T18:06:29Z`.
+#[track_caller]
+pub fn rfc3339_unix(ts: &str) -> i64 {
+    let b = ts.as_bytes();
+    let ok = b.len() == 20
+        && b[4] == b'-'
+        && b[7] == b'-'
+        && b[10] == b'T'
+        && b[13] == b':'
+        && b[16] == b':'
+        && b[19] == b'Z';
+    assert!(ok, "not an RFC 3339 UTC timestamp with seconds: {ts:?}");
+    let n = |r: std::ops::Range<usize>| -> i64 { ts[r].parse().expect("digits") };
+    let (y, m, d) = (n(0..4), n(5..7), n(8..10));
+    // Days from civil (Howard Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    days * 86_400 + n(11..13) * 3600 + n(14..16) * 60 + n(17..19)
+}
+
+/// Now, in seconds since the epoch.
+pub fn now_unix() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs() as i64
+}
