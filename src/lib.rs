@@ -1,21 +1,24 @@
-//! opgate wired together: the data directory (SQLite database and server secret), the registry of every
-//! operation the gateway serves, and the HTTP gateway over them. The `opgate` binary is a thin CLI on top;
-//! programs that embed the gateway use these functions and register their own operations beside ours.
+//! opgate wired together: the data directory (SQLite database, server secret and session secret), the
+//! registry of every operation the gateway serves, and the HTTP gateway over them. The `opgate` binary is a
+//! thin CLI on top; programs that embed the gateway use these functions and register their own operations
+//! beside ours.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+pub use opgate_auth as auth;
 pub use opgate_core as core;
 pub use opgate_keys as keys;
 pub use opgate_server as server;
 pub use opgate_spec as spec;
 pub use opgate_store as store;
 
+use opgate_auth::{SessionAuthenticator, SessionConfig, SessionSettings, TokenRouter};
 use opgate_core::{Registry, RegistryError};
 use opgate_keys::{ApiKeyAuthenticator, ApiKeys, KeyHasher};
 use opgate_server::{Gateway, ServerConfig};
 use opgate_spec::ApiInfo;
-use opgate_store::SqliteStore;
+use opgate_store::{AuditLog, SqliteStore};
 
 /// Name of the SQLite file inside the data directory.
 pub const DB_FILE: &str = "opgate.db";
@@ -31,20 +34,29 @@ pub struct DataDir {
     pub store: SqliteStore,
     /// The key service over the database.
     pub keys: Arc<ApiKeys>,
+    /// How session tokens are signed and checked (secret, issuer, audience).
+    pub sessions: SessionConfig,
 }
 
 impl DataDir {
     /// Opens (creating if needed, mode 0700) the data directory: migrates the database and loads the server
-    /// secret (`secret_override`, from `OPGATE_SECRET`, wins over the file).
+    /// secret (`secret_override`, from `OPGATE_SECRET`, wins over the file). The session settings come from
+    /// `OPGATE_SESSION_SECRET`, `OPGATE_SESSION_ISSUER` and `OPGATE_SESSION_AUDIENCE`
+    /// ([`SessionSettings::from_env`]); [`DataDir::open_with`] takes them explicitly.
     pub fn open(path: &Path, secret_override: Option<&str>) -> Result<Self, BoxError> {
-        let mut builder = std::fs::DirBuilder::new();
-        builder.recursive(true);
-        #[cfg(unix)]
-        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-        builder
-            .create(path)
-            .map_err(|e| format!("cannot create data directory {}: {e}", path.display()))?;
+        Self::open_with(path, secret_override, &SessionSettings::from_env())
+    }
+
+    /// Like [`DataDir::open`], with explicit session settings: the session secret is `sessions.secret` when
+    /// given, else `<data-dir>/session_secret` (created on first use, mode 0600).
+    pub fn open_with(
+        path: &Path,
+        secret_override: Option<&str>,
+        sessions: &SessionSettings,
+    ) -> Result<Self, BoxError> {
+        create_data_dir(path)?;
         let hasher = KeyHasher::load(path, secret_override)?;
+        let sessions = SessionConfig::load(path, sessions)?;
         let store = SqliteStore::open(&path.join(DB_FILE))
             .map_err(|e| format!("cannot open database {}: {e}", path.join(DB_FILE).display()))?;
         let keys = ApiKeys::new(Arc::new(store.clone()), hasher);
@@ -52,34 +64,63 @@ impl DataDir {
             path: path.to_owned(),
             store,
             keys,
+            sessions,
         })
     }
 
     /// The registry of every built-in operation, served from this data directory.
     pub fn registry(&self) -> Result<Registry, RegistryError> {
-        registry(&self.keys)
+        registry(&self.keys, Arc::new(self.store.clone()))
     }
 
-    /// A gateway serving `registry`, authenticating with API keys from this data directory.
+    /// A gateway serving `registry`, authenticating API keys from this data directory and session tokens
+    /// signed with its session secret.
     pub fn gateway(&self, registry: Registry, config: ServerConfig) -> Arc<Gateway> {
-        let authenticator = Arc::new(ApiKeyAuthenticator::new(Arc::clone(&self.keys)));
-        Gateway::new(Arc::new(registry), authenticator, config)
+        let keys = Arc::new(ApiKeyAuthenticator::new(Arc::clone(&self.keys)));
+        let sessions = SessionAuthenticator::new(self.sessions.clone());
+        let authenticator = Arc::new(TokenRouter::new(keys, sessions));
+        let store = Arc::new(self.store.clone());
+        Arc::new(
+            Gateway::new(Arc::new(registry), authenticator, config)
+                .with_audit(store.clone())
+                .with_idempotency(store),
+        )
     }
+}
+
+/// Creates the data directory (and its parents) if needed, mode 0700.
+pub fn create_data_dir(path: &Path) -> Result<(), BoxError> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder
+        .create(path)
+        .map_err(|e| format!("cannot create data directory {}: {e}", path.display()).into())
+}
+
+/// The session configuration of a data directory without opening its database (to mint session tokens):
+/// creates the directory and the session secret on first use, as [`DataDir::open_with`] does.
+pub fn session_config(path: &Path, settings: &SessionSettings) -> Result<SessionConfig, BoxError> {
+    create_data_dir(path)?;
+    Ok(SessionConfig::load(path, settings)?)
 }
 
 /// The registry of every built-in operation with handlers over a throw-away in-memory database: for describing
 /// the API (spec, docs), never for serving it.
 pub fn describe_registry() -> Result<Registry, BoxError> {
-    let store = SqliteStore::open(Path::new(":memory:"))?;
-    let keys = ApiKeys::new(Arc::new(store), KeyHasher::new(&[0u8; 32])?);
-    Ok(registry(&keys)?)
+    let store = Arc::new(SqliteStore::open(Path::new(":memory:"))?);
+    let keys = ApiKeys::new(store.clone(), KeyHasher::new(&[0u8; 32])?);
+    Ok(registry(&keys, store)?)
 }
 
 /// The registry of every built-in operation. Each resource registers its operations in its own crate; adding
 /// a resource adds one line here.
-pub fn registry(keys: &Arc<ApiKeys>) -> Result<Registry, RegistryError> {
+pub fn registry(keys: &Arc<ApiKeys>, audit: Arc<dyn AuditLog>) -> Result<Registry, RegistryError> {
     let mut registry = Registry::new();
     keys.register(&mut registry)?;
+    registry.register(opgate_auth::Whoami)?;
+    opgate_audit::register(&mut registry, audit)?;
     Ok(registry)
 }
 
@@ -94,8 +135,8 @@ pub fn api_info() -> ApiInfo {
         title: "opgate".into(),
         version: env!("CARGO_PKG_VERSION").into(),
         description: "Operation-dispatch RPC gateway. Every call is `POST /v1/op/<operation_id>` (or the alias \
-                      `POST /v1/<resource>/<action>`) with a Bearer API key and a JSON object body; list \
-                      operations answer an NDJSON stream."
+                      `POST /v1/<resource>/<action>`) with a Bearer token (an API key or a session token) \
+                      and a JSON object body; list operations answer an NDJSON stream."
             .into(),
     }
 }

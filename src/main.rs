@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use opgate::auth::{NewSession, SessionSettings};
 use opgate::keys::{KeySpec, DEFAULT_ORG};
 use opgate::server::ServerConfig;
 use opgate::{BoxError, DataDir};
@@ -56,11 +57,44 @@ struct DataDirArgs {
         hide = true
     )]
     secret: Option<String>,
+    /// Secret signing session tokens (base64, at least 32 bytes); default: `<data-dir>/session_secret`.
+    #[arg(
+        long = "session-secret",
+        env = "OPGATE_SESSION_SECRET",
+        hide_env_values = true,
+        hide = true
+    )]
+    session_secret: Option<String>,
 }
 
 impl DataDirArgs {
     fn open(&self) -> Result<DataDir, BoxError> {
-        DataDir::open(&self.data_dir, self.secret.as_deref())
+        self.open_with(None, None)
+    }
+
+    /// Opens the data directory; session tokens must carry `issuer` and `audience` when given.
+    fn open_with(
+        &self,
+        issuer: Option<String>,
+        audience: Option<String>,
+    ) -> Result<DataDir, BoxError> {
+        DataDir::open_with(
+            &self.data_dir,
+            self.secret.as_deref(),
+            &self.session_settings(issuer, audience),
+        )
+    }
+
+    fn session_settings(
+        &self,
+        issuer: Option<String>,
+        audience: Option<String>,
+    ) -> SessionSettings {
+        SessionSettings {
+            secret: self.session_secret.clone(),
+            issuer,
+            audience,
+        }
     }
 }
 
@@ -72,8 +106,17 @@ struct ServeArgs {
     #[command(flatten)]
     data: DataDirArgs,
     /// Comma-separated CIDRs of proxies whose `X-Forwarded-For` is believed (e.g. `10.0.0.0/8,127.0.0.1/32`).
-    #[arg(long, env = "OPGATE_TRUSTED_PROXIES", value_delimiter = ',')]
+    #[arg(long, env = "OPGATE_TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_ip_or_cidr)]
     trusted_proxies: Vec<ipnet::IpNet>,
+    /// Requests per minute for keys and sessions without a rate limit of their own (default: unlimited).
+    #[arg(long, env = "OPGATE_DEFAULT_RATE_LIMIT", value_parser = clap::value_parser!(u32).range(1..))]
+    default_rate_limit: Option<u32>,
+    /// Issuer (`iss`) every session token must carry; default: not checked.
+    #[arg(long, env = "OPGATE_SESSION_ISSUER")]
+    session_issuer: Option<String>,
+    /// Audience (`aud`) every session token must name; default: not checked.
+    #[arg(long, env = "OPGATE_SESSION_AUDIENCE")]
+    session_audience: Option<String>,
     /// Largest request body accepted, in bytes.
     #[arg(long, env = "OPGATE_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
     max_body_bytes: usize,
@@ -111,6 +154,32 @@ enum AdminCommand {
     CreateKey(CreateKeyArgs),
     /// Insert many keys in one transaction (test and benchmark fixtures); prints nothing but a count.
     SeedKeys(SeedKeysArgs),
+    /// Sign a session token (an HS256 JWT) with the session secret and print only the token on stdout.
+    MintSession(MintSessionArgs),
+}
+
+#[derive(Args)]
+struct MintSessionArgs {
+    #[command(flatten)]
+    data: DataDirArgs,
+    /// Organization of the session (`org`).
+    #[arg(long, env = "OPGATE_ORG", default_value = DEFAULT_ORG)]
+    org: String,
+    /// Subject (`sub`): the session's principal id; keys it creates record it as `created_by`.
+    #[arg(long)]
+    sub: String,
+    /// Scopes separated by spaces or commas, e.g. `"api_keys:read api_keys:write"` or `*`.
+    #[arg(long)]
+    scopes: String,
+    /// Seconds until the token expires (at most 30 days).
+    #[arg(long, default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..=opgate::auth::MAX_TTL_SECONDS))]
+    ttl: u64,
+    /// Issuer (`iss`) to sign in; must match the server's `--session-issuer`.
+    #[arg(long, env = "OPGATE_SESSION_ISSUER")]
+    issuer: Option<String>,
+    /// Audience (`aud`) to sign in; must match the server's `--session-audience`.
+    #[arg(long, env = "OPGATE_SESSION_AUDIENCE")]
+    audience: Option<String>,
 }
 
 #[derive(Args)]
@@ -130,8 +199,32 @@ struct CreateKeyArgs {
     #[arg(long)]
     rate_limit: Option<u32>,
     /// Days until the key expires.
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=3650))]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=3650), conflicts_with = "expires_at")]
     expires_in_days: Option<u32>,
+    /// Exact expiry as an RFC 3339 time, e.g. `2027-01-31T00:00:00Z`.
+    #[arg(long, value_parser = parse_rfc3339)]
+    expires_at: Option<opgate::core::Timestamp>,
+    /// Comma-separated IP addresses or CIDR ranges the key may be used from (default: any).
+    #[arg(long, value_delimiter = ',', value_parser = parse_allowed_ip)]
+    allowed_ips: Vec<String>,
+}
+
+/// One allow-list entry, checked like `api_keys.create` checks it (a bare address or a CIDR range) and kept
+/// as written.
+fn parse_allowed_ip(text: &str) -> Result<String, String> {
+    opgate::keys::ip::parse_allowed(text)
+        .map(|_| text.to_owned())
+        .map_err(|_| format!("`{text}` is not an IP address or CIDR range"))
+}
+
+/// An address (`10.0.0.1`, a /32 or /128) or a CIDR range (`10.0.0.0/8`).
+fn parse_ip_or_cidr(text: &str) -> Result<ipnet::IpNet, String> {
+    opgate::keys::ip::parse_allowed(text.trim())
+        .map_err(|_| format!("`{text}` is not an IP address or CIDR range"))
+}
+
+fn parse_rfc3339(text: &str) -> Result<opgate::core::Timestamp, String> {
+    serde_json::from_value(serde_json::Value::String(text.to_owned())).map_err(|e| e.to_string())
 }
 
 #[derive(Args)]
@@ -172,6 +265,7 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
         Command::Serve(args) => serve(args).await,
         Command::Admin(AdminCommand::CreateKey(args)) => create_key(args).await,
         Command::Admin(AdminCommand::SeedKeys(args)) => seed_keys(args).await,
+        Command::Admin(AdminCommand::MintSession(args)) => mint_session(args),
         Command::Call(args) => call(args).await,
         Command::Spec { out } => {
             let text = opgate::spec::render(&opgate::openapi()?);
@@ -214,7 +308,9 @@ fn write_docs(spec: &std::path::Path, out: &std::path::Path) -> Result<(), BoxEr
 
 async fn serve(args: ServeArgs) -> Result<(), BoxError> {
     init_logging(args.log_format);
-    let data = args.data.open()?;
+    let data = args
+        .data
+        .open_with(args.session_issuer.clone(), args.session_audience.clone())?;
     if let Some(admin_key) = data.keys.bootstrap_admin().await? {
         // Printed once, deliberately, on a line of its own; never logged.
         eprintln!("admin key: {admin_key}");
@@ -222,6 +318,7 @@ async fn serve(args: ServeArgs) -> Result<(), BoxError> {
     let registry = data.registry()?;
     let config = ServerConfig {
         trusted_proxies: args.trusted_proxies,
+        default_rate_limit: args.default_rate_limit,
         max_body_bytes: args.max_body_bytes,
         shutdown_grace: std::time::Duration::from_secs(args.shutdown_grace_seconds),
         ..ServerConfig::default()
@@ -234,12 +331,28 @@ async fn serve(args: ServeArgs) -> Result<(), BoxError> {
     let flusher = data
         .keys
         .start_usage_flusher(std::time::Duration::from_secs(1));
+    let sweeper = spawn_idempotency_sweeper(data.store.clone());
     gateway.serve(listener, shutdown_signal()).await;
     flusher.abort();
+    sweeper.abort();
     data.keys.flush_usage().await;
     data.store.close().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Deletes idempotency records past their 24 hours, hourly (they are never replayed after that anyway).
+fn spawn_idempotency_sweeper(store: opgate::store::SqliteStore) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(3600));
+        loop {
+            tick.tick().await;
+            let cutoff = opgate::core::Timestamp::now().unix() - 24 * 60 * 60;
+            if let Err(e) = store.expire_idempotency(cutoff).await {
+                tracing::warn!(error = %e, "expiring idempotency records failed");
+            }
+        }
+    })
 }
 
 async fn create_key(args: CreateKeyArgs) -> Result<(), BoxError> {
@@ -251,15 +364,39 @@ async fn create_key(args: CreateKeyArgs) -> Result<(), BoxError> {
         description: None,
         permissions: args.permissions,
         rate_limit: args.rate_limit,
-        allowed_ips: Vec::new(),
+        allowed_ips: args.allowed_ips,
         created_by: "cli".into(),
-        expires_at: args.expires_in_days.map(|d| {
-            opgate::core::Timestamp(opgate::core::Timestamp::now().unix() + i64::from(d) * 86_400)
+        expires_at: args.expires_at.or_else(|| {
+            let days = i64::from(args.expires_in_days?);
+            Some(opgate::core::Timestamp(
+                opgate::core::Timestamp::now().unix() + days * 86_400,
+            ))
         }),
     };
     let (secret, _) = data.keys.mint(spec).await?;
     data.store.close().await;
     println!("{secret}");
+    Ok(())
+}
+
+fn mint_session(args: MintSessionArgs) -> Result<(), BoxError> {
+    let scopes: Vec<String> = args
+        .scopes
+        .split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect();
+    validate_scopes(&scopes)?;
+    let settings = args.data.session_settings(args.issuer, args.audience);
+    let config = opgate::session_config(&args.data.data_dir, &settings)?;
+    let token = config.mint(&NewSession {
+        sub: args.sub,
+        org: args.org,
+        scopes,
+        ttl_seconds: args.ttl,
+    })?;
+    // Printed deliberately, alone on stdout (for `TOKEN=$(opgate admin mint-session ...)`); never logged.
+    println!("{token}");
     Ok(())
 }
 

@@ -153,7 +153,11 @@ async fn unauthenticated_for_every_kind_of_bad_token() {
         (Some(admin.clone()), "must be `Bearer <token>`"),
         (Some("Bearer".into()), "must be `Bearer <token>`"),
         (Some("Bearer ".into()), "must be `Bearer <token>`"),
-        (bearer("garbage"), "the API key is malformed"),
+        // Neither `opg_...` nor a JWT: refused by shape, before either authenticator.
+        (
+            bearer("garbage"),
+            "the token is neither an API key nor a session token",
+        ),
         (
             bearer(&admin[..admin.len() - 1]),
             "the API key is malformed",
@@ -161,7 +165,7 @@ async fn unauthenticated_for_every_kind_of_bad_token() {
         (bearer(&format!("{admin}x")), "the API key is malformed"),
         (
             bearer(&admin.replacen("opg_", "sk__", 1)),
-            "the API key is malformed",
+            "the token is neither an API key nor a session token",
         ),
         (bearer(&forged), "checksum does not match"),
         (bearer(&foreign), "the API key is not valid"),

@@ -83,9 +83,20 @@ fn every_operation_appears_under_both_paths_with_its_declaration() {
         let alias = format!("/v1/{}/{}", meta.resource(), meta.action());
         for path in [&canonical, &alias] {
             let op = &spec["paths"][path]["post"];
-            assert_eq!(op["x-scope"], meta.scope, "{path}");
             assert_eq!(op["x-side-effect"], meta.side_effect.as_str(), "{path}");
-            assert_eq!(op["security"][0]["bearerAuth"][0], meta.scope, "{path}");
+            // Either credential works: an API key or a session token, each holding the scope.
+            let scopes = if meta.scope.is_empty() {
+                assert_eq!(op["x-scope"], Value::Null, "{path}");
+                serde_json::json!([])
+            } else {
+                assert_eq!(op["x-scope"], meta.scope, "{path}");
+                serde_json::json!([meta.scope])
+            };
+            assert_eq!(
+                op["security"],
+                serde_json::json!([{ "bearerAuth": scopes }, { "sessionAuth": scopes }]),
+                "{path}"
+            );
             assert_eq!(op["summary"], meta.summary, "{path}");
             let content_type = if entry.streaming {
                 "application/x-ndjson"
@@ -102,6 +113,18 @@ fn every_operation_appears_under_both_paths_with_its_declaration() {
         }
         assert_eq!(spec["paths"][&canonical]["post"]["operationId"], meta.id);
     }
+}
+
+#[test]
+fn both_security_schemes_are_declared() {
+    let spec = committed_spec();
+    let schemes = &spec["components"]["securitySchemes"];
+    assert_eq!(schemes["bearerAuth"]["type"], "http");
+    assert_eq!(schemes["bearerAuth"]["scheme"], "bearer");
+    assert_eq!(schemes["sessionAuth"]["type"], "http");
+    assert_eq!(schemes["sessionAuth"]["scheme"], "bearer");
+    assert_eq!(schemes["sessionAuth"]["bearerFormat"], "JWT");
+    assert!(schemes["sessionAuth"]["description"].is_string());
 }
 
 #[test]

@@ -22,6 +22,8 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(15);
 /// A running `opgate serve` over a temporary data directory; killed on drop.
 pub struct TestServer {
     dir: TempDir,
+    extra_args: Vec<String>,
+    extra_env: Vec<(String, String)>,
     child: Child,
     base: String,
     admin_key: String,
@@ -32,12 +34,30 @@ pub struct TestServer {
 impl TestServer {
     /// Starts a server on an empty data directory and captures the admin key it prints.
     pub fn start() -> TestServer {
+        Self::start_with(&[])
+    }
+
+    /// Starts a server with extra `opgate serve` flags (kept across restarts).
+    pub fn start_with(extra_args: &[&str]) -> TestServer {
+        Self::start_with_env(extra_args, &[])
+    }
+
+    /// Starts a server with extra `opgate serve` flags and environment variables (e.g.
+    /// `OPGATE_SESSION_SECRET`), both kept across restarts and passed to [`TestServer::mint_session`].
+    pub fn start_with_env(extra_args: &[&str], env: &[(&str, &str)]) -> TestServer {
         let dir = tempfile::tempdir().expect("temp dir");
         let log = Arc::new(Mutex::new(Vec::new()));
-        let (child, base, admin_key) = spawn(dir.path(), &log);
+        let extra_args: Vec<String> = extra_args.iter().map(|a| a.to_string()).collect();
+        let extra_env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let (child, base, admin_key) = spawn(dir.path(), &extra_args, &extra_env, &log);
         let admin_key = admin_key.expect("the first start prints `admin key: opg_...`");
         TestServer {
             dir,
+            extra_args,
+            extra_env,
             child,
             base,
             admin_key,
@@ -50,7 +70,12 @@ impl TestServer {
     /// The admin key must not be printed a second time.
     pub fn restart(&mut self) {
         self.stop();
-        let (child, base, admin_key) = spawn(self.dir.path(), &self.log);
+        let (child, base, admin_key) = spawn(
+            self.dir.path(),
+            &self.extra_args,
+            &self.extra_env,
+            &self.log,
+        );
         assert_eq!(admin_key, None, "the admin key is printed only once");
         self.child = child;
         self.base = base;
@@ -172,6 +197,29 @@ impl TestServer {
         create_key_in(self.data_dir(), org, perms)
     }
 
+    /// Like [`TestServer::create_key`], with extra `create-key` flags (e.g. `--expires-at`, `--allowed-ips`).
+    pub fn create_key_with(&self, org: &str, perms: &[&str], extra_args: &[&str]) -> String {
+        create_key_in_with(self.data_dir(), org, perms, extra_args)
+    }
+
+    /// `api_keys.get` with `token`; returns the metadata.
+    pub async fn get(&self, token: &str, key_id: &str) -> Value {
+        self.call_ok("api_keys.get", token, json!({ "key_id": key_id }))
+            .await
+            .json()
+    }
+
+    /// Mints a session token with `opgate admin mint-session` on this server's data directory and with its
+    /// environment (so `OPGATE_SESSION_SECRET` agrees); `args` are the flags (`--org`, `--sub`, ...).
+    pub fn mint_session(&self, args: &[&str]) -> String {
+        let env: Vec<(&str, &str)> = self
+            .extra_env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        mint_session_in(self.data_dir(), &env, args)
+    }
+
     /// Inserts `count` keys into `org` with `opgate admin seed-keys`.
     pub fn seed_keys(&self, org: &str, count: usize) {
         let out = Command::new(BIN)
@@ -205,9 +253,20 @@ impl Drop for TestServer {
 
 /// Mints a key with `opgate admin create-key` in any data directory and returns its secret.
 pub fn create_key_in(data_dir: &Path, org: &str, perms: &[&str]) -> String {
+    create_key_in_with(data_dir, org, perms, &[])
+}
+
+/// Like [`create_key_in`], with extra `create-key` flags.
+pub fn create_key_in_with(
+    data_dir: &Path,
+    org: &str,
+    perms: &[&str],
+    extra_args: &[&str],
+) -> String {
     let out = Command::new(BIN)
         .args(["admin", "create-key", "--org", org, "--name", "test-key"])
         .args(["--permissions", &perms.join(",")])
+        .args(extra_args)
         .arg("--data-dir")
         .arg(data_dir)
         .env_clear_opgate()
@@ -227,6 +286,31 @@ pub fn create_key_in(data_dir: &Path, org: &str, perms: &[&str]) -> String {
     key.to_owned()
 }
 
+/// Runs `opgate admin mint-session` with `args` on `data_dir` and `env`, asserting it prints only a token.
+pub fn mint_session_in(data_dir: &Path, env: &[(&str, &str)], args: &[&str]) -> String {
+    let out = Command::new(BIN)
+        .args(["admin", "mint-session"])
+        .args(args)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .env_clear_opgate()
+        .envs(env.iter().copied())
+        .output()
+        .expect("run opgate admin mint-session");
+    assert!(
+        out.status.success(),
+        "mint-session: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).expect("utf-8 stdout");
+    let token = stdout.trim_end_matches('\n');
+    assert!(
+        token.split('.').count() == 3 && !token.contains('\n'),
+        "mint-session prints only the token, got {stdout:?}"
+    );
+    token.to_owned()
+}
+
 trait EnvClearOpgate {
     fn env_clear_opgate(&mut self) -> &mut Self;
 }
@@ -244,7 +328,12 @@ impl EnvClearOpgate for Command {
 }
 
 /// Spawns `opgate serve` and reads stderr until it listens; a thread keeps draining stderr afterwards.
-fn spawn(data_dir: &Path, log: &Arc<Mutex<Vec<String>>>) -> (Child, String, Option<String>) {
+fn spawn(
+    data_dir: &Path,
+    extra_args: &[String],
+    extra_env: &[(String, String)],
+    log: &Arc<Mutex<Vec<String>>>,
+) -> (Child, String, Option<String>) {
     let mut child = Command::new(BIN)
         .args([
             "serve",
@@ -255,7 +344,9 @@ fn spawn(data_dir: &Path, log: &Arc<Mutex<Vec<String>>>) -> (Child, String, Opti
         ])
         .arg("--data-dir")
         .arg(data_dir)
+        .args(extra_args)
         .env_clear_opgate()
+        .envs(extra_env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -499,6 +590,28 @@ pub fn rfc3339_unix(ts: &str) -> i64 {
     let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
     let days = era * 146_097 + doe - 719_468;
     days * 86_400 + n(11..13) * 3600 + n(14..16) * 60 + n(17..19)
+}
+
+/// The RFC 3339 UTC form (`2026-11-25T18:06:29Z`) of seconds since the epoch; the inverse of
+/// [`rfc3339_unix`].
+pub fn unix_rfc3339(t: i64) -> String {
+    let (days, secs) = (t.div_euclid(86_400), t.rem_euclid(86_400));
+    // Civil from days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
 }
 
 /// Now, in seconds since the epoch.

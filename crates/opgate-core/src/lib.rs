@@ -3,6 +3,7 @@
 //! generator and the CLI all read. Nothing here knows about HTTP, SQLite or API keys.
 
 mod error;
+mod hooks;
 mod operation;
 mod principal;
 mod registry;
@@ -10,6 +11,7 @@ pub mod scope;
 mod timestamp;
 
 pub use error::{Code, Error, ErrorBody, ErrorDetail};
+pub use hooks::{AuditRecord, AuditSink, BoxFuture, IdempotencyStore, StoredResponse};
 pub use operation::{Context, ItemStream, OpMeta, Operation, SideEffect, StreamOperation};
 pub use principal::{Authenticator, Principal, PrincipalKind, RequestInfo};
 pub use registry::{decode_input, Entry, Registry, RegistryError, Reply, SchemaFn};

@@ -40,7 +40,8 @@ impl SideEffect {
 pub struct OpMeta {
     /// `<resource>.<action>`, e.g. `api_keys.create`.
     pub id: &'static str,
-    /// The one scope a caller must hold, e.g. `api_keys:write`.
+    /// The one scope a caller must hold, e.g. `api_keys:write`; [`crate::scope::AUTHENTICATED`] (empty) for
+    /// operations any authenticated principal may call, such as `auth.whoami`.
     pub scope: &'static str,
     /// What the call does to the world.
     pub side_effect: SideEffect,
@@ -69,6 +70,15 @@ pub struct Context {
     pub request_id: Arc<str>,
     /// The client address as the gateway determined it.
     pub client_ip: Option<IpAddr>,
+    /// The id of the object the call acts on, set by the handler for the audit log.
+    pub target: Arc<std::sync::OnceLock<String>>,
+}
+
+impl Context {
+    /// Records the id of the object this call acts on (the audit log's `target_id`); the first call wins.
+    pub fn set_target(&self, id: impl Into<String>) {
+        let _ = self.target.set(id.into());
+    }
 }
 
 /// The items of a streaming operation; an `Err` after the first item ends the stream with an error line.

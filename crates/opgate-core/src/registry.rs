@@ -130,7 +130,9 @@ impl Registry {
         if !well_formed {
             return Err(RegistryError::BadId(meta.id));
         }
-        if !scope::is_valid(meta.scope) || meta.scope.contains('*') {
+        let scope_ok = meta.scope == scope::AUTHENTICATED
+            || (scope::is_valid(meta.scope) && !meta.scope.contains('*'));
+        if !scope_ok {
             return Err(RegistryError::BadScope(meta.id, meta.scope));
         }
         if self.by_id.contains_key(meta.id) {
@@ -181,7 +183,11 @@ where
                 _ => ".".to_owned(),
             };
         }
-        if inner.is_syntax() || inner.is_eof() {
+        // serde_json reports some type errors (e.g. a number for an enum) as syntax errors: only a body that
+        // does not parse as JSON at all is called invalid JSON.
+        let not_json = (inner.is_syntax() || inner.is_eof())
+            && serde_json::from_slice::<serde::de::IgnoredAny>(body).is_err();
+        if not_json {
             Error::invalid_argument(format!("the request body is not valid JSON: {reason}"))
         } else if path == "." {
             Error::invalid_argument(reason)

@@ -4,8 +4,14 @@
 //! `<resource>:*` holds every scope of that resource, and `<resource>:write` implies `<resource>:read`.
 //! Authorization is a pure function of the principal's permissions and the operation's declared scope.
 
+/// The "scope" of operations that need no permission beyond a valid token: every principal holds it.
+pub const AUTHENTICATED: &str = "";
+
 /// Whether `permissions` hold the scope `required`.
 pub fn holds<S: AsRef<str>>(permissions: &[S], required: &str) -> bool {
+    if required == AUTHENTICATED {
+        return true;
+    }
     let Some((resource, action)) = required.split_once(':') else {
         return permissions
             .iter()
@@ -75,6 +81,7 @@ mod tests {
             (&[], "api_keys:read", false),
             (&["api_keys"], "api_keys:read", false),
             (&["api_keys:export"], "api_keys:read", false),
+            (&[], AUTHENTICATED, true),
         ];
         for (perms, scope, want) in cases {
             assert_eq!(holds(perms, scope), *want, "{perms:?} holds {scope}");

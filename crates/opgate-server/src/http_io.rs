@@ -88,3 +88,40 @@ pub fn error(e: &Error, request_id: &str) -> Resp {
     }
     resp
 }
+
+/// A stored response replayed for an idempotent retry, marked `Idempotent-Replayed: true`.
+pub fn replay(status: u16, body: Bytes, request_id: &str) -> Resp {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+    let mut resp = response(status, JSON, Full::new(body).boxed_unsync(), request_id);
+    resp.headers_mut().insert(
+        HeaderName::from_static("idempotent-replayed"),
+        HeaderValue::from_static("true"),
+    );
+    if status == StatusCode::UNAUTHORIZED {
+        resp.headers_mut().insert(
+            http::header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer"),
+        );
+    }
+    resp
+}
+
+/// The `RateLimit-*` headers of a limited principal, and `Retry-After` when refused.
+pub fn rate_limit_headers(headers: &mut http::HeaderMap, d: &crate::rate_limit::Decision) {
+    let num = |n: u64| HeaderValue::from_str(&n.to_string()).expect("digits are a valid header");
+    headers.insert(
+        HeaderName::from_static("ratelimit-limit"),
+        num(d.limit.into()),
+    );
+    headers.insert(
+        HeaderName::from_static("ratelimit-remaining"),
+        num(d.remaining.into()),
+    );
+    headers.insert(
+        HeaderName::from_static("ratelimit-reset"),
+        num(d.reset_secs),
+    );
+    if let Some(after) = d.retry_after_secs {
+        headers.insert(http::header::RETRY_AFTER, num(after));
+    }
+}

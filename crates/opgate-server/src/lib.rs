@@ -4,7 +4,9 @@
 
 mod client_addr;
 mod http_io;
+mod idempotency;
 mod pipeline;
+pub mod rate_limit;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -15,7 +17,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use opgate_core::{Authenticator, Registry};
+use opgate_core::{AuditSink, Authenticator, IdempotencyStore, Registry};
 use tokio::net::TcpListener;
 
 /// How the server treats every request: limits, timeouts and which proxies it trusts.
@@ -24,6 +26,8 @@ pub struct ServerConfig {
     /// Peers whose `X-Forwarded-For` is believed; the client address is then the right-most address in it
     /// that is not itself a trusted proxy. Empty: the client address is always the socket peer.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Requests per minute for principals without a limit of their own; `None`: unlimited.
+    pub default_rate_limit: Option<u32>,
     /// Largest request body accepted; larger ones get 413.
     pub max_body_bytes: usize,
     /// Time a client has to send its request headers.
@@ -36,6 +40,7 @@ impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             trusted_proxies: Vec::new(),
+            default_rate_limit: None,
             max_body_bytes: 1024 * 1024,
             header_read_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(30),
@@ -43,25 +48,47 @@ impl Default for ServerConfig {
     }
 }
 
-/// Everything the pipeline needs: the operations, how to authenticate, and the config.
+/// Everything the pipeline needs: the operations, how to authenticate, where to audit and keep idempotent
+/// responses, and the config.
 pub struct Gateway {
     registry: Arc<Registry>,
     authenticator: Arc<dyn Authenticator>,
+    audit: Option<Arc<dyn AuditSink>>,
+    idempotency: Option<Arc<dyn IdempotencyStore>>,
+    inflight: idempotency::InFlight,
+    rate_limiter: rate_limit::RateLimiter,
     config: ServerConfig,
 }
 
 impl Gateway {
-    /// A gateway serving `registry`, authenticating with `authenticator`.
+    /// A gateway serving `registry`, authenticating with `authenticator`; without an audit sink or an
+    /// idempotency store until given one.
     pub fn new(
         registry: Arc<Registry>,
         authenticator: Arc<dyn Authenticator>,
         config: ServerConfig,
-    ) -> Arc<Self> {
-        Arc::new(Gateway {
+    ) -> Self {
+        Gateway {
             registry,
             authenticator,
+            audit: None,
+            idempotency: None,
+            inflight: idempotency::InFlight::default(),
+            rate_limiter: rate_limit::RateLimiter::new(config.default_rate_limit),
             config,
-        })
+        }
+    }
+
+    /// Appends a record of every `write`, `export` and `destructive` call to `sink`.
+    pub fn with_audit(mut self, sink: Arc<dyn AuditSink>) -> Self {
+        self.audit = Some(sink);
+        self
+    }
+
+    /// Keeps responses to `Idempotency-Key` requests in `store` for replay.
+    pub fn with_idempotency(mut self, store: Arc<dyn IdempotencyStore>) -> Self {
+        self.idempotency = Some(store);
+        self
     }
 
     /// Accepts connections on `listener` (HTTP/1.1 and h2c on the same port) until `shutdown` resolves, then

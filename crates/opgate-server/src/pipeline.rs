@@ -1,5 +1,6 @@
-//! One request, one straight path: request id → route → authenticate → authorize → read body → decode →
-//! handler → encode. Each stage is one function and reads the operation's declaration, never its name.
+//! One request, one straight path: request id → route → authenticate → rate-limit → authorize →
+//! idempotency → read body → decode → handler → audit → encode. Each stage is one function and reads the
+//! operation's declaration (scope, side-effect class, streaming), never its name.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -13,10 +14,13 @@ use http::{HeaderMap, Method};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::{Body as _, Incoming};
 use hyper::Request;
-use opgate_core::{scope, Code, Context, Entry, Error, Principal, Reply, RequestInfo};
+use opgate_core::{
+    scope, AuditRecord, Code, Context, Entry, Error, ErrorBody, Principal, Reply, RequestInfo,
+    SideEffect, StoredResponse, Timestamp,
+};
 
 use crate::http_io::{self, Resp, X_REQUEST_ID};
-use crate::{client_addr, Gateway};
+use crate::{client_addr, idempotency, Gateway};
 
 /// Longest bearer token looked at; longer ones are refused unread.
 const MAX_TOKEN_LEN: usize = 4096;
@@ -29,8 +33,7 @@ const DRAIN_MAX_TIME: Duration = Duration::from_secs(2);
 pub async fn handle(gw: &Gateway, peer: SocketAddr, req: Request<Incoming>) -> Resp {
     let started = Instant::now();
     let request_id = request_id(req.headers());
-    let mut op_id = None;
-    let mut principal_id = None;
+    let mut trace = Trace::default();
     let resp = match route(gw, &req) {
         Route::Health => health(&req, &request_id),
         Route::NotFound => http_io::error(
@@ -46,31 +49,224 @@ pub async fn handle(gw: &Gateway, peer: SocketAddr, req: Request<Incoming>) -> R
             resp
         }
         Route::Operation(Ok(entry)) => {
-            op_id = Some(entry.meta.id);
-            match call(gw, entry, peer, req, &request_id, &mut principal_id).await {
-                Ok(Reply::Json(body)) => http_io::json(body, &request_id),
-                Ok(Reply::Stream(lines)) => http_io::ndjson(lines, &request_id),
-                Err(e) => {
-                    let mut resp = http_io::error(&e, &request_id);
-                    if e.code == Code::PayloadTooLarge {
-                        // The rest of the body may be unread: never reuse this connection.
-                        resp.headers_mut()
-                            .insert(CONNECTION, HeaderValue::from_static("close"));
-                    }
-                    resp
-                }
-            }
+            trace.op = Some(entry.meta.id);
+            call(gw, entry, peer, req, &request_id, &mut trace).await
         }
     };
     tracing::info!(
         request_id = %request_id,
-        op = op_id.unwrap_or("-"),
-        principal = principal_id.as_deref().unwrap_or("-"),
+        op = trace.op.unwrap_or("-"),
+        principal = trace.principal.as_ref().map_or("-", |p| p.id.as_str()),
         status = resp.status().as_u16(),
         latency_us = started.elapsed().as_micros() as u64,
         "request"
     );
     resp
+}
+
+/// What the request log line and the audit record need to know of a call.
+#[derive(Default)]
+struct Trace {
+    op: Option<&'static str>,
+    principal: Option<Arc<Principal>>,
+}
+
+/// How a call ended, before it becomes a response.
+enum Answer {
+    Reply(Reply),
+    Failed(Error),
+    /// A stored response replayed for an idempotent retry.
+    Replay {
+        status: u16,
+        body: Bytes,
+    },
+}
+
+/// Authenticate → rate-limit → authorize → idempotency key → read body → decode → handler, then the audit
+/// record for state-changing operations, then the response.
+async fn call(
+    gw: &Gateway,
+    entry: &Entry,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+    request_id: &str,
+    trace: &mut Trace,
+) -> Resp {
+    let info = RequestInfo {
+        client_ip: Some(client_addr::client_ip(
+            peer.ip(),
+            req.headers(),
+            &gw.config.trusted_proxies,
+        )),
+        user_agent: user_agent(req.headers()),
+    };
+    let principal = match authenticate(gw, req.headers(), &info).await {
+        Ok(principal) => principal,
+        Err(e) => return http_io::error(&e, request_id),
+    };
+    trace.principal = Some(Arc::clone(&principal));
+    let limit = gw.rate_limiter.check(&principal);
+    let ctx = Context {
+        principal: Arc::clone(&principal),
+        request_id: Arc::from(request_id),
+        client_ip: info.client_ip,
+        target: Arc::default(),
+    };
+    let answer = match limit.filter(|d| !d.allowed) {
+        Some(_) => Answer::Failed(Error::new(
+            Code::RateLimited,
+            format!(
+                "the rate limit of {} requests per minute is spent; retry after the Retry-After delay",
+                limit.map_or(0, |d| d.limit)
+            ),
+        )),
+        None => run(gw, entry, req, ctx.clone()).await,
+    };
+    let status = match &answer {
+        Answer::Reply(_) => 200,
+        Answer::Failed(e) => e.code.status(),
+        Answer::Replay { status, .. } => *status,
+    };
+    if entry.meta.side_effect != SideEffect::Read {
+        let error_code = match &answer {
+            Answer::Failed(e) => Some(e.code.as_str().to_owned()),
+            Answer::Replay { status, body } if *status >= 400 => {
+                serde_json::from_slice::<ErrorBody>(body)
+                    .ok()
+                    .map(|b| b.error.code.as_str().to_owned())
+            }
+            _ => None,
+        };
+        audit(gw, entry, &ctx, status, error_code).await;
+    }
+    let mut resp = match answer {
+        Answer::Reply(Reply::Json(body)) => http_io::json(body, request_id),
+        Answer::Reply(Reply::Stream(lines)) => http_io::ndjson(lines, request_id),
+        Answer::Replay { status, body } => http_io::replay(status, body, request_id),
+        Answer::Failed(e) => {
+            let mut resp = http_io::error(&e, request_id);
+            if e.code == Code::PayloadTooLarge {
+                // The rest of the body may be unread: never reuse this connection.
+                resp.headers_mut()
+                    .insert(CONNECTION, HeaderValue::from_static("close"));
+            }
+            resp
+        }
+    };
+    if let Some(decision) = limit {
+        http_io::rate_limit_headers(resp.headers_mut(), &decision);
+    }
+    resp
+}
+
+/// The stages after admission: authorize, idempotency, body, decode, handler.
+async fn run(gw: &Gateway, entry: &Entry, req: Request<Incoming>, ctx: Context) -> Answer {
+    let principal = Arc::clone(&ctx.principal);
+    let owner = idempotency::owner(&principal);
+    let prepared = async {
+        authorize(&principal, entry)?;
+        let key = match gw.idempotency.as_ref() {
+            Some(_) => idempotency::key_for(req.headers().get("idempotency-key"), entry)?,
+            None => None,
+        };
+        // The key is claimed before the body is read: a retry arriving while the first request is still
+        // uploading or running gets 409 rather than running twice.
+        let claim = match &key {
+            Some(key) => Some(
+                gw.inflight
+                    .claim(format!("{owner}\n{key}"))
+                    .ok_or_else(idempotency::in_progress)?,
+            ),
+            None => None,
+        };
+        let body = read_body(gw, req).await?;
+        Ok::<_, Error>((key, claim, body))
+    };
+    let (key, _claim, body) = match prepared.await {
+        Ok(prepared) => prepared,
+        Err(e) => return Answer::Failed(e),
+    };
+    let (Some(key), Some(store)) = (key, gw.idempotency.as_ref()) else {
+        return invoke(entry, ctx, &body).await;
+    };
+    let hash = idempotency::request_hash(entry, &body);
+    let now = Timestamp::now().unix();
+    match store
+        .get(&owner, &key, now - idempotency::RETENTION_SECS)
+        .await
+    {
+        Err(e) => return Answer::Failed(e),
+        Ok(Some(stored)) if stored.request_hash == hash => {
+            return Answer::Replay {
+                status: stored.status,
+                body: Bytes::from(stored.body),
+            };
+        }
+        Ok(Some(_)) => return Answer::Failed(idempotency::mismatch()),
+        Ok(None) => {}
+    }
+    let request_id = Arc::clone(&ctx.request_id);
+    let answer = invoke(entry, ctx, &body).await;
+    // Streams are not replayable; only whole answers are kept.
+    let kept = match &answer {
+        Answer::Reply(Reply::Json(body)) => Some((200, body.to_vec())),
+        Answer::Failed(e) if idempotency::keep(e.code.status()) => Some((
+            e.code.status(),
+            serde_json::to_vec(&e.body(&request_id)).expect("error bodies serialize"),
+        )),
+        _ => None,
+    };
+    if let Some((status, body)) = kept {
+        let stored = StoredResponse {
+            request_hash: hash,
+            status,
+            body,
+            created_at: now,
+        };
+        if let Err(e) = store.put(&owner, &key, stored).await {
+            tracing::error!(request_id = %request_id, error = %e, "storing an idempotent response failed");
+        }
+    }
+    answer
+}
+
+async fn invoke(entry: &Entry, ctx: Context, body: &[u8]) -> Answer {
+    match entry.invoke(ctx, body) {
+        Err(e) => Answer::Failed(e),
+        Ok(running) => match running.await {
+            Ok(reply) => Answer::Reply(reply),
+            Err(e) => Answer::Failed(e),
+        },
+    }
+}
+
+/// Appends the audit record of a state-changing call, durably, before the response goes out.
+async fn audit(
+    gw: &Gateway,
+    entry: &Entry,
+    ctx: &Context,
+    status: u16,
+    error_code: Option<String>,
+) {
+    let Some(sink) = gw.audit.as_ref() else {
+        return;
+    };
+    let p = &ctx.principal;
+    let record = AuditRecord {
+        at: Timestamp::now().unix(),
+        request_id: ctx.request_id.to_string(),
+        principal_kind: p.kind.as_str().to_owned(),
+        principal_id: p.id.clone(),
+        org_id: p.org.clone(),
+        operation: entry.meta.id.to_owned(),
+        target_id: ctx.target.get().cloned(),
+        client_ip: ctx.client_ip.map(|a| a.to_string()),
+        status,
+        error_code,
+    };
+    if let Err(e) = sink.append(record).await {
+        tracing::error!(request_id = %ctx.request_id, error = %e, "appending to the audit log failed");
+    }
 }
 
 enum Route<'a> {
@@ -121,34 +317,6 @@ fn health(req: &Request<Incoming>, request_id: &str) -> Resp {
         return resp;
     }
     http_io::json(Bytes::from_static(br#"{"status":"ok"}"#), request_id)
-}
-
-async fn call(
-    gw: &Gateway,
-    entry: &Entry,
-    peer: SocketAddr,
-    req: Request<Incoming>,
-    request_id: &str,
-    principal_id: &mut Option<String>,
-) -> Result<Reply, Error> {
-    let info = RequestInfo {
-        client_ip: Some(client_addr::client_ip(
-            peer.ip(),
-            req.headers(),
-            &gw.config.trusted_proxies,
-        )),
-        user_agent: user_agent(req.headers()),
-    };
-    let principal = authenticate(gw, req.headers(), &info).await?;
-    *principal_id = Some(principal.id.clone());
-    authorize(&principal, entry)?;
-    let body = read_body(gw, req).await?;
-    let ctx = Context {
-        principal,
-        request_id: Arc::from(request_id),
-        client_ip: info.client_ip,
-    };
-    entry.invoke(ctx, &body)?.await
 }
 
 async fn authenticate(

@@ -97,7 +97,10 @@ fn operations(spec: &Value) -> Result<Vec<Op>, String> {
             resource: resource.to_owned(),
             action: action.to_owned(),
             summary: text("summary"),
-            scope: text("x-scope"),
+            scope: match post.get("x-scope").and_then(Value::as_str) {
+                Some(scope) => format!("`{scope}`"),
+                None => "any authenticated principal".to_owned(),
+            },
             side_effect: text("x-side-effect"),
             streaming,
             input: body
@@ -282,7 +285,7 @@ fn index(spec: &Value, ops: &[Op]) -> Result<String, String> {
     );
     for op in ops {
         out.push_str(&format!(
-            "| [`{}`]({}.md#{}) | {}{} | `{}` | `{}` |\n",
+            "| [`{}`]({}.md#{}) | {}{} | {} | `{}` |\n",
             op.id,
             op.resource,
             slug(&op.id),
@@ -295,7 +298,7 @@ fn index(spec: &Value, ops: &[Op]) -> Result<String, String> {
     out.push_str(
         "\n## Calling an operation\n\n\
          Every operation is `POST /v1/op/<operation_id>`, or the alias `POST /v1/<resource>/<action>`, with \
-         `Authorization: Bearer <key>` and a JSON object body (`Content-Type: application/json`; an empty body \
+         `Authorization: Bearer <token>` (an API key or a session token) and a JSON object body (`Content-Type: application/json`; an empty body \
          means `{}`). Success is status 200 with the output object as the body, or an NDJSON stream \
          (`application/x-ndjson`, one JSON object per line) for streaming operations. Every response carries \
          `X-Request-Id`.\n\n\
@@ -382,7 +385,7 @@ fn resource_page(resource: &str, ops: &[&Op], schemas: &Map<String, Value>) -> S
         out.push_str(&format!(
             "\n## {id}\n\n{summary}\n\n\
              | | |\n|---|---|\n\
-             | scope | `{scope}` |\n\
+             | scope | {scope} |\n\
              | side effect | `{side}` |\n\
              | HTTP | `POST /v1/op/{id}` or `POST /v1/{resource}/{action}` |\n\
              | CLI | `opgate call {id} '<json>'` |\n\

@@ -1,4 +1,4 @@
-use opgate_core::{Code, Entry, ErrorBody, Registry};
+use opgate_core::{Code, Entry, ErrorBody, Registry, SideEffect};
 use schemars::generate::{Contract, SchemaSettings};
 use schemars::SchemaGenerator;
 use serde_json::{json, Map, Value};
@@ -15,17 +15,37 @@ pub struct ApiInfo {
 }
 
 /// Errors every operation can return, from the pipeline rather than the handler.
-const PIPELINE_ERRORS: [Code; 7] = [
+const PIPELINE_ERRORS: [Code; 8] = [
     Code::InvalidArgument,
     Code::Unauthenticated,
     Code::PermissionDenied,
     Code::PayloadTooLarge,
     Code::UnsupportedMediaType,
+    Code::RateLimited,
     Code::Internal,
     Code::Unavailable,
 ];
 
+/// Errors of the idempotency stage, for operations that honour `Idempotency-Key`.
+const IDEMPOTENCY_ERRORS: [Code; 2] = [Code::Conflict, Code::IdempotencyMismatch];
+
+/// Whether an operation honours `Idempotency-Key` (`write` and `destructive` do; `export` refuses it).
+fn idempotent(side_effect: SideEffect) -> bool {
+    matches!(side_effect, SideEffect::Write | SideEffect::Destructive)
+}
+
+/// The `RateLimit-*` headers, sent on every response to a rate-limited principal.
+fn rate_limit_headers() -> Value {
+    json!({
+        "RateLimit-Limit": { "$ref": "#/components/headers/RateLimit-Limit" },
+        "RateLimit-Remaining": { "$ref": "#/components/headers/RateLimit-Remaining" },
+        "RateLimit-Reset": { "$ref": "#/components/headers/RateLimit-Reset" }
+    })
+}
+
 const SECURITY_SCHEME: &str = "bearerAuth";
+/// The second way to authenticate: a session token (an HS256 JWT) in the same `Authorization: Bearer` header.
+const SESSION_SECURITY_SCHEME: &str = "sessionAuth";
 
 fn generator(contract: Contract) -> SchemaGenerator {
     let mut settings = SchemaSettings::draft2020_12();
@@ -89,6 +109,15 @@ pub fn openapi(registry: &Registry, info: &ApiInfo) -> Value {
                 "schema": { "type": "string", "const": "Bearer" }
             });
         }
+        if code == Code::RateLimited {
+            headers["Retry-After"] = json!({
+                "description": "Seconds until a request can succeed again.",
+                "schema": { "type": "integer", "minimum": 1 }
+            });
+            for (name, header) in rate_limit_headers().as_object().expect("an object") {
+                headers[name] = header.clone();
+            }
+        }
         if code == Code::MethodNotAllowed {
             headers["Allow"] =
                 json!({ "description": "Always `POST`.", "schema": { "type": "string" } });
@@ -123,6 +152,22 @@ pub fn openapi(registry: &Registry, info: &ApiInfo) -> Value {
                 "X-Request-Id": {
                     "description": "The request id: the client's own when it sent a sane one (1–128 of `A-Za-z0-9._:-`), else generated.",
                     "schema": { "type": "string" }
+                },
+                "RateLimit-Limit": {
+                    "description": "Requests per minute the principal may make (only for rate-limited principals).",
+                    "schema": { "type": "integer" }
+                },
+                "RateLimit-Remaining": {
+                    "description": "Requests the principal may still make right now.",
+                    "schema": { "type": "integer" }
+                },
+                "RateLimit-Reset": {
+                    "description": "Seconds until the full burst is available again.",
+                    "schema": { "type": "integer" }
+                },
+                "Idempotent-Replayed": {
+                    "description": "`true` when the response is the stored answer to an earlier request with the same `Idempotency-Key`.",
+                    "schema": { "type": "string", "const": "true" }
                 }
             },
             "securitySchemes": {
@@ -130,6 +175,12 @@ pub fn openapi(registry: &Registry, info: &ApiInfo) -> Value {
                     "type": "http",
                     "scheme": "bearer",
                     "description": "An API key (`opg_` + 32 base62 characters + a 6-character checksum). The scopes listed in each operation's `security` requirement are the ones the key must hold."
+                },
+                SESSION_SECURITY_SCHEME: {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "bearerFormat": "JWT",
+                    "description": "A session token: a JWT signed with HS256 under the server's session secret, with claims `sub` (the principal id), `org`, `scope` (space-separated scopes), `exp` and `iat`, and `iss` / `aud` when the server is configured with them. The scopes listed in each operation's `security` requirement are the ones the token's `scope` must hold."
                 }
             }
         }
@@ -145,22 +196,37 @@ fn operation(
 ) -> Value {
     let meta = entry.meta;
     let example: Value = serde_json::from_str(entry.example).expect("operation examples are JSON");
+    let mut success_headers =
+        json!({ "X-Request-Id": { "$ref": "#/components/headers/X-Request-Id" } });
+    for (name, header) in rate_limit_headers().as_object().expect("an object") {
+        success_headers[name] = header.clone();
+    }
+    if idempotent(meta.side_effect) {
+        success_headers["Idempotent-Replayed"] =
+            json!({ "$ref": "#/components/headers/Idempotent-Replayed" });
+    }
     let success = if entry.streaming {
         json!({
             "description": "An NDJSON stream: one JSON object per line, each matching the schema. A failure after the first line ends the stream with one `{\"error\": {...}}` line.",
-            "headers": { "X-Request-Id": { "$ref": "#/components/headers/X-Request-Id" } },
+            "headers": success_headers.clone(),
             "content": { "application/x-ndjson": { "schema": output } }
         })
     } else {
         json!({
             "description": "Success.",
-            "headers": { "X-Request-Id": { "$ref": "#/components/headers/X-Request-Id" } },
+            "headers": success_headers.clone(),
             "content": { "application/json": { "schema": output } }
         })
+    };
+    let idempotency_errors: &[Code] = if idempotent(meta.side_effect) {
+        &IDEMPOTENCY_ERRORS
+    } else {
+        &[]
     };
     let mut codes: Vec<Code> = PIPELINE_ERRORS
         .iter()
         .chain(entry.errors)
+        .chain(idempotency_errors)
         .copied()
         .collect();
     codes.sort_by_key(|c| c.status());
@@ -173,9 +239,19 @@ fn operation(
             json!({ "$ref": format!("#/components/responses/{}", code.as_str()) }),
         );
     }
+    // An operation open to any authenticated principal lists no scope.
+    let (scopes, scope) = if meta.scope.is_empty() {
+        (json!([]), Value::Null)
+    } else {
+        (json!([meta.scope]), json!(meta.scope))
+    };
     let mut description = format!(
         "Scope `{}` · side effect `{}`{}.",
-        meta.scope,
+        if meta.scope.is_empty() {
+            "(any authenticated principal)"
+        } else {
+            meta.scope
+        },
         meta.side_effect.as_str(),
         if entry.streaming {
             " · streams NDJSON"
@@ -193,10 +269,21 @@ fn operation(
         "summary": meta.summary,
         "description": description,
         "tags": [meta.resource()],
-        "security": [{ SECURITY_SCHEME: [meta.scope] }],
-        "x-scope": meta.scope,
+        "security": [{ SECURITY_SCHEME: scopes.clone() }, { SESSION_SECURITY_SCHEME: scopes }],
+        "x-scope": scope,
         "x-side-effect": meta.side_effect.as_str(),
         "x-streaming": entry.streaming,
+        "parameters": if idempotent(meta.side_effect) {
+            json!([{
+                "name": "Idempotency-Key",
+                "in": "header",
+                "required": false,
+                "description": "Makes a retry safe: the first response to this key is stored for 24 hours and replayed (with `Idempotent-Replayed: true`) for a retry with the same body; a different body is 422 `idempotency_mismatch`, a retry while the first request runs is 409 `conflict`.",
+                "schema": { "type": "string", "minLength": 1, "maxLength": 255 }
+            }])
+        } else {
+            json!([])
+        },
         "requestBody": {
             "description": "A JSON object; an empty body means `{}`.",
             "required": false,

@@ -1,11 +1,13 @@
 //! Storage for opgate. Handlers talk to the [`KeyStore`] trait; [`SqliteStore`] implements it on an embedded
 //! SQLite database so that another backend (e.g. PostgreSQL) can come later without touching handlers.
 
+mod audit;
 mod migrations;
 mod sqlite;
 
 use std::sync::Arc;
 
+pub use audit::{AuditEntry, AuditLog, AuditPage};
 pub use sqlite::SqliteStore;
 
 /// A storage failure. Cloneable because one commit failure is reported to every write in its batch.

@@ -30,6 +30,31 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE api_keys ADD COLUMN last_used_user_agent TEXT;
     ALTER TABLE api_keys ADD COLUMN replaced_by_key_id TEXT;
     ALTER TABLE api_keys ADD COLUMN grace_expires_at INTEGER;",
+    // 3: the audit log and idempotent responses.
+    "CREATE TABLE audit_log (
+        seq            INTEGER PRIMARY KEY AUTOINCREMENT,
+        at             INTEGER NOT NULL,
+        request_id     TEXT    NOT NULL,
+        principal_kind TEXT    NOT NULL,
+        principal_id   TEXT    NOT NULL,
+        org_id         TEXT    NOT NULL,
+        operation      TEXT    NOT NULL,
+        target_id      TEXT,
+        client_ip      TEXT,
+        status         INTEGER NOT NULL,
+        error_code     TEXT
+    );
+    CREATE INDEX audit_log_by_org ON audit_log (org_id, seq);
+    CREATE TABLE idempotency (
+        principal    TEXT    NOT NULL,
+        key          TEXT    NOT NULL,
+        request_hash BLOB    NOT NULL,
+        status       INTEGER NOT NULL,
+        body         BLOB    NOT NULL,
+        created_at   INTEGER NOT NULL,
+        PRIMARY KEY (principal, key)
+    ) WITHOUT ROWID;
+    CREATE INDEX idempotency_by_age ON idempotency (created_at);",
 ];
 
 /// The schema version this build writes.

@@ -45,6 +45,7 @@ impl Operation for CreateKey {
                 .map(|d| Timestamp(Timestamp::now().unix() + i64::from(d) * 86_400)),
         };
         let (key, record) = self.0.mint(spec).await.map_err(storage_error)?;
+        ctx.set_target(&record.id);
         Ok(CreateKeyOutput {
             key,
             key_details: KeyDetails::now(record),

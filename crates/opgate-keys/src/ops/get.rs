@@ -21,6 +21,7 @@ impl Operation for GetKey {
     type Output = KeyDetails;
 
     async fn call(&self, ctx: Context, input: GetKeyInput) -> Result<KeyDetails, Error> {
+        ctx.set_target(&input.key_id);
         let record = self
             .0
             .store

@@ -21,6 +21,7 @@ impl Operation for RevokeKey {
     type Output = KeyDetails;
 
     async fn call(&self, ctx: Context, input: RevokeKeyInput) -> Result<KeyDetails, Error> {
+        ctx.set_target(&input.key_id);
         let record = self
             .0
             .store

@@ -1,6 +1,6 @@
 use std::sync::Arc;
 
-use opgate_core::{Code, Context, Error, OpMeta, Operation, SideEffect, Timestamp};
+use opgate_core::{scope, Code, Context, Error, OpMeta, Operation, SideEffect, Timestamp};
 use opgate_store::Rotation;
 
 use crate::types::{KeyDetails, RotateKeyInput, RotateKeyOutput};
@@ -27,6 +27,7 @@ impl Operation for RotateKey {
     type Output = RotateKeyOutput;
 
     async fn call(&self, ctx: Context, input: RotateKeyInput) -> Result<RotateKeyOutput, Error> {
+        ctx.set_target(&input.key_id);
         let org = &ctx.principal.org;
         let old = self
             .0
@@ -35,6 +36,17 @@ impl Operation for RotateKey {
             .await
             .map_err(storage_error)?
             .ok_or_else(|| not_found(&input.key_id))?;
+        // The replacement is a new grant of the old key's permissions, handed to the caller: like a create, it
+        // may not exceed what the caller holds.
+        if let Some(excess) = old
+            .permissions
+            .iter()
+            .find(|p| !scope::covers(&ctx.principal.permissions, p))
+        {
+            return Err(Error::permission_denied(format!(
+                "key_id: the key holds `{excess}`, which exceeds the caller's own permissions"
+            )));
+        }
         let now = Timestamp::now().unix();
         let grace_expires_at =
             now + i64::from(input.grace_period_seconds.unwrap_or(DEFAULT_GRACE_SECONDS));

@@ -22,6 +22,7 @@ impl Operation for UpdateKey {
     type Output = KeyDetails;
 
     async fn call(&self, ctx: Context, input: UpdateKeyInput) -> Result<KeyDetails, Error> {
+        ctx.set_target(&input.key_id);
         let org = &ctx.principal.org;
         if let Some(permissions) = &input.permissions {
             let current = self

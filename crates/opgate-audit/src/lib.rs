@@ -1,0 +1,165 @@
+//! The audit log, readable: `audit.list` streams an organization's records, newest first. The records
+//! themselves are appended by the dispatcher for every `write`, `export` and `destructive` call (see
+//! `opgate-server`), so no operation writes its own.
+
+use std::sync::Arc;
+
+use futures_util::{stream, StreamExt};
+use opgate_core::{
+    Code, Context, Error, ItemStream, OpMeta, Registry, RegistryError, SideEffect, StreamOperation,
+    Timestamp,
+};
+use opgate_store::{AuditEntry, AuditLog, AuditPage};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Records read from storage per query.
+const PAGE_SIZE: usize = 500;
+/// Records returned when the request sets no `limit`.
+const DEFAULT_LIMIT: u32 = 100;
+
+/// Registers the `audit.*` operations over `log`.
+pub fn register(registry: &mut Registry, log: Arc<dyn AuditLog>) -> Result<(), RegistryError> {
+    registry.register_stream(ListAudit(log))?;
+    Ok(())
+}
+
+/// Input of `audit.list`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema, garde::Validate)]
+#[serde(deny_unknown_fields)]
+pub struct ListAuditInput {
+    /// Most records to return, newest first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[garde(range(min = 1, max = 100_000))]
+    pub limit: Option<u32>,
+    /// Only records older than the record with this id (the last id of a previous page).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[garde(length(max = 64))]
+    pub before: Option<String>,
+    /// Only records of this operation, e.g. `api_keys.revoke`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[garde(length(min = 1, max = 128))]
+    pub operation: Option<String>,
+}
+
+/// One audit record: a call of a state-changing operation and how it ended. Never holds a secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct AuditItem {
+    /// Record id (`aud_<n>`); ids grow with time.
+    pub id: String,
+    /// When the call was answered.
+    pub at: Timestamp,
+    /// The request id of the call.
+    pub request_id: String,
+    /// How the caller authenticated: `api_key` or `session`.
+    pub principal_kind: String,
+    /// The caller: a key id or a session subject.
+    pub principal_id: String,
+    /// The caller's organization.
+    pub org_id: String,
+    /// The operation called.
+    pub operation: String,
+    /// The object acted on (e.g. a key id), or null.
+    pub target_id: Option<String>,
+    /// The client address, or null.
+    pub client_ip: Option<String>,
+    /// The HTTP status of the response.
+    pub status: u16,
+    /// The error code for failures, or null for success.
+    pub error_code: Option<String>,
+}
+
+impl From<AuditEntry> for AuditItem {
+    fn from(e: AuditEntry) -> Self {
+        let r = e.record;
+        AuditItem {
+            id: format!("aud_{}", e.seq),
+            at: Timestamp(r.at),
+            request_id: r.request_id,
+            principal_kind: r.principal_kind,
+            principal_id: r.principal_id,
+            org_id: r.org_id,
+            operation: r.operation,
+            target_id: r.target_id,
+            client_ip: r.client_ip,
+            status: r.status,
+            error_code: r.error_code,
+        }
+    }
+}
+
+/// `audit.list`: the caller's organization's audit log, newest first.
+pub struct ListAudit(pub Arc<dyn AuditLog>);
+
+impl StreamOperation for ListAudit {
+    const META: OpMeta = OpMeta {
+        id: "audit.list",
+        scope: "audit:read",
+        side_effect: SideEffect::Read,
+        summary: "Stream the organization's audit log of write, export and destructive calls, newest first.",
+    };
+    const ERRORS: &'static [Code] = &[];
+    const EXAMPLE: &'static str = r#"{"limit": 50, "operation": "api_keys.revoke"}"#;
+    type Input = ListAuditInput;
+    type Item = AuditItem;
+
+    async fn call(
+        &self,
+        ctx: Context,
+        input: ListAuditInput,
+    ) -> Result<ItemStream<AuditItem>, Error> {
+        let before = match &input.before {
+            None => None,
+            Some(id) => Some(
+                id.strip_prefix("aud_")
+                    .and_then(|n| n.parse::<i64>().ok())
+                    .ok_or_else(|| {
+                        Error::invalid_argument(format!("before: `{id}` is not an audit record id"))
+                    })?,
+            ),
+        };
+        let log = Arc::clone(&self.0);
+        let org = ctx.principal.org.clone();
+        let operation = input.operation;
+        let remaining = input.limit.unwrap_or(DEFAULT_LIMIT) as usize;
+        let pages = stream::unfold(Some((before, remaining)), move |state| {
+            let (log, org, operation) = (Arc::clone(&log), org.clone(), operation.clone());
+            async move {
+                let (before_seq, remaining) = state?;
+                if remaining == 0 {
+                    return None;
+                }
+                let limit = remaining.min(PAGE_SIZE);
+                let page = AuditPage {
+                    org_id: &org,
+                    before_seq,
+                    operation: operation.as_deref(),
+                    limit,
+                };
+                match log.list_audit(page).await {
+                    Err(e) => {
+                        tracing::error!(error = %e, "reading the audit log failed");
+                        Some((
+                            vec![Err(Error::unavailable(
+                                "storage is unavailable; retry later",
+                            ))],
+                            None,
+                        ))
+                    }
+                    Ok(rows) if rows.is_empty() => None,
+                    Ok(rows) => {
+                        let next = (rows.len() == limit)
+                            .then(|| (rows.last().map(|r| r.seq), remaining - limit));
+                        Some((
+                            rows.into_iter()
+                                .map(|r| Ok(AuditItem::from(r)))
+                                .collect::<Vec<_>>(),
+                            next,
+                        ))
+                    }
+                }
+            }
+        });
+        Ok(Box::pin(pages.flat_map(stream::iter)))
+    }
+}

@@ -1,0 +1,184 @@
+//! The audit log and idempotent responses on SQLite: appends go through the writer thread (durable when the
+//! future resolves, sharing the group commit with other writes); reads page newest first.
+
+use opgate_core::{AuditRecord, AuditSink, BoxFuture, Error, IdempotencyStore, StoredResponse};
+use rusqlite::{params, OptionalExtension, Row};
+
+use crate::{SqliteStore, StoreError};
+
+/// An audit record as stored, with its position.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEntry {
+    /// Insertion order; the `before` cursor.
+    pub seq: i64,
+    /// The record.
+    pub record: AuditRecord,
+}
+
+/// Which audit entries a page holds: an organization's, newest first.
+#[derive(Debug, Clone)]
+pub struct AuditPage<'a> {
+    /// Organization.
+    pub org_id: &'a str,
+    /// Only entries older than this sequence number.
+    pub before_seq: Option<i64>,
+    /// Only this operation.
+    pub operation: Option<&'a str>,
+    /// Page size.
+    pub limit: usize,
+}
+
+fn storage(e: StoreError) -> Error {
+    tracing::error!(error = %e, "storage failure");
+    Error::unavailable("storage is unavailable; retry later")
+}
+
+fn entry_from_row(row: &Row<'_>) -> rusqlite::Result<AuditEntry> {
+    Ok(AuditEntry {
+        seq: row.get(0)?,
+        record: AuditRecord {
+            at: row.get(1)?,
+            request_id: row.get(2)?,
+            principal_kind: row.get(3)?,
+            principal_id: row.get(4)?,
+            org_id: row.get(5)?,
+            operation: row.get(6)?,
+            target_id: row.get(7)?,
+            client_ip: row.get(8)?,
+            status: row.get(9)?,
+            error_code: row.get(10)?,
+        },
+    })
+}
+
+/// Reading the audit log.
+#[async_trait::async_trait]
+pub trait AuditLog: Send + Sync + 'static {
+    /// One page of an organization's audit log, newest first.
+    async fn list_audit(&self, page: AuditPage<'_>) -> Result<Vec<AuditEntry>, StoreError>;
+}
+
+#[async_trait::async_trait]
+impl AuditLog for SqliteStore {
+    async fn list_audit(&self, page: AuditPage<'_>) -> Result<Vec<AuditEntry>, StoreError> {
+        let org = page.org_id.to_owned();
+        let operation = page.operation.map(str::to_owned);
+        let (before, limit) = (page.before_seq.unwrap_or(i64::MAX), page.limit as i64);
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT seq, at, request_id, principal_kind, principal_id, org_id, operation, target_id,
+                        client_ip, status, error_code
+                 FROM audit_log
+                 WHERE org_id = ?1 AND seq < ?2 AND (?3 IS NULL OR operation = ?3)
+                 ORDER BY seq DESC LIMIT ?4",
+            )?;
+            let rows = stmt.query_map(params![org, before, operation, limit], entry_from_row)?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+}
+
+impl SqliteStore {
+    /// Deletes idempotency records created before `cutoff` (unix seconds); returns how many.
+    pub async fn expire_idempotency(&self, cutoff: i64) -> Result<usize, StoreError> {
+        self.write(move |conn| {
+            Ok(conn.execute("DELETE FROM idempotency WHERE created_at < ?1", [cutoff])?)
+        })
+        .await
+    }
+}
+
+impl AuditSink for SqliteStore {
+    fn append(&self, r: AuditRecord) -> BoxFuture<'_, Result<(), Error>> {
+        Box::pin(async move {
+            self.write(move |conn| {
+                conn.prepare_cached(
+                    "INSERT INTO audit_log (at, request_id, principal_kind, principal_id, org_id, operation,
+                                            target_id, client_ip, status, error_code)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                )?
+                .execute(params![
+                    r.at,
+                    r.request_id,
+                    r.principal_kind,
+                    r.principal_id,
+                    r.org_id,
+                    r.operation,
+                    r.target_id,
+                    r.client_ip,
+                    r.status,
+                    r.error_code
+                ])?;
+                Ok(())
+            })
+            .await
+            .map_err(storage)
+        })
+    }
+}
+
+impl IdempotencyStore for SqliteStore {
+    fn get<'a>(
+        &'a self,
+        principal: &'a str,
+        key: &'a str,
+        not_before: i64,
+    ) -> BoxFuture<'a, Result<Option<StoredResponse>, Error>> {
+        let (principal, key) = (principal.to_owned(), key.to_owned());
+        Box::pin(async move {
+            self.read(move |conn| {
+                let mut stmt = conn.prepare_cached(
+                    "SELECT request_hash, status, body, created_at FROM idempotency
+                     WHERE principal = ?1 AND key = ?2 AND created_at >= ?3",
+                )?;
+                let row = stmt
+                    .query_row(params![principal, key, not_before], |row| {
+                        let hash: Vec<u8> = row.get(0)?;
+                        Ok((
+                            hash,
+                            row.get::<_, u16>(1)?,
+                            row.get::<_, Vec<u8>>(2)?,
+                            row.get::<_, i64>(3)?,
+                        ))
+                    })
+                    .optional()?;
+                row.map(|(hash, status, body, created_at)| {
+                    let request_hash = <[u8; 32]>::try_from(hash.as_slice()).map_err(|_| {
+                        StoreError::Corrupt("idempotency hash is not 32 bytes".into())
+                    })?;
+                    Ok(StoredResponse {
+                        request_hash,
+                        status,
+                        body,
+                        created_at,
+                    })
+                })
+                .transpose()
+            })
+            .await
+            .map_err(storage)
+        })
+    }
+
+    fn put<'a>(
+        &'a self,
+        principal: &'a str,
+        key: &'a str,
+        r: StoredResponse,
+    ) -> BoxFuture<'a, Result<(), Error>> {
+        let (principal, key) = (principal.to_owned(), key.to_owned());
+        Box::pin(async move {
+            self.write(move |conn| {
+                conn.prepare_cached(
+                    "INSERT OR REPLACE INTO idempotency (principal, key, request_hash, status, body, created_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )?
+                .execute(params![principal, key, r.request_hash.to_vec(), r.status, r.body, r.created_at])?;
+                Ok(())
+            })
+            .await
+            .map_err(storage)
+        })
+    }
+}
