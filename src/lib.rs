@@ -80,11 +80,13 @@ impl DataDir {
         let sessions = SessionAuthenticator::new(self.sessions.clone());
         let authenticator = Arc::new(TokenRouter::new(keys, sessions));
         let store = Arc::new(self.store.clone());
-        Arc::new(
-            Gateway::new(Arc::new(registry), authenticator, config)
-                .with_audit(store.clone())
-                .with_idempotency(store),
-        )
+        let mut gateway = Gateway::new(Arc::new(registry), authenticator, config)
+            .with_audit(store.clone())
+            .with_idempotency(store);
+        if let Some(metrics) = opgate_server::metrics::Metrics::global() {
+            gateway = gateway.with_metrics(metrics);
+        }
+        Arc::new(gateway)
     }
 }
 

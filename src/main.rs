@@ -4,11 +4,13 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use opgate::auth::{NewSession, SessionSettings};
 use opgate::keys::{KeySpec, DEFAULT_ORG};
 use opgate::server::ServerConfig;
 use opgate::{BoxError, DataDir};
+
+mod cli;
 
 /// opgate: an operation-dispatch RPC gateway. Every call is `POST /v1/op/<operation_id>` with a Bearer token.
 #[derive(Parser)]
@@ -25,8 +27,19 @@ enum Command {
     /// Administer the data directory offline (no running server needed).
     #[command(subcommand)]
     Admin(AdminCommand),
+    /// Manage the API keys of a running gateway (`--url`, `--token`).
+    ApiKeys(cli::ApiKeysArgs),
+    /// Ask a running gateway who your token is (`--url`, `--token`).
+    Auth(cli::AuthArgs),
+    /// Read the audit log of a running gateway (`--url`, `--token`).
+    Audit(cli::AuditArgs),
     /// Call any operation on a running gateway: `opgate call api_keys.list '{"limit": 10}'`.
-    Call(CallArgs),
+    Call(cli::CallArgs),
+    /// Print a shell completion script, e.g. `opgate completions bash > ~/.local/share/bash-completion/completions/opgate`.
+    Completions {
+        /// The shell to complete for.
+        shell: clap_complete::Shell,
+    },
     /// Print the OpenAPI 3.1 document of every operation (what `spec/openapi.json` holds).
     Spec {
         /// Write it to this file instead of stdout.
@@ -120,26 +133,28 @@ struct ServeArgs {
     /// Largest request body accepted, in bytes.
     #[arg(long, env = "OPGATE_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
     max_body_bytes: usize,
+    /// Seconds the server keeps serving after SIGTERM with `/readyz` at 503, before it stops accepting.
+    #[arg(long, env = "OPGATE_SHUTDOWN_DELAY_SECONDS", default_value_t = 0)]
+    shutdown_delay_seconds: u64,
+    /// Seconds a client has to send its request headers; also the idle time after which a keep-alive
+    /// connection is closed.
+    #[arg(long, env = "OPGATE_HEADER_READ_TIMEOUT_SECONDS", default_value_t = 10)]
+    header_read_timeout_seconds: u64,
+    /// Seconds a request may take from its headers to its response head (503 past it).
+    #[arg(long, env = "OPGATE_REQUEST_TIMEOUT_SECONDS", default_value_t = 30)]
+    request_timeout_seconds: u64,
+    /// Largest request head (request line and headers), in bytes.
+    #[arg(long, env = "OPGATE_MAX_HEADER_BYTES", default_value_t = 64 * 1024)]
+    max_header_bytes: usize,
+    /// Requests handled at once at most; more get 503 at once.
+    #[arg(long, env = "OPGATE_MAX_CONCURRENT_REQUESTS", default_value_t = 1024)]
+    max_concurrent_requests: usize,
     /// Seconds in-flight requests may take to finish after SIGTERM or Ctrl-C.
     #[arg(long, env = "OPGATE_SHUTDOWN_GRACE_SECONDS", default_value_t = 30)]
     shutdown_grace_seconds: u64,
     /// Log format on stderr.
     #[arg(long, env = "OPGATE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
     log_format: LogFormat,
-}
-
-#[derive(Args)]
-struct CallArgs {
-    /// The operation id, e.g. `api_keys.create`.
-    operation: String,
-    /// The input as a JSON object, or `-` to read it from stdin; default `{}`.
-    input: Option<String>,
-    /// Base URL of the gateway.
-    #[arg(long, env = "OPGATE_URL", default_value = "http://127.0.0.1:8080")]
-    url: String,
-    /// Bearer token (an API key).
-    #[arg(long, env = "OPGATE_TOKEN", hide_env_values = true)]
-    token: String,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -252,8 +267,8 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
-            match e.downcast_ref::<Exit>() {
-                Some(Exit(code, _)) => ExitCode::from(*code),
+            match e.downcast_ref::<cli::Exit>() {
+                Some(cli::Exit(code, _)) => ExitCode::from(*code),
                 None => ExitCode::FAILURE,
             }
         }
@@ -266,7 +281,14 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
         Command::Admin(AdminCommand::CreateKey(args)) => create_key(args).await,
         Command::Admin(AdminCommand::SeedKeys(args)) => seed_keys(args).await,
         Command::Admin(AdminCommand::MintSession(args)) => mint_session(args),
-        Command::Call(args) => call(args).await,
+        Command::ApiKeys(args) => cli::finish(cli::api_keys::run(args).await),
+        Command::Auth(args) => cli::finish(cli::auth::run(args).await),
+        Command::Audit(args) => cli::finish(cli::audit::run(args).await),
+        Command::Call(args) => cli::finish(cli::call::run(args).await),
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "opgate", &mut std::io::stdout());
+            Ok(())
+        }
         Command::Spec { out } => {
             let text = opgate::spec::render(&opgate::openapi()?);
             match out {
@@ -321,6 +343,11 @@ async fn serve(args: ServeArgs) -> Result<(), BoxError> {
         default_rate_limit: args.default_rate_limit,
         max_body_bytes: args.max_body_bytes,
         shutdown_grace: std::time::Duration::from_secs(args.shutdown_grace_seconds),
+        header_read_timeout: std::time::Duration::from_secs(args.header_read_timeout_seconds),
+        shutdown_delay: std::time::Duration::from_secs(args.shutdown_delay_seconds),
+        request_timeout: std::time::Duration::from_secs(args.request_timeout_seconds),
+        max_header_bytes: args.max_header_bytes,
+        max_concurrent_requests: args.max_concurrent_requests,
         ..ServerConfig::default()
     };
     let gateway = data.gateway(registry, config);
@@ -427,74 +454,6 @@ async fn seed_keys(args: SeedKeysArgs) -> Result<(), BoxError> {
     Ok(())
 }
 
-/// Exit status of `opgate call` for a rejected token or a missing permission.
-const EXIT_AUTH: u8 = 3;
-/// Exit status of `opgate call` for any other error the gateway answered (4xx).
-const EXIT_REQUEST: u8 = 4;
-/// Exit status of `opgate call` when the gateway failed (5xx) or could not be reached.
-const EXIT_SERVER: u8 = 5;
-
-/// A failure with its own exit status (`opgate call`).
-#[derive(Debug)]
-struct Exit(u8, String);
-
-impl std::fmt::Display for Exit {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.1)
-    }
-}
-
-impl std::error::Error for Exit {}
-
-async fn call(args: CallArgs) -> Result<(), BoxError> {
-    use futures_util::StreamExt;
-    use std::io::Write;
-
-    let input = match args.input.as_deref() {
-        None => "{}".to_owned(),
-        Some("-") => std::io::read_to_string(std::io::stdin())?,
-        Some(text) => text.to_owned(),
-    };
-    let url = format!(
-        "{}/v1/op/{}",
-        args.url.trim_end_matches('/'),
-        args.operation
-    );
-    let resp = reqwest::Client::new()
-        .post(&url)
-        .bearer_auth(&args.token)
-        .header("content-type", "application/json")
-        .body(input)
-        .send()
-        .await
-        .map_err(|e| Exit(EXIT_SERVER, format!("cannot reach {url}: {e}")))?;
-    let status = resp.status();
-    if !status.is_success() {
-        let body: serde_json::Value = resp.json().await.unwrap_or_default();
-        let code = body["error"]["code"].as_str().unwrap_or("unknown");
-        let message = body["error"]["message"].as_str().unwrap_or("");
-        let exit = match status.as_u16() {
-            401 | 403 => EXIT_AUTH,
-            s if s >= 500 => EXIT_SERVER,
-            _ => EXIT_REQUEST,
-        };
-        return Err(Exit(exit, format!("{code} ({status}): {message}")).into());
-    }
-    // Streams are piped through line by line as they arrive; JSON bodies are printed as sent.
-    let mut body = resp.bytes_stream();
-    let mut out = std::io::stdout().lock();
-    let mut last = None;
-    while let Some(chunk) = body.next().await {
-        let chunk = chunk.map_err(|e| Exit(EXIT_SERVER, format!("the response broke off: {e}")))?;
-        out.write_all(&chunk)?;
-        last = chunk.last().copied().or(last);
-    }
-    if last != Some(b'\n') {
-        out.write_all(b"\n")?;
-    }
-    Ok(())
-}
-
 fn validate_scopes(scopes: &[String]) -> Result<(), BoxError> {
     match scopes.iter().find(|s| !opgate::core::scope::is_valid(s)) {
         Some(bad) => Err(format!(
@@ -508,8 +467,11 @@ fn validate_scopes(scopes: &[String]) -> Result<(), BoxError> {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("OPGATE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colours only on a terminal: log files and collectors get plain `key=value` fields.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Human => builder.init(),

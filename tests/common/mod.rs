@@ -83,10 +83,57 @@ impl TestServer {
         self.client = reqwest::Client::new();
     }
 
-    fn stop(&mut self) {
+    /// Sends SIGTERM without waiting for the exit.
+    pub fn terminate(&self) {
         let pid = self.child.id().to_string();
         let sent = Command::new("kill").args(["-TERM", &pid]).status();
         assert!(sent.is_ok_and(|s| s.success()), "kill -TERM {pid}");
+    }
+
+    /// Waits for the process to exit after [`TestServer::terminate`], asserting exit code 0.
+    pub fn wait_exit(&mut self) {
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait for opgate") {
+                assert!(
+                    status.success(),
+                    "opgate exited with {status}\n{}",
+                    self.log()
+                );
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "opgate did not exit within {STOP_TIMEOUT:?}\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Kills the server with SIGKILL (no shutdown, no flush) and starts it again on the same data directory.
+    pub fn crash_and_restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let (child, base, admin_key) = spawn(
+            self.dir.path(),
+            &self.extra_args,
+            &self.extra_env,
+            &self.log,
+        );
+        assert_eq!(admin_key, None, "the admin key is printed only once");
+        self.child = child;
+        self.base = base;
+        self.client = reqwest::Client::new();
+    }
+
+    /// `host:port` the server listens on.
+    pub fn addr(&self) -> String {
+        self.base.trim_start_matches("http://").to_owned()
+    }
+
+    fn stop(&mut self) {
+        self.terminate();
         let deadline = Instant::now() + STOP_TIMEOUT;
         loop {
             if let Some(status) = self.child.try_wait().expect("wait for opgate") {

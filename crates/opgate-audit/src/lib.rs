@@ -1,24 +1,34 @@
 //! The audit log, readable: `audit.list` streams an organization's records, newest first. The records
 //! themselves are appended by the dispatcher for every `write`, `export` and `destructive` call (see
 //! `opgate-server`), so no operation writes its own.
+//!
+//! The wire types ([`ListAuditInput`], [`AuditItem`]) need no storage; the operation sits behind the default
+//! feature `server`, which clients turn off.
 
+#[cfg(feature = "server")]
 use std::sync::Arc;
 
+#[cfg(feature = "server")]
 use futures_util::{stream, StreamExt};
+use opgate_core::Timestamp;
+#[cfg(feature = "server")]
 use opgate_core::{
     Code, Context, Error, ItemStream, OpMeta, Registry, RegistryError, SideEffect, StreamOperation,
-    Timestamp,
 };
+#[cfg(feature = "server")]
 use opgate_store::{AuditEntry, AuditLog, AuditPage};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// Records read from storage per query.
+#[cfg(feature = "server")]
 const PAGE_SIZE: usize = 500;
 /// Records returned when the request sets no `limit`.
+#[cfg(feature = "server")]
 const DEFAULT_LIMIT: u32 = 100;
 
 /// Registers the `audit.*` operations over `log`.
+#[cfg(feature = "server")]
 pub fn register(registry: &mut Registry, log: Arc<dyn AuditLog>) -> Result<(), RegistryError> {
     registry.register_stream(ListAudit(log))?;
     Ok(())
@@ -34,11 +44,12 @@ pub struct ListAuditInput {
     pub limit: Option<u32>,
     /// Only records older than the record with this id (the last id of a previous page).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[garde(length(max = 64))]
+    #[schemars(with = "Option<AuditId>")]
+    #[garde(length(chars, max = 64))]
     pub before: Option<String>,
     /// Only records of this operation, e.g. `api_keys.revoke`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[garde(length(min = 1, max = 128))]
+    #[garde(length(chars, min = 1, max = 128))]
     pub operation: Option<String>,
 }
 
@@ -69,6 +80,7 @@ pub struct AuditItem {
     pub error_code: Option<String>,
 }
 
+#[cfg(feature = "server")]
 impl From<AuditEntry> for AuditItem {
     fn from(e: AuditEntry) -> Self {
         let r = e.record;
@@ -89,8 +101,10 @@ impl From<AuditEntry> for AuditItem {
 }
 
 /// `audit.list`: the caller's organization's audit log, newest first.
+#[cfg(feature = "server")]
 pub struct ListAudit(pub Arc<dyn AuditLog>);
 
+#[cfg(feature = "server")]
 impl StreamOperation for ListAudit {
     const META: OpMeta = OpMeta {
         id: "audit.list",
@@ -161,5 +175,22 @@ impl StreamOperation for ListAudit {
             }
         });
         Ok(Box::pin(pages.flat_map(stream::iter)))
+    }
+}
+
+/// Schema of an audit record id, `aud_<n>`.
+struct AuditId;
+
+impl JsonSchema for AuditId {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "AuditId".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "An audit record id, `aud_<n>`.",
+            "type": "string",
+            "pattern": "^aud_[0-9]{1,18}$"
+        })
     }
 }

@@ -72,10 +72,17 @@ impl Authenticator for TokenRouter {
     ) -> Pin<Box<dyn Future<Output = Result<Arc<Principal>, Error>> + Send + 'a>> {
         match classify(token) {
             TokenKind::ApiKey => self.keys.authenticate(token, request),
-            TokenKind::Session => self.sessions.authenticate(token, request),
+            TokenKind::Session => Box::pin(async move {
+                let result = self.sessions.authenticate(token, request).await;
+                result.map_err(|e| match e.reason {
+                    Some(_) => e,
+                    None => e.with_reason("bad_session"),
+                })
+            }),
             TokenKind::Unknown => Box::pin(std::future::ready(Err(Error::unauthenticated(
                 "the token is neither an API key nor a session token",
-            )))),
+            )
+            .with_reason("unrecognized_token")))),
         }
     }
 }

@@ -121,14 +121,23 @@ pub struct Error {
     pub code: Code,
     /// A sentence for humans that names the field or the cause; never internals or secrets.
     pub message: String,
+    /// A short machine label of the cause (e.g. `revoked`), for metrics; never sent to the client.
+    pub reason: Option<&'static str>,
 }
 
 impl Error {
+    /// The same error, labelled with `reason` for metrics.
+    pub fn with_reason(mut self, reason: &'static str) -> Self {
+        self.reason = Some(reason);
+        self
+    }
+
     /// An error with the given code and message.
     pub fn new(code: Code, message: impl Into<String>) -> Self {
         Error {
             code,
             message: message.into(),
+            reason: None,
         }
     }
 

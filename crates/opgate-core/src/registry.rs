@@ -172,7 +172,29 @@ where
         ));
     }
     let mut de = serde_json::Deserializer::from_slice(body);
-    let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+    let first = serde_path_to_error::deserialize(&mut de);
+    let streamed = first.is_ok();
+    // JSON has one number type: `5.0` is an integer to JSON Schema. Rare, so only retried on failure.
+    let first = match first {
+        Err(e)
+            if e.inner()
+                .to_string()
+                .starts_with("invalid type: floating point") =>
+        {
+            match serde_json::from_slice::<serde_json::Value>(body) {
+                Ok(mut value) => {
+                    if integral_floats_to_ints(&mut value) {
+                        serde_path_to_error::deserialize(value)
+                    } else {
+                        Err(e)
+                    }
+                }
+                Err(_) => Err(e),
+            }
+        }
+        other => other,
+    };
+    let value: T = first.map_err(|e| {
         let mut path = e.path().to_string();
         let inner = e.into_inner();
         let reason = strip_position(&inner.to_string());
@@ -195,12 +217,15 @@ where
             Error::invalid_argument(format!("{path}: {reason}"))
         }
     })?;
-    de.end().map_err(|e| {
-        Error::invalid_argument(format!(
-            "the request body is not valid JSON: {}",
-            strip_position(&e.to_string())
-        ))
-    })?;
+    // A body decoded through `serde_json::Value` was already checked whole.
+    if streamed {
+        de.end().map_err(|e| {
+            Error::invalid_argument(format!(
+                "the request body is not valid JSON: {}",
+                strip_position(&e.to_string())
+            ))
+        })?;
+    }
     value.validate().map_err(|report| {
         let message = report
             .iter()
@@ -210,6 +235,29 @@ where
         Error::invalid_argument(message)
     })?;
     Ok(value)
+}
+
+/// Rewrites numbers like `5.0` as integers, in place; whether any was rewritten.
+fn integral_floats_to_ints(value: &mut serde_json::Value) -> bool {
+    use serde_json::Value;
+    match value {
+        Value::Number(n) if n.is_f64() => {
+            let f = n.as_f64().unwrap_or(f64::NAN);
+            if f.fract() == 0.0 && f.abs() < 9.0e15 {
+                *value = Value::from(f as i64);
+                true
+            } else {
+                false
+            }
+        }
+        Value::Array(items) => items
+            .iter_mut()
+            .fold(false, |any, v| integral_floats_to_ints(v) | any),
+        Value::Object(map) => map
+            .values_mut()
+            .fold(false, |any, v| integral_floats_to_ints(v) | any),
+        _ => false,
+    }
 }
 
 fn strip_position(message: &str) -> String {
@@ -364,6 +412,11 @@ mod tests {
         assert!(msg(r#"{"name":""}"#).starts_with("name: "));
         assert!(msg(r#"{"name":"a","n":11}"#).starts_with("n: "));
         assert!(decode_input::<In>(br#"{"name":"ab","n":3}"#).is_ok());
+        assert!(
+            decode_input::<In>(br#"{"name":"ab","n":3.0}"#).is_ok(),
+            "3.0 is an integer"
+        );
+        assert!(msg(r#"{"name":"ab","n":3.5}"#).starts_with("n: invalid type: floating point"));
     }
 
     #[test]

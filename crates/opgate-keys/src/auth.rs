@@ -23,7 +23,13 @@ impl ApiKeyAuthenticator {
     }
 
     async fn verify(&self, token: &str, request: &RequestInfo) -> Result<Arc<Principal>, Error> {
-        token::check(token).map_err(|e| Error::unauthenticated(e.to_string()))?;
+        token::check(token).map_err(|e| {
+            let reason = match e {
+                token::TokenError::Malformed => "malformed_key",
+                token::TokenError::BadChecksum => "bad_checksum",
+            };
+            Error::unauthenticated(e.to_string()).with_reason(reason)
+        })?;
         let hash = self.keys.hasher.hash(token);
         let key = match self.keys.cache.get(&hash) {
             (Some(key), _) => key,
@@ -35,9 +41,13 @@ impl ApiKeyAuthenticator {
                     .await
                     .map_err(storage_error)?
                     .filter(|r| bool::from(r.key_hash.as_slice().ct_eq(&hash)))
-                    .ok_or_else(|| Error::unauthenticated("the API key is not valid"))?;
+                    .ok_or_else(|| {
+                        Error::unauthenticated("the API key is not valid")
+                            .with_reason("unknown_key")
+                    })?;
                 if record.revoked_at.is_some() {
-                    return Err(Error::unauthenticated("the API key has been revoked"));
+                    return Err(Error::unauthenticated("the API key has been revoked")
+                        .with_reason("revoked"));
                 }
                 let key = Arc::new(cached(record));
                 self.keys.cache.insert(hash, generation, Arc::clone(&key));
@@ -47,10 +57,14 @@ impl ApiKeyAuthenticator {
         let now = Timestamp::now().unix();
         if let Some((at, why)) = key.ends.filter(|(at, _)| now >= *at) {
             let when = Timestamp(at).to_rfc3339();
-            return Err(Error::unauthenticated(match why {
-                End::Expiry => format!("the API key expired at {when}"),
-                End::Grace => format!("the API key was rotated; its grace period ended at {when}"),
-            }));
+            return Err(match why {
+                End::Expiry => Error::unauthenticated(format!("the API key expired at {when}"))
+                    .with_reason("expired"),
+                End::Grace => Error::unauthenticated(format!(
+                    "the API key was rotated; its grace period ended at {when}"
+                ))
+                .with_reason("rotated"),
+            });
         }
         if !ip::allows(&key.allowed, request.client_ip) {
             let client = request
@@ -58,7 +72,8 @@ impl ApiKeyAuthenticator {
                 .map_or_else(|| "unknown".to_owned(), |a| a.to_string());
             return Err(Error::permission_denied(format!(
                 "the API key may not be used from address {client}"
-            )));
+            ))
+            .with_reason("ip_not_allowed"));
         }
         self.keys.usage.record(KeyUsage {
             key_id: key.principal.id.clone(),

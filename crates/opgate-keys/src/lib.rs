@@ -1,23 +1,40 @@
 //! API keys: the `opg_` key format, keyed hashing under the server secret, the bearer-key
 //! [`Authenticator`](opgate_core::Authenticator), and the `api_keys.*` operations.
+//!
+//! The wire types ([`types`]) and the allow-list syntax ([`ip`]) need no storage. Everything else sits behind
+//! the default feature `server`; clients (`opgate-client`) depend on this crate with `default-features =
+//! false` to share the types without SQLite.
 
+#[cfg(feature = "server")]
 mod auth;
+#[cfg(feature = "server")]
 mod cache;
 pub mod ip;
+#[cfg(feature = "server")]
 mod ops;
+#[cfg(feature = "server")]
 mod secret;
+#[cfg(feature = "server")]
 pub mod token;
 pub mod types;
+#[cfg(feature = "server")]
 mod usage;
 
+#[cfg(feature = "server")]
 use std::sync::{Arc, Mutex};
+#[cfg(feature = "server")]
 use std::time::Duration;
 
+#[cfg(feature = "server")]
 use opgate_core::{Error, Registry, RegistryError, Timestamp};
+#[cfg(feature = "server")]
 use opgate_store::{KeyRecord, KeyStore, NewKey, StoreError};
 
+#[cfg(feature = "server")]
 pub use auth::ApiKeyAuthenticator;
+#[cfg(feature = "server")]
 pub use secret::{KeyHasher, SecretError, SECRET_FILE};
+#[cfg(feature = "server")]
 pub use usage::UsageRecorder;
 
 /// Organization of the admin key minted on first start.
@@ -25,6 +42,7 @@ pub const DEFAULT_ORG: &str = "default";
 
 /// Shared state of the key operations and the authenticator: the store, the hasher, the verification cache
 /// and the pending usage.
+#[cfg(feature = "server")]
 pub struct ApiKeys {
     store: Arc<dyn KeyStore>,
     hasher: KeyHasher,
@@ -35,6 +53,7 @@ pub struct ApiKeys {
 }
 
 /// What a new key is made of, before its secret exists.
+#[cfg(feature = "server")]
 #[derive(Debug, Clone)]
 pub struct KeySpec {
     /// Owning organization.
@@ -55,6 +74,7 @@ pub struct KeySpec {
     pub expires_at: Option<Timestamp>,
 }
 
+#[cfg(feature = "server")]
 impl ApiKeys {
     /// The key service over `store`, hashing with `hasher`.
     pub fn new(store: Arc<dyn KeyStore>, hasher: KeyHasher) -> Arc<Self> {
@@ -159,6 +179,7 @@ impl ApiKeys {
 }
 
 /// The 404 for a key id the caller's organization does not have.
+#[cfg(feature = "server")]
 pub(crate) fn not_found(key_id: &str) -> Error {
     Error::not_found(format!(
         "key_id: no API key `{key_id}` in this organization"
@@ -166,6 +187,7 @@ pub(crate) fn not_found(key_id: &str) -> Error {
 }
 
 /// Drops repeated scopes, keeping the first occurrence's order.
+#[cfg(feature = "server")]
 pub(crate) fn dedup(mut scopes: Vec<String>) -> Vec<String> {
     let mut seen = std::collections::HashSet::new();
     scopes.retain(|s| seen.insert(s.clone()));
@@ -173,6 +195,7 @@ pub(crate) fn dedup(mut scopes: Vec<String>) -> Vec<String> {
 }
 
 /// Maps a storage failure to the contract: the cause goes to the log, the client sees `unavailable`.
+#[cfg(feature = "server")]
 pub(crate) fn storage_error(e: StoreError) -> Error {
     tracing::error!(error = %e, "storage failure");
     Error::unavailable("storage is unavailable; retry later")

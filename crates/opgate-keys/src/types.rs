@@ -2,6 +2,7 @@
 //! `garde` rules are both enforced on input and emitted as schema constraints.
 
 use opgate_core::{scope, Timestamp};
+#[cfg(feature = "server")]
 use opgate_store::{KeyRecord, KeyStatus};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -61,6 +62,27 @@ pub enum Status {
     Rotating,
 }
 
+impl Status {
+    /// Every status, in the order of the schema.
+    pub const ALL: [Status; 4] = [
+        Status::Active,
+        Status::Expired,
+        Status::Revoked,
+        Status::Rotating,
+    ];
+
+    /// The wire name (`active`, `expired`, `revoked`, `rotating`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Active => "active",
+            Status::Expired => "expired",
+            Status::Revoked => "revoked",
+            Status::Rotating => "rotating",
+        }
+    }
+}
+
+#[cfg(feature = "server")]
 impl From<KeyStatus> for Status {
     fn from(s: KeyStatus) -> Self {
         match s {
@@ -72,6 +94,7 @@ impl From<KeyStatus> for Status {
     }
 }
 
+#[cfg(feature = "server")]
 impl From<Status> for KeyStatus {
     fn from(s: Status) -> Self {
         match s {
@@ -83,6 +106,7 @@ impl From<Status> for KeyStatus {
     }
 }
 
+#[cfg(feature = "server")]
 impl KeyDetails {
     /// The metadata of a stored key, with its status at `now` (unix seconds).
     pub fn at(r: KeyRecord, now: i64) -> Self {
@@ -124,6 +148,7 @@ pub struct CreateKeyInput {
     pub name: String,
     /// Scopes for the new key; defaults to the caller's own. Each must be held by the caller.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<Vec<ScopeString>>")]
     #[garde(length(max = 64), inner(inner(custom(valid_scope))))]
     pub permissions: Option<Vec<String>>,
     /// Requests per minute the key may make; omit for the server default.
@@ -136,12 +161,28 @@ pub struct CreateKeyInput {
     pub expires_in_days: Option<u32>,
     /// IP addresses or CIDR ranges (IPv4 or IPv6) the key may be used from; empty or omitted means any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<Vec<IpOrCidr>>")]
     #[garde(length(max = 100), inner(inner(custom(valid_ip_or_cidr))))]
     pub allowed_ips: Option<Vec<String>>,
     /// Free-text description.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[garde(length(chars, max = 1024))]
     pub description: Option<String>,
+}
+
+impl CreateKeyInput {
+    /// A key named `name` with every other field omitted (the caller's permissions, no limit, no expiry, any
+    /// address); set the others with struct update syntax.
+    pub fn new(name: impl Into<String>) -> Self {
+        CreateKeyInput {
+            name: name.into(),
+            permissions: None,
+            rate_limit: None,
+            expires_in_days: None,
+            allowed_ips: None,
+            description: None,
+        }
+    }
 }
 
 /// Output of `api_keys.create`.
@@ -163,7 +204,7 @@ pub struct ListKeysInput {
     pub limit: Option<u32>,
     /// Start after the key with this id (the last id of a previous page).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[garde(length(max = 64))]
+    #[garde(length(chars, max = 64))]
     pub after_id: Option<String>,
     /// Include revoked keys (ignored when `status` is given).
     #[serde(default)]
@@ -180,7 +221,7 @@ pub struct ListKeysInput {
 #[serde(deny_unknown_fields)]
 pub struct GetKeyInput {
     /// Id of the key.
-    #[garde(length(min = 1, max = 64))]
+    #[garde(length(chars, min = 1, max = 64))]
     pub key_id: String,
 }
 
@@ -189,7 +230,7 @@ pub struct GetKeyInput {
 #[serde(deny_unknown_fields)]
 pub struct UpdateKeyInput {
     /// Id of the key to change.
-    #[garde(length(min = 1, max = 64))]
+    #[garde(length(chars, min = 1, max = 64))]
     pub key_id: String,
     /// New name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -219,13 +260,28 @@ pub struct UpdateKeyInput {
         deserialize_with = "present",
         skip_serializing_if = "Option::is_none"
     )]
-    #[schemars(with = "Option<Vec<String>>", length(max = 100))]
+    #[schemars(with = "Option<Vec<IpOrCidr>>", length(max = 100))]
     #[garde(custom(nullable_allowed_ips))]
     pub allowed_ips: Option<Option<Vec<String>>>,
     /// New permissions: each must be held by the key already and by the caller (a key can only be narrowed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<Vec<ScopeString>>")]
     #[garde(length(max = 64), inner(inner(custom(valid_scope))))]
     pub permissions: Option<Vec<String>>,
+}
+
+impl UpdateKeyInput {
+    /// A change of key `key_id` that changes nothing yet; set the fields to change with struct update syntax.
+    pub fn new(key_id: impl Into<String>) -> Self {
+        UpdateKeyInput {
+            key_id: key_id.into(),
+            name: None,
+            description: None,
+            rate_limit: None,
+            allowed_ips: None,
+            permissions: None,
+        }
+    }
 }
 
 /// Input of `api_keys.rotate`.
@@ -233,12 +289,22 @@ pub struct UpdateKeyInput {
 #[serde(deny_unknown_fields)]
 pub struct RotateKeyInput {
     /// Id of the key to replace.
-    #[garde(length(min = 1, max = 64))]
+    #[garde(length(chars, min = 1, max = 64))]
     pub key_id: String,
     /// Seconds the old key keeps working after the rotation (up to 30 days). Default 86400 (24 hours).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[garde(range(max = 2_592_000))]
     pub grace_period_seconds: Option<u32>,
+}
+
+impl RotateKeyInput {
+    /// Rotation of key `key_id` with the default grace period.
+    pub fn new(key_id: impl Into<String>) -> Self {
+        RotateKeyInput {
+            key_id: key_id.into(),
+            grace_period_seconds: None,
+        }
+    }
 }
 
 /// Output of `api_keys.rotate`.
@@ -268,7 +334,7 @@ where
 #[serde(deny_unknown_fields)]
 pub struct RevokeKeyInput {
     /// Id of the key to revoke.
-    #[garde(length(min = 1, max = 64))]
+    #[garde(length(chars, min = 1, max = 64))]
     pub key_id: String,
 }
 
@@ -317,4 +383,47 @@ fn nullable_allowed_ips(value: &Option<Option<Vec<String>>>, _: &()) -> garde::R
         return Err(garde::Error::new("at most 100 entries"));
     }
     entries.iter().try_for_each(|e| valid_ip_or_cidr(e, &()))
+}
+
+/// Schema of one allow-list entry: an IPv4 or IPv6 address, or a CIDR range. The patterns describe the
+/// common written forms; the server also accepts every other form the standard parsers do.
+struct IpOrCidr;
+
+impl JsonSchema for IpOrCidr {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "IpOrCidr".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        const V4: &str = r"((25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])\.){3}(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])";
+        const V6_PREFIX: &str = r"([0-9a-fA-F]{1,4}:){1,7}:";
+        const V6_FULL: &str = r"([0-9a-fA-F]{1,4}:){7}[0-9a-fA-F]{1,4}";
+        schemars::json_schema!({
+            "description": "An IPv4 or IPv6 address, or a CIDR range such as `10.0.0.0/8` or `2001:db8::/32`.",
+            "type": "string",
+            "anyOf": [
+                { "format": "ipv4" },
+                { "format": "ipv6" },
+                { "pattern": format!("^{V4}/(3[0-2]|[12]?[0-9])$") },
+                { "pattern": format!("^({V6_PREFIX}|{V6_FULL})/(12[0-8]|1[01][0-9]|[1-9]?[0-9])$") }
+            ]
+        })
+    }
+}
+
+/// Schema of a scope: `*`, `<resource>:<action>` or `<resource>:*`.
+struct ScopeString;
+
+impl JsonSchema for ScopeString {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Scope".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "A scope: `*`, `<resource>:<action>` or `<resource>:*`, in lowercase identifiers.",
+            "type": "string",
+            "pattern": "^(\\*|[a-z][a-z0-9_]{0,63}:(\\*|[a-z][a-z0-9_]{0,63}))$"
+        })
+    }
 }

@@ -125,3 +125,13 @@ pub fn rate_limit_headers(headers: &mut http::HeaderMap, d: &crate::rate_limit::
         headers.insert(http::header::RETRY_AFTER, num(after));
     }
 }
+
+/// A 200 with a body of the given content type (e.g. the Prometheus text format).
+pub fn text(body: Bytes, content_type: &'static str, request_id: &str) -> Resp {
+    response(
+        StatusCode::OK,
+        HeaderValue::from_static(content_type),
+        Full::new(body).boxed_unsync(),
+        request_id,
+    )
+}

@@ -5,8 +5,12 @@
 mod client_addr;
 mod http_io;
 mod idempotency;
+pub mod metrics;
 mod pipeline;
 pub mod rate_limit;
+mod tls;
+
+pub use tls::Tls;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -23,6 +27,8 @@ use tokio::net::TcpListener;
 /// How the server treats every request: limits, timeouts and which proxies it trusts.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
+    /// Serve HTTPS with this certificate instead of plain HTTP.
+    pub tls: Option<Tls>,
     /// Peers whose `X-Forwarded-For` is believed; the client address is then the right-most address in it
     /// that is not itself a trusted proxy. Empty: the client address is always the socket peer.
     pub trusted_proxies: Vec<ipnet::IpNet>,
@@ -30,20 +36,34 @@ pub struct ServerConfig {
     pub default_rate_limit: Option<u32>,
     /// Largest request body accepted; larger ones get 413.
     pub max_body_bytes: usize,
-    /// Time a client has to send its request headers.
+    /// Time a client has to send its request headers; also how long an idle keep-alive connection is kept.
     pub header_read_timeout: Duration,
+    /// Time a request may take from its headers to its response head; past it the client gets 503.
+    pub request_timeout: Duration,
+    /// Largest request head (request line and headers) accepted.
+    pub max_header_bytes: usize,
+    /// Requests handled at once at most; more get 503 `unavailable` at once rather than queueing.
+    pub max_concurrent_requests: usize,
     /// How long in-flight requests may run after shutdown begins.
     pub shutdown_grace: Duration,
+    /// How long the server keeps accepting after a shutdown signal while `GET /readyz` answers 503, so that load
+    /// balancers stop sending before the listener closes.
+    pub shutdown_delay: Duration,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
+            tls: None,
             trusted_proxies: Vec::new(),
             default_rate_limit: None,
             max_body_bytes: 1024 * 1024,
             header_read_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(30),
+            max_header_bytes: 64 * 1024,
+            max_concurrent_requests: 1024,
             shutdown_grace: Duration::from_secs(30),
+            shutdown_delay: Duration::ZERO,
         }
     }
 }
@@ -57,6 +77,9 @@ pub struct Gateway {
     idempotency: Option<Arc<dyn IdempotencyStore>>,
     inflight: idempotency::InFlight,
     rate_limiter: rate_limit::RateLimiter,
+    admission: tokio::sync::Semaphore,
+    draining: std::sync::atomic::AtomicBool,
+    metrics: Option<metrics::Metrics>,
     config: ServerConfig,
 }
 
@@ -75,8 +98,22 @@ impl Gateway {
             idempotency: None,
             inflight: idempotency::InFlight::default(),
             rate_limiter: rate_limit::RateLimiter::new(config.default_rate_limit),
+            admission: tokio::sync::Semaphore::new(config.max_concurrent_requests),
+            draining: std::sync::atomic::AtomicBool::new(false),
+            metrics: None,
             config,
         }
+    }
+
+    /// Serves Prometheus metrics on `GET /metrics` from this recorder.
+    pub fn with_metrics(mut self, metrics: metrics::Metrics) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// Whether the gateway is shutting down (`GET /readyz` answers 503 then).
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Appends a record of every `write`, `export` and `destructive` call to `sink`.
@@ -98,9 +135,18 @@ impl Gateway {
         builder
             .http1()
             .timer(TokioTimer::new())
-            .header_read_timeout(self.config.header_read_timeout);
+            .header_read_timeout(self.config.header_read_timeout)
+            .max_buf_size(self.config.max_header_bytes.max(8192));
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_header_list_size(self.config.max_header_bytes as u32)
+            .max_concurrent_streams(256)
+            .keep_alive_interval(Some(Duration::from_secs(30)));
         let graceful = GracefulShutdown::new();
         tokio::pin!(shutdown);
+        let shutdown_deadline = tokio::time::sleep(Duration::from_secs(10 * 365 * 86_400));
+        tokio::pin!(shutdown_deadline);
         loop {
             tokio::select! {
                 accepted = listener.accept() => {
@@ -118,15 +164,40 @@ impl Gateway {
                         let gateway = Arc::clone(&gateway);
                         async move { Ok::<_, std::convert::Infallible>(gateway.handle(peer, req).await) }
                     });
-                    let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
-                    let conn = graceful.watch(conn);
-                    tokio::spawn(async move {
-                        if let Err(e) = conn.await {
-                            tracing::debug!(error = %e, %peer, "connection ended with an error");
+                    match &self.config.tls {
+                        None => {
+                            let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), service).into_owned());
+                            tokio::spawn(async move {
+                                if let Err(e) = conn.await {
+                                    tracing::debug!(error = %e, %peer, "connection ended with an error");
+                                }
+                            });
                         }
-                    });
+                        Some(tls) => {
+                            // The handshake runs in the connection's task, bounded by the header timeout, so a
+                            // slow handshake never holds up the accept loop.
+                            let (acceptor, builder, watcher) = (tls.0.clone(), builder.clone(), graceful.watcher());
+                            let handshake_timeout = self.config.header_read_timeout;
+                            tokio::spawn(async move {
+                                let stream = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                                    Ok(Ok(stream)) => stream,
+                                    Ok(Err(e)) => return tracing::debug!(error = %e, %peer, "TLS handshake failed"),
+                                    Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
+                                };
+                                let conn = watcher.watch(builder.serve_connection(TokioIo::new(stream), service).into_owned());
+                                if let Err(e) = conn.await {
+                                    tracing::debug!(error = %e, %peer, "connection ended with an error");
+                                }
+                            });
+                        }
+                    }
                 }
-                _ = &mut shutdown => break,
+                _ = &mut shutdown, if !self.is_draining() => {
+                    self.draining.store(true, std::sync::atomic::Ordering::Relaxed);
+                    tracing::info!(delay_s = self.config.shutdown_delay.as_secs_f64(), "shutdown signal: /readyz now answers 503");
+                    shutdown_deadline.as_mut().reset(tokio::time::Instant::now() + self.config.shutdown_delay);
+                }
+                _ = &mut shutdown_deadline, if self.is_draining() => break,
             }
         }
         drop(listener);

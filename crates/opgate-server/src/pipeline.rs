@@ -36,6 +36,8 @@ pub async fn handle(gw: &Gateway, peer: SocketAddr, req: Request<Incoming>) -> R
     let mut trace = Trace::default();
     let resp = match route(gw, &req) {
         Route::Health => health(&req, &request_id),
+        Route::Ready => ready(gw, &req, &request_id),
+        Route::Metrics => metrics_page(gw, &req, &request_id),
         Route::NotFound => http_io::error(
             &Error::not_found(format!("no route for {}", req.uri().path())),
             &request_id,
@@ -50,17 +52,80 @@ pub async fn handle(gw: &Gateway, peer: SocketAddr, req: Request<Incoming>) -> R
         }
         Route::Operation(Ok(entry)) => {
             trace.op = Some(entry.meta.id);
-            call(gw, entry, peer, req, &request_id, &mut trace).await
+            admit(gw, entry, peer, req, &request_id, &mut trace).await
         }
     };
+    let status = resp.status().as_u16();
+    let elapsed = started.elapsed();
+    let op = trace.op.unwrap_or("none");
+    metrics::counter!("opgate_requests_total", "operation" => op, "status" => status_label(status))
+        .increment(1);
+    metrics::histogram!("opgate_request_duration_seconds", "operation" => op)
+        .record(elapsed.as_secs_f64());
+    if status == 429 {
+        metrics::counter!("opgate_rate_limited_total").increment(1);
+    }
     tracing::info!(
         request_id = %request_id,
         op = trace.op.unwrap_or("-"),
         principal = trace.principal.as_ref().map_or("-", |p| p.id.as_str()),
-        status = resp.status().as_u16(),
-        latency_us = started.elapsed().as_micros() as u64,
+        status,
+        latency_us = elapsed.as_micros() as u64,
         "request"
     );
+    resp
+}
+
+/// Statuses as static labels (no allocation per request).
+fn status_label(status: u16) -> &'static str {
+    match status {
+        200 => "200",
+        400 => "400",
+        401 => "401",
+        403 => "403",
+        404 => "404",
+        405 => "405",
+        409 => "409",
+        413 => "413",
+        415 => "415",
+        422 => "422",
+        429 => "429",
+        500 => "500",
+        503 => "503",
+        _ => "other",
+    }
+}
+
+/// Admission: a bounded number of requests at once (503 past it, never a queue), each bounded in time.
+async fn admit(
+    gw: &Gateway,
+    entry: &Entry,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+    request_id: &str,
+    trace: &mut Trace,
+) -> Resp {
+    let Ok(_permit) = gw.admission.try_acquire() else {
+        let e =
+            Error::unavailable("the server is at its limit of concurrent requests; retry shortly")
+                .with_reason("overloaded");
+        return http_io::error(&e, request_id);
+    };
+    let gauge = metrics::gauge!("opgate_requests_in_flight");
+    gauge.increment(1.0);
+    let timeout = gw.config.request_timeout;
+    let resp =
+        match tokio::time::timeout(timeout, call(gw, entry, peer, req, request_id, trace)).await {
+            Ok(resp) => resp,
+            Err(_) => http_io::error(
+                &Error::unavailable(format!(
+                    "the request did not complete within {} s",
+                    timeout.as_secs()
+                )),
+                request_id,
+            ),
+        };
+    gauge.decrement(1.0);
     resp
 }
 
@@ -102,7 +167,11 @@ async fn call(
     };
     let principal = match authenticate(gw, req.headers(), &info).await {
         Ok(principal) => principal,
-        Err(e) => return http_io::error(&e, request_id),
+        Err(e) => {
+            let reason = e.reason.unwrap_or(e.code.as_str());
+            metrics::counter!("opgate_auth_failures_total", "reason" => reason).increment(1);
+            return http_io::error(&e, request_id);
+        }
     };
     trace.principal = Some(Arc::clone(&principal));
     let limit = gw.rate_limiter.check(&principal);
@@ -271,6 +340,8 @@ async fn audit(
 
 enum Route<'a> {
     Health,
+    Ready,
+    Metrics,
     Operation(Result<&'a Entry, Error>),
     NotFound,
 }
@@ -278,8 +349,11 @@ enum Route<'a> {
 /// Maps the path to an operation: `/v1/op/<id>` or `/v1/<resource>/<action>`; only POST is allowed there.
 fn route<'a>(gw: &'a Gateway, req: &Request<Incoming>) -> Route<'a> {
     let path = req.uri().path();
-    if path == "/healthz" {
-        return Route::Health;
+    match path {
+        "/healthz" => return Route::Health,
+        "/readyz" => return Route::Ready,
+        "/metrics" if gw.metrics.is_some() => return Route::Metrics,
+        _ => {}
     }
     let Some(rest) = path.strip_prefix("/v1/") else {
         return Route::NotFound;
@@ -304,6 +378,48 @@ fn route<'a>(gw: &'a Gateway, req: &Request<Incoming>) -> Route<'a> {
             .get(&id)
             .ok_or_else(|| Error::not_found(format!("no operation `{id}`"))),
     )
+}
+
+/// `GET /readyz`: 200 while serving, 503 once shutdown has begun (load balancers stop sending).
+fn ready(gw: &Gateway, req: &Request<Incoming>, request_id: &str) -> Resp {
+    if let Some(resp) = get_only(req, request_id) {
+        return resp;
+    }
+    if gw.is_draining() {
+        return http_io::error(
+            &Error::unavailable("the server is shutting down"),
+            request_id,
+        );
+    }
+    http_io::json(Bytes::from_static(br#"{"status":"ready"}"#), request_id)
+}
+
+/// `GET /metrics`: Prometheus text format.
+fn metrics_page(gw: &Gateway, req: &Request<Incoming>, request_id: &str) -> Resp {
+    if let Some(resp) = get_only(req, request_id) {
+        return resp;
+    }
+    let text = gw.metrics.as_ref().map(|m| m.render()).unwrap_or_default();
+    http_io::text(
+        Bytes::from(text),
+        "text/plain; version=0.0.4; charset=utf-8",
+        request_id,
+    )
+}
+
+/// The 405 for anything but GET or HEAD on the service endpoints.
+fn get_only(req: &Request<Incoming>, request_id: &str) -> Option<Resp> {
+    if req.method() == Method::GET || req.method() == Method::HEAD {
+        return None;
+    }
+    let e = Error::new(
+        Code::MethodNotAllowed,
+        format!("use GET for {}", req.uri().path()),
+    );
+    let mut resp = http_io::error(&e, request_id);
+    resp.headers_mut()
+        .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+    Some(resp)
 }
 
 fn health(req: &Request<Incoming>, request_id: &str) -> Resp {

@@ -9,6 +9,13 @@ use serde_json::{Map, Value};
 pub const GENERATED_HEADER: &str =
     "<!-- Generated from spec/openapi.json by scripts/gen-spec. Do not edit: edit the code and regenerate. -->";
 
+/// Resources the `opgate` CLI has typed commands for: operation `<resource>.<action>` is
+/// `opgate <resource> <action>` with one `--flag` per input field, underscores turned into hyphens
+/// (`api_keys.create` with `rate_limit` is `opgate api-keys create --rate-limit N`), and `--clear-<field>` to
+/// send `null` where the field's description gives `null` a meaning ("`null` clears it"). Every operation is
+/// also documented as `opgate call <id> '<json>'`.
+pub const CLI_RESOURCES: &[&str] = &["api_keys", "auth", "audit"];
+
 /// The reference pages for `spec`: file name (relative to `docs/api-reference/`) to contents.
 pub fn reference(spec: &Value) -> Result<BTreeMap<String, String>, String> {
     let ops = operations(spec)?;
@@ -382,19 +389,40 @@ fn resource_page(resource: &str, ops: &[&Op], schemas: &Map<String, Value>) -> S
             format!("{} (JSON)", type_of(&op.output, false))
         };
         let example = compact(&op.example);
+        let input = input_fields(&op.input, schemas);
+        let typed = CLI_RESOURCES.contains(&op.resource.as_str());
+        let cli = if typed {
+            format!(
+                "`{}` or `opgate call {} '<json>'`",
+                escape_cell(&cli_synopsis(op, &input)),
+                op.id
+            )
+        } else {
+            format!("`opgate call {} '<json>'`", op.id)
+        };
+        let mut commands = String::new();
+        if let Some(line) = typed.then(|| cli_example(op, &input)).flatten() {
+            commands.push_str(&line);
+            commands.push('\n');
+        }
+        commands.push_str(&format!(
+            "opgate call {} {}\n",
+            op.id,
+            shell_quote(&example)
+        ));
         out.push_str(&format!(
             "\n## {id}\n\n{summary}\n\n\
              | | |\n|---|---|\n\
              | scope | {scope} |\n\
              | side effect | `{side}` |\n\
              | HTTP | `POST /v1/op/{id}` or `POST /v1/{resource}/{action}` |\n\
-             | CLI | `opgate call {id} '<json>'` |\n\
+             | CLI | {cli} |\n\
              | response | {response} |\n\n\
              ### Request\n\n{fields}\n\
              ### Response\n\n{response_fields}\n\
              ### Errors\n\n{errors}\n\n\
              ### Example\n\n```sh\ncurl -s http://127.0.0.1:8080/v1/op/{id} \\\n  -H \"Authorization: Bearer $OPGATE_TOKEN\" -H 'Content-Type: application/json' \\\n  -d '{example}'\n```\n\n\
-             ```sh\nopgate call {id} '{example}'\n```\n",
+             ```sh\n{commands}```\n",
             id = op.id,
             summary = op.summary,
             scope = op.scope,
@@ -415,6 +443,136 @@ fn resource_page(resource: &str, ops: &[&Op], schemas: &Map<String, Value>) -> S
         ));
     }
     out
+}
+
+/// The fields of an input schema (following a `$ref`): name, schema, required.
+fn input_fields<'a>(
+    schema: &'a Value,
+    schemas: &'a Map<String, Value>,
+) -> Vec<(&'a str, &'a Value, bool)> {
+    let resolved = ref_name(schema)
+        .and_then(|n| schemas.get(n))
+        .unwrap_or(schema);
+    let required: Vec<&str> = resolved
+        .get("required")
+        .and_then(Value::as_array)
+        .map_or(Vec::new(), |r| r.iter().filter_map(Value::as_str).collect());
+    resolved
+        .get("properties")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+        .map(|(name, prop)| (name.as_str(), prop, required.contains(&name.as_str())))
+        .collect()
+}
+
+/// The JSON types a schema allows (`type` as a string or a list; `anyOf` / `oneOf` branches).
+fn json_types(schema: &Value) -> Vec<&str> {
+    match schema.get("type") {
+        Some(Value::String(t)) => vec![t.as_str()],
+        Some(Value::Array(ts)) => ts.iter().filter_map(Value::as_str).collect(),
+        _ => schema
+            .get("anyOf")
+            .or_else(|| schema.get("oneOf"))
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .flat_map(json_types)
+            .collect(),
+    }
+}
+
+/// `api_keys` → `api-keys`, `rate_limit` → `rate-limit`.
+fn kebab(name: &str) -> String {
+    name.replace('_', "-")
+}
+
+/// The typed command of an operation: `opgate <resource> <action>`.
+fn cli_command(op: &Op) -> String {
+    format!("opgate {} {}", kebab(&op.resource), kebab(&op.action))
+}
+
+/// Whether the typed command takes `--clear-<field>` (sending `null`) for this field: an optional field
+/// whose description gives `null` a meaning of its own ("`null` clears it"). Elsewhere `null` is the same as
+/// leaving the field out, so no flag sends it.
+fn clearable(schema: &Value, required: bool) -> bool {
+    let says_null = schema
+        .get("description")
+        .and_then(Value::as_str)
+        .is_some_and(|d| d.contains("`null`"));
+    !required && says_null && json_types(schema).contains(&"null")
+}
+
+/// The typed command with every flag: `opgate api-keys create --name <name> [--rate-limit <rate_limit>]`.
+fn cli_synopsis(op: &Op, fields: &[(&str, &Value, bool)]) -> String {
+    let mut out = cli_command(op);
+    for (name, schema, required) in fields {
+        let types = json_types(schema);
+        let flag = if types.contains(&"boolean") {
+            format!("--{}", kebab(name))
+        } else if types.contains(&"array") {
+            format!("--{} <{name},...>", kebab(name))
+        } else {
+            format!("--{} <{name}>", kebab(name))
+        };
+        let flag = if clearable(schema, *required) {
+            format!("{flag} | --clear-{}", kebab(name))
+        } else {
+            flag
+        };
+        out.push_str(&if *required {
+            format!(" {flag}")
+        } else {
+            format!(" [{flag}]")
+        });
+    }
+    out
+}
+
+/// The typed command for the operation's example request, or `None` when the example holds a value no flag
+/// takes (a nested object).
+fn cli_example(op: &Op, fields: &[(&str, &Value, bool)]) -> Option<String> {
+    let example = op.example.as_object()?;
+    let mut out = cli_command(op);
+    for (name, value) in example {
+        let (_, schema, required) = fields.iter().find(|(n, _, _)| n == name)?;
+        let flag = kebab(name);
+        match value {
+            Value::Null if clearable(schema, *required) => {
+                out.push_str(&format!(" --clear-{flag}"));
+            }
+            Value::Null | Value::Bool(false) => {}
+            Value::Bool(true) => out.push_str(&format!(" --{flag}")),
+            Value::Array(items) => {
+                let items: Option<Vec<String>> = items.iter().map(scalar).collect();
+                out.push_str(&format!(" --{flag} {}", shell_quote(&items?.join(","))));
+            }
+            other => out.push_str(&format!(" --{flag} {}", shell_quote(&scalar(other)?))),
+        }
+    }
+    Some(out)
+}
+
+/// A string or number as a flag value.
+fn scalar(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// `text` as one shell word: bare when that is safe, else in single quotes.
+fn shell_quote(text: &str) -> String {
+    let bare = !text.is_empty()
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-.:/,@=+%".contains(c));
+    if bare {
+        text.to_owned()
+    } else {
+        format!("'{}'", text.replace('\'', "'\\''"))
+    }
 }
 
 fn types_page(schemas: &Map<String, Value>) -> String {

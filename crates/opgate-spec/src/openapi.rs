@@ -74,16 +74,27 @@ pub fn openapi(registry: &Registry, info: &ApiInfo) -> Value {
             tags.push(meta.resource());
         }
         let input = (entry.input_schema)(&mut inputs).to_value();
+        // A body whose type has required fields cannot be left out (an empty body means `{}`).
+        let body_required = input
+            .get("$ref")
+            .and_then(Value::as_str)
+            .and_then(|r| r.rsplit('/').next())
+            .and_then(|name| inputs.definitions().get(name))
+            .and_then(|def| def.get("required"))
+            .and_then(Value::as_array)
+            .is_some_and(|fields| !fields.is_empty());
         let output = (entry.output_schema)(&mut outputs).to_value();
         let canonical = format!("/v1/op/{}", meta.id);
         let alias = format!("/v1/{}/{}", meta.resource(), meta.action());
         paths.insert(
             canonical.clone(),
-            json!({ "post": operation(entry, &input, &output, meta.id.to_owned(), None) }),
+            json!({ "post": operation(entry, &input, &output, body_required, meta.id.to_owned(), None) }),
         );
         paths.insert(
             alias,
-            json!({ "post": operation(entry, &input, &output, format!("{}.alias", meta.id), Some(&canonical)) }),
+            json!({
+                "post": operation(entry, &input, &output, body_required, format!("{}.alias", meta.id), Some(&canonical))
+            }),
         );
     }
 
@@ -191,6 +202,7 @@ fn operation(
     entry: &Entry,
     input: &Value,
     output: &Value,
+    body_required: bool,
     operation_id: String,
     alias_of: Option<&str>,
 ) -> Value {
@@ -279,14 +291,14 @@ fn operation(
                 "in": "header",
                 "required": false,
                 "description": "Makes a retry safe: the first response to this key is stored for 24 hours and replayed (with `Idempotent-Replayed: true`) for a retry with the same body; a different body is 422 `idempotency_mismatch`, a retry while the first request runs is 409 `conflict`.",
-                "schema": { "type": "string", "minLength": 1, "maxLength": 255 }
+                "schema": { "type": "string", "pattern": "^[\\x21-\\x7e]{1,255}$" }
             }])
         } else {
             json!([])
         },
         "requestBody": {
             "description": "A JSON object; an empty body means `{}`.",
-            "required": false,
+            "required": body_required,
             "content": { "application/json": { "schema": input, "example": example } }
         },
         "responses": responses,

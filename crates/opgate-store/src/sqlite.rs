@@ -127,6 +127,7 @@ impl SqliteStore {
         F: FnOnce(&Connection) -> Result<R, StoreError> + Send + 'static,
         R: Send + 'static,
     {
+        let started = std::time::Instant::now();
         let (reply, rx) = oneshot::channel();
         let job = Job {
             work: Some(work),
@@ -137,7 +138,10 @@ impl SqliteStore {
             .writer
             .send(Msg::Write(Box::new(job)))
             .map_err(|_| StoreError::Closed)?;
-        rx.await.map_err(|_| StoreError::Closed)?
+        let result = rx.await.map_err(|_| StoreError::Closed)?;
+        metrics::histogram!("opgate_storage_seconds", "kind" => "write")
+            .record(started.elapsed().as_secs_f64());
+        result
     }
 
     /// Runs `work` on a pooled read-only connection on a blocking thread.
@@ -147,7 +151,8 @@ impl SqliteStore {
         R: Send + 'static,
     {
         let inner = Arc::clone(&self.inner);
-        tokio::task::spawn_blocking(move || {
+        let started = std::time::Instant::now();
+        let result = tokio::task::spawn_blocking(move || {
             let conn = match inner.readers.lock().expect("reader pool lock").pop() {
                 Some(conn) => conn,
                 None => open_reader(&inner.path)?,
@@ -160,7 +165,10 @@ impl SqliteStore {
             result
         })
         .await
-        .map_err(|_| StoreError::Closed)?
+        .map_err(|_| StoreError::Closed)?;
+        metrics::histogram!("opgate_storage_seconds", "kind" => "read")
+            .record(started.elapsed().as_secs_f64());
+        result
     }
 
     /// Runs `PRAGMA integrity_check` and returns its report (`["ok"]` when sound).

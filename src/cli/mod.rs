@@ -1,0 +1,198 @@
+//! The `opgate` commands that talk to a running gateway, built on `opgate-client`: typed commands per
+//! resource (`opgate api-keys create --name ...`, `opgate auth whoami`, `opgate audit list`) and
+//! `opgate call <operation_id>` for any operation at all.
+//!
+//! Output is for humans by default (aligned tables, relative times); `--json` prints exactly what the gateway
+//! sent (NDJSON for streams, line by line as it arrives). Exit statuses: 0 success, 2 usage, 3 a refused
+//! token or permission (401/403), 4 any other refused request (4xx), 5 a gateway failure (5xx) or an
+//! unreachable gateway. A stream that fails midway prints what it got, then exits with the status of its
+//! error.
+
+pub mod api_keys;
+pub mod audit;
+pub mod auth;
+pub mod call;
+mod output;
+
+use std::io::{self, Write};
+
+use clap::Args;
+use opgate_client::{Client, Error as ClientError, Lines, RawReply};
+
+pub use api_keys::ApiKeysArgs;
+pub use audit::AuditArgs;
+pub use auth::AuthArgs;
+pub use call::CallArgs;
+
+/// Exit status for a command line that does not make sense (clap uses it too).
+pub const EXIT_USAGE: u8 = 2;
+/// Exit status for a rejected token or a missing permission (401, 403).
+pub const EXIT_AUTH: u8 = 3;
+/// Exit status for any other error the gateway answered (4xx).
+pub const EXIT_REQUEST: u8 = 4;
+/// Exit status when the gateway failed (5xx) or could not be reached.
+pub const EXIT_SERVER: u8 = 5;
+
+/// A failure with its own exit status.
+#[derive(Debug)]
+pub struct Exit(pub u8, pub String);
+
+impl std::fmt::Display for Exit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.1)
+    }
+}
+
+impl std::error::Error for Exit {}
+
+impl From<ClientError> for Exit {
+    fn from(e: ClientError) -> Self {
+        let status = match &e {
+            ClientError::Api { status, .. } => match status {
+                401 | 403 => EXIT_AUTH,
+                s if *s >= 500 => EXIT_SERVER,
+                _ => EXIT_REQUEST,
+            },
+            ClientError::Config(_) => EXIT_USAGE,
+            _ => EXIT_SERVER,
+        };
+        let message = match &e {
+            ClientError::Api {
+                code,
+                message,
+                status,
+                request_id,
+                streamed,
+            } => {
+                let what = if *streamed {
+                    format!("the stream failed: {} ({status})", code.as_str())
+                } else {
+                    format!("{} ({status})", code.as_str())
+                };
+                match request_id {
+                    Some(id) => format!("{what}: {message} [request {id}]"),
+                    None => format!("{what}: {message}"),
+                }
+            }
+            other => other.to_string(),
+        };
+        Exit(status, message)
+    }
+}
+
+impl From<io::Error> for Exit {
+    fn from(e: io::Error) -> Self {
+        if e.kind() == io::ErrorKind::BrokenPipe {
+            // The reader went away (`| head`): not a failure, nothing more to say.
+            return Exit(0, String::new());
+        }
+        Exit(EXIT_SERVER, format!("cannot write the output: {e}"))
+    }
+}
+
+/// Where the gateway is and who calls it; every command that talks to a gateway takes these.
+#[derive(Args, Clone)]
+pub struct Connection {
+    /// Base URL of the gateway.
+    #[arg(
+        long,
+        env = "OPGATE_URL",
+        default_value = opgate_client::DEFAULT_URL,
+        global = true,
+        help_heading = "Gateway"
+    )]
+    url: String,
+    /// Bearer token: an API key (`opg_...`) or a session token.
+    #[arg(
+        long,
+        env = "OPGATE_TOKEN",
+        hide_env_values = true,
+        global = true,
+        help_heading = "Gateway"
+    )]
+    token: Option<String>,
+    /// Print the gateway's JSON as sent (NDJSON for streams) instead of tables.
+    #[arg(long, global = true, help_heading = "Gateway")]
+    json: bool,
+}
+
+impl Connection {
+    fn client(&self) -> Result<Client, Exit> {
+        let token =
+            self.token
+                .as_deref()
+                .filter(|t| !t.is_empty())
+                .ok_or_else(|| {
+                    Exit(
+                EXIT_USAGE,
+                "no token: pass --token or set OPGATE_TOKEN (an API key or a session token)".into(),
+            )
+                })?;
+        let client = Client::new(&self.url).map_err(|e| Exit(EXIT_USAGE, e.to_string()))?;
+        Ok(client.with_token(token))
+    }
+}
+
+/// A command's result as the binary reports it: a closed output pipe (`| head`) is success.
+pub fn finish(result: Result<(), Exit>) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    match result {
+        Ok(()) | Err(Exit(0, _)) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Prints the gateway's answer as sent: a JSON body with a final newline, or NDJSON lines as they arrive.
+async fn print_raw(reply: RawReply) -> Result<(), Exit> {
+    match reply {
+        RawReply::Json { body, .. } => {
+            let mut out = io::stdout().lock();
+            out.write_all(&body)?;
+            if body.last() != Some(&b'\n') {
+                out.write_all(b"\n")?;
+            }
+            out.flush()?;
+            Ok(())
+        }
+        RawReply::Stream(lines) => print_lines(lines).await,
+    }
+}
+
+async fn print_lines(mut lines: Lines) -> Result<(), Exit> {
+    use futures_util::StreamExt;
+    let mut out = io::stdout().lock();
+    while let Some(line) = lines.next().await {
+        match line {
+            Ok(line) => {
+                out.write_all(&line)?;
+                out.write_all(b"\n")?;
+            }
+            Err(e) => {
+                out.flush()?;
+                return Err(e.into());
+            }
+        }
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// The input of a typed command as the JSON body `--json` sends with `call_raw`.
+fn body<T: serde::Serialize>(input: &T) -> Vec<u8> {
+    serde_json::to_vec(input).expect("input types serialize")
+}
+
+/// Warns, on stderr, that the secret just printed is shown this once.
+fn warn_secret_once() {
+    eprintln!(
+        "warning: this is the only time the secret key is shown; store it now, it cannot be retrieved again"
+    );
+}
+
+/// Parses a comma-separated list flag into a list, dropping empty entries (`--permissions ''` is `[]`).
+fn non_empty(items: Vec<String>) -> Vec<String> {
+    items
+        .into_iter()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .collect()
+}

@@ -1,0 +1,760 @@
+//! The `opgate` CLI as an API client, driven as a subprocess against a real server: every `api-keys`
+//! command, `auth whoami`, `audit list` and `call`, in human and `--json` output, the exit status of every
+//! kind of failure (including a stream that fails midway), shell completions, and every CLI form the API
+//! reference documents.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use common::{assert_metadata, id_of, TestServer};
+use serde_json::{json, Value};
+
+const BIN: &str = env!("CARGO_BIN_EXE_opgate");
+
+/// What a run of the CLI printed and how it exited.
+#[derive(Debug)]
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    #[track_caller]
+    fn ok(self) -> Run {
+        assert_eq!(self.code, 0, "expected success: {self:#?}");
+        self
+    }
+
+    #[track_caller]
+    fn fails(self, code: i32, stderr_has: &str) -> Run {
+        assert_eq!(self.code, code, "expected exit {code}: {self:#?}");
+        assert!(
+            self.stderr.contains(stderr_has),
+            "stderr should contain {stderr_has:?}: {self:#?}"
+        );
+        self
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {self:#?}"))
+    }
+
+    fn ndjson(&self) -> Vec<Value> {
+        self.stdout
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad line ({e}): {l}")))
+            .collect()
+    }
+
+    /// The value of a `field  value` line of human output.
+    #[track_caller]
+    fn field(&self, name: &str) -> String {
+        self.stdout
+            .lines()
+            .find_map(|l| {
+                let (k, v) = l.split_once(' ')?;
+                (k == name).then(|| v.trim().to_owned())
+            })
+            .unwrap_or_else(|| panic!("no `{name}` line in {self:#?}"))
+    }
+}
+
+/// Runs `opgate args...` with `OPGATE_URL` and `OPGATE_TOKEN` set (and no other `OPGATE_*`), `stdin` as input.
+fn run_with(url: &str, token: Option<&str>, args: &[&str], stdin: &str) -> Run {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("OPGATE_") {
+            cmd.env_remove(name);
+        }
+    }
+    cmd.env("OPGATE_URL", url);
+    if let Some(token) = token {
+        cmd.env("OPGATE_TOKEN", token);
+    }
+    let mut child = cmd.spawn().expect("run opgate");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().expect("wait for opgate");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8(out.stdout).expect("utf-8 stdout"),
+        stderr: String::from_utf8(out.stderr).expect("utf-8 stderr"),
+    }
+}
+
+fn run(s: &TestServer, token: &str, args: &[&str]) -> Run {
+    run_with(&s.url(""), Some(token), args, "")
+}
+
+/// A URL nothing listens on.
+fn closed_url() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    format!("http://{addr}")
+}
+
+#[test]
+fn api_keys_commands_in_human_output() {
+    let s = TestServer::start();
+    let admin = s.admin_key();
+
+    let created = run(
+        &s,
+        admin,
+        &[
+            "api-keys",
+            "create",
+            "--name",
+            "ci-reader",
+            "--permissions",
+            "api_keys:read,audit:read",
+            "--rate-limit",
+            "600",
+            "--expires-in-days",
+            "30",
+            "--allowed-ips",
+            "127.0.0.1,::1,10.0.0.0/8",
+            "--description",
+            "reads keys",
+        ],
+    )
+    .ok();
+    let key = created.field("key");
+    assert!(key.starts_with("opg_") && key.len() == 42, "{created:#?}");
+    assert!(
+        created.stderr.contains("only time the secret key is shown"),
+        "{created:#?}"
+    );
+    let id = created.field("id");
+    assert_eq!(created.field("name"), "ci-reader");
+    assert_eq!(created.field("permissions"), "api_keys:read,audit:read");
+    assert_eq!(created.field("rate_limit"), "600/min");
+    assert_eq!(created.field("allowed_ips"), "127.0.0.1,::1,10.0.0.0/8");
+    assert_eq!(created.field("description"), "reads keys");
+    let expires = created.field("expires_at");
+    assert!(
+        expires.ends_with("(in 30d)") || expires.ends_with("(in 29d)"),
+        "{created:#?}"
+    );
+
+    // The new key works: whoami with it (flags beat the environment).
+    let me = run_with(
+        &closed_url(),
+        Some("opg_not_this_one"),
+        &["auth", "whoami", "--url", &s.url(""), "--token", &key],
+        "",
+    )
+    .ok();
+    assert_eq!(me.field("kind"), "api_key");
+    assert_eq!(me.field("id"), id);
+    assert_eq!(me.field("org"), "default");
+    assert_eq!(me.field("rate_limit"), "600/min");
+
+    // The list: an aligned table with a header, relative times, oldest first.
+    let list = run(&s, admin, &["api-keys", "list"]).ok();
+    let lines: Vec<&str> = list.stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "{list:#?}");
+    for column in [
+        "ID",
+        "NAME",
+        "PREFIX",
+        "STATUS",
+        "PERMISSIONS",
+        "CREATED",
+        "LAST USED",
+        "EXPIRES",
+    ] {
+        assert!(lines[0].contains(column), "{list:#?}");
+    }
+    assert!(lines[1].contains("admin"));
+    assert!(lines[2].starts_with(&id) && lines[2].contains("ci-reader"));
+    assert!(
+        lines[2].contains("in 30d") || lines[2].contains("in 29d"),
+        "{list:#?}"
+    );
+    // Columns line up: every row's second column starts where the header's does.
+    let name_col = lines[0].find("NAME").unwrap();
+    assert_eq!(lines[2].find("ci-reader"), Some(name_col), "{list:#?}");
+
+    let got = run(&s, admin, &["api-keys", "get", "--key-id", &id]).ok();
+    assert_eq!(got.field("id"), id);
+    assert_eq!(got.field("status"), "active");
+
+    let updated = run(
+        &s,
+        admin,
+        &[
+            "api-keys",
+            "update",
+            "--key-id",
+            &id,
+            "--name",
+            "ci-reader-eu",
+            "--permissions",
+            "api_keys:read",
+            "--rate-limit",
+            "60",
+            "--description",
+            "narrowed",
+            "--allowed-ips",
+            "127.0.0.0/8,::1",
+        ],
+    )
+    .ok();
+    assert_eq!(updated.field("name"), "ci-reader-eu");
+    assert_eq!(updated.field("permissions"), "api_keys:read");
+    assert_eq!(updated.field("rate_limit"), "60/min");
+    assert_eq!(updated.field("description"), "narrowed");
+    assert_eq!(updated.field("allowed_ips"), "127.0.0.0/8,::1");
+
+    let cleared = run(
+        &s,
+        admin,
+        &[
+            "api-keys",
+            "update",
+            "--key-id",
+            &id,
+            "--clear-description",
+            "--clear-rate-limit",
+            "--clear-allowed-ips",
+        ],
+    )
+    .ok();
+    assert_eq!(cleared.field("name"), "ci-reader-eu");
+    assert_eq!(cleared.field("description"), "-");
+    assert_eq!(cleared.field("rate_limit"), "server default");
+    assert_eq!(cleared.field("allowed_ips"), "any");
+
+    let rotated = run(
+        &s,
+        admin,
+        &[
+            "api-keys",
+            "rotate",
+            "--key-id",
+            &id,
+            "--grace-period-seconds",
+            "3600",
+        ],
+    )
+    .ok();
+    let new_key = rotated.field("key");
+    let new_id = rotated.field("id");
+    assert!(new_key.starts_with("opg_") && new_key != key);
+    assert_ne!(new_id, id);
+    assert_eq!(rotated.field("old_key_id"), id);
+    let until = rotated.field("old_key_works_until");
+    assert!(
+        until.ends_with("(in 1h)") || until.ends_with("(in 59m)"),
+        "{until}"
+    );
+    assert!(rotated.stderr.contains("only time the secret key is shown"));
+    // The old key is rotating, the new one works.
+    let old = run(&s, admin, &["api-keys", "get", "--key-id", &id]).ok();
+    assert_eq!(old.field("status"), "rotating");
+    assert_eq!(old.field("replaced_by_key_id"), new_id);
+    run(&s, &new_key, &["api-keys", "get", "--key-id", &new_id]).ok();
+
+    let revoked = run(&s, admin, &["api-keys", "revoke", "--key-id", &new_id]).ok();
+    assert_eq!(revoked.field("status"), "revoked");
+    assert!(revoked.field("revoked_at").ends_with("(just now)"));
+    run(&s, &new_key, &["auth", "whoami"]).fails(3, "unauthenticated (401)");
+
+    // Revoked keys are hidden unless asked for; --status filters.
+    let active = run(&s, admin, &["api-keys", "list"]).ok();
+    assert!(!active.stdout.contains(&new_id));
+    let all = run(&s, admin, &["api-keys", "list", "--include-revoked"]).ok();
+    assert!(all.stdout.contains(&new_id));
+    let only = run(&s, admin, &["api-keys", "list", "--status", "revoked"]).ok();
+    assert_eq!(only.stdout.lines().count(), 2, "{only:#?}");
+    let page = run(
+        &s,
+        admin,
+        &["api-keys", "list", "--limit", "1", "--after-id", &id],
+    )
+    .ok();
+    assert_eq!(page.stdout.lines().count(), 1, "header only: {page:#?}");
+
+    // The audit log shows what was done, newest first.
+    let audit = run(&s, admin, &["audit", "list", "--limit", "2"]).ok();
+    let lines: Vec<&str> = audit.stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "{audit:#?}");
+    assert!(lines[0].starts_with("ID") && lines[0].contains("OPERATION"));
+    assert!(lines[1].contains("api_keys.revoke") && lines[1].contains(&new_id));
+    assert!(lines[2].contains("api_keys.rotate"));
+    let revokes = run(
+        &s,
+        admin,
+        &["audit", "list", "--operation", "api_keys.revoke"],
+    )
+    .ok();
+    assert_eq!(revokes.stdout.lines().count(), 2);
+}
+
+#[test]
+fn json_output_is_what_the_gateway_sent() {
+    let s = TestServer::start();
+    let admin = s.admin_key();
+    let created = run(
+        &s,
+        admin,
+        &[
+            "api-keys",
+            "create",
+            "--json",
+            "--name",
+            "machine",
+            "--permissions",
+            "api_keys:read",
+        ],
+    )
+    .ok();
+    let out = created.json();
+    let key = out["key"].as_str().unwrap().to_owned();
+    assert!(key.starts_with("opg_"));
+    assert_metadata(&out["key_details"]);
+    let id = id_of(&out["key_details"]);
+    assert!(created.stderr.contains("only time the secret key is shown"));
+
+    // `--json` may come before the subcommand too; streams are NDJSON.
+    let list = run(&s, admin, &["api-keys", "--json", "list"]).ok();
+    let items = list.ndjson();
+    assert_eq!(items.len(), 2);
+    items.iter().for_each(assert_metadata);
+    assert_eq!(id_of(&items[1]), id);
+    assert!(list.stdout.ends_with('\n'));
+
+    let got = run(&s, admin, &["api-keys", "get", "--key-id", &id, "--json"]).ok();
+    assert_eq!(got.json()["name"], "machine");
+    let updated = run(
+        &s,
+        admin,
+        &[
+            "api-keys",
+            "update",
+            "--json",
+            "--key-id",
+            &id,
+            "--description",
+            "d",
+            "--rate-limit",
+            "5",
+        ],
+    )
+    .ok();
+    assert_eq!(updated.json()["description"], "d");
+    assert_eq!(updated.json()["rate_limit"], 5);
+    let cleared = run(
+        &s,
+        admin,
+        &[
+            "api-keys",
+            "update",
+            "--json",
+            "--key-id",
+            &id,
+            "--clear-description",
+            "--clear-rate-limit",
+        ],
+    )
+    .ok();
+    assert_eq!(cleared.json()["description"], Value::Null);
+    assert_eq!(cleared.json()["rate_limit"], Value::Null);
+
+    let rotated = run(
+        &s,
+        admin,
+        &["api-keys", "rotate", "--json", "--key-id", &id],
+    )
+    .ok();
+    let r = rotated.json();
+    assert_eq!(r["old_key_id"], id.as_str());
+    assert!(r["key"].as_str().unwrap().starts_with("opg_"));
+    let new_id = id_of(&r["key_details"]);
+
+    // Idempotent revoke: the retry gets the first answer.
+    let revoke = |k: &str| {
+        run(
+            &s,
+            admin,
+            &[
+                "api-keys",
+                "revoke",
+                "--json",
+                "--key-id",
+                &new_id,
+                "--idempotency-key",
+                k,
+            ],
+        )
+        .ok()
+        .json()
+    };
+    let first = revoke("cli-retry-1");
+    assert_eq!(first["status"], "revoked");
+    assert_eq!(revoke("cli-retry-1"), first);
+
+    let me = run(&s, &key, &["auth", "whoami", "--json"]).ok().json();
+    assert_eq!(me["id"], id.as_str());
+    assert_eq!(me["kind"], "api_key");
+
+    let audit = run(&s, admin, &["audit", "list", "--json"]).ok().ndjson();
+    assert!(audit.len() >= 4);
+    assert_eq!(audit[0]["operation"], "api_keys.revoke");
+}
+
+#[test]
+fn call_reaches_any_operation() {
+    let s = TestServer::start();
+    let admin = s.admin_key();
+
+    // Pretty-printed by default, as sent with --json.
+    let created = run(
+        &s,
+        admin,
+        &["call", "api_keys.create", r#"{"name": "via-call"}"#],
+    )
+    .ok();
+    assert!(
+        created.stdout.contains("\n  \"key\": \"opg_"),
+        "{created:#?}"
+    );
+    assert!(created.stderr.contains("only time the secret key is shown"));
+    let id = id_of(&created.json()["key_details"]);
+    let raw = run(
+        &s,
+        admin,
+        &[
+            "call",
+            "--json",
+            "api_keys.get",
+            &format!(r#"{{"key_id":"{id}"}}"#),
+        ],
+    )
+    .ok();
+    assert_eq!(raw.stdout.lines().count(), 1, "compact: {raw:#?}");
+    assert_eq!(raw.json()["name"], "via-call");
+
+    // The input from stdin.
+    let got = run_with(
+        &s.url(""),
+        Some(admin),
+        &["call", "api_keys.get", "-"],
+        &format!(r#"{{"key_id": "{id}"}}"#),
+    )
+    .ok();
+    assert_eq!(got.json()["id"], id.as_str());
+
+    // No input means {}; a stream is NDJSON.
+    let list = run(&s, admin, &["call", "api_keys.list"]).ok();
+    assert_eq!(list.ndjson().len(), 2);
+    let me = run(&s, admin, &["call", "auth.whoami"]).ok();
+    assert_eq!(me.json()["permissions"], json!(["*"]));
+
+    // The gateway's own errors, with their exit statuses.
+    run(&s, admin, &["call", "nothing.here"]).fails(4, "not_found (404)");
+    run(&s, admin, &["call", "api_keys.get", "[1]"]).fails(4, "invalid_argument (400)");
+    run(&s, admin, &["call", "api_keys.get", "{"]).fails(4, "not valid JSON");
+}
+
+#[test]
+fn failures_exit_with_their_own_status() {
+    let s = TestServer::start();
+    let admin = s.admin_key();
+    let reader = s.create_key("default", &["api_keys:read"]);
+
+    // 401 and 403: 3.
+    run(&s, "opg_garbage", &["api-keys", "list"]).fails(3, "unauthenticated (401): ");
+    run(&s, &reader, &["api-keys", "create", "--name", "x"]).fails(3, "permission_denied (403)");
+    run(&s, &reader, &["audit", "list"]).fails(3, "permission_denied (403)");
+    // Other 4xx: 4, with the code, message and request id on stderr.
+    let missing = run(&s, admin, &["api-keys", "get", "--key-id", "key_nope"])
+        .fails(4, "not_found (404): key_id: no API key `key_nope`");
+    assert!(missing.stderr.contains("[request req_"), "{missing:#?}");
+    assert!(missing.stdout.is_empty());
+    run(
+        &s,
+        admin,
+        &["api-keys", "create", "--name", "x", "--rate-limit", "0"],
+    )
+    .fails(4, "invalid_argument (400): rate_limit");
+    run(
+        &s,
+        admin,
+        &[
+            "api-keys",
+            "create",
+            "--name",
+            "x",
+            "--allowed-ips",
+            "nowhere",
+        ],
+    )
+    .fails(4, "invalid_argument (400)");
+    let victim = s.create_key("default", &["api_keys:read"]);
+    let victim_id = run(&s, &victim, &["auth", "whoami", "--json"]).ok().json()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    run(&s, admin, &["api-keys", "revoke", "--key-id", &victim_id]).ok();
+    run(&s, admin, &["api-keys", "rotate", "--key-id", &victim_id]).fails(4, "conflict (409)");
+    run(
+        &s,
+        admin,
+        &[
+            "api-keys",
+            "create",
+            "--name",
+            "x",
+            "--expires-in-days",
+            "0",
+        ],
+    )
+    .fails(4, "expires_in_days");
+
+    // Unreachable gateway: 5.
+    run_with(&closed_url(), Some(admin), &["api-keys", "list"], "").fails(5, "cannot reach");
+    run_with(&closed_url(), Some(admin), &["call", "auth.whoami"], "").fails(5, "cannot reach");
+
+    // Usage errors: 2 (clap's), before any request.
+    run(&s, admin, &["api-keys", "create"]).fails(2, "--name");
+    run(&s, admin, &["api-keys", "list", "--status", "sleeping"])
+        .fails(2, "possible values: active, expired, revoked, rotating");
+    run(&s, admin, &["api-keys", "list", "--limit", "many"]).fails(2, "invalid value");
+    run(
+        &s,
+        admin,
+        &[
+            "api-keys",
+            "update",
+            "--key-id",
+            "k",
+            "--description",
+            "d",
+            "--clear-description",
+        ],
+    )
+    .fails(2, "cannot be used with");
+    run(&s, admin, &["api-keys", "frobnicate"]).fails(2, "unrecognized subcommand");
+    run_with(&s.url(""), None, &["api-keys", "list"], "").fails(2, "no token");
+    run_with("not a url", Some(admin), &["api-keys", "list"], "").fails(2, "not a URL");
+}
+
+/// A stand-in gateway that answers every request with two keys and then the error line of a failed stream.
+fn failing_stream_server() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            // Read the request head and its Content-Length body.
+            let mut reader = BufReader::new(conn.try_clone().unwrap());
+            let mut length = 0;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap();
+                }
+            }
+            let mut body = vec![0; length];
+            let _ = reader.read_exact(&mut body);
+            let key = |i: u32| {
+                json!({
+                    "id": format!("key_{i}"), "name": format!("k{i}"), "description": null,
+                    "key_prefix": "opg_abcdefgh", "permissions": ["api_keys:read"], "rate_limit": null,
+                    "allowed_ips": [], "org_id": "default", "created_by": "cli",
+                    "created_at": "2026-01-01T00:00:00Z", "expires_at": null, "last_used_at": null,
+                    "last_used_ip": null, "last_used_user_agent": null, "revoked_at": null,
+                    "replaced_by_key_id": null, "grace_expires_at": null, "status": "active"
+                })
+                .to_string()
+            };
+            let error = r#"{"error":{"code":"unavailable","message":"storage is unavailable; retry later","request_id":"req_fake"}}"#;
+            let body = format!("{}\n{}\n{error}\n", key(1), key(2));
+            let head = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/x-ndjson\r\nx-request-id: req_fake\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = conn.write_all(head.as_bytes());
+            let _ = conn.write_all(body.as_bytes());
+        }
+    });
+    url
+}
+
+#[test]
+fn a_stream_that_fails_midway_exits_non_zero() {
+    let url = failing_stream_server();
+    let token = Some("opg_whatever");
+
+    let json = run_with(&url, token, &["api-keys", "list", "--json"], "").fails(
+        5,
+        "the stream failed: unavailable (503): storage is unavailable",
+    );
+    assert_eq!(
+        json.ndjson().len(),
+        2,
+        "the lines before the error are printed"
+    );
+    assert!(json.stderr.contains("[request req_fake]"));
+
+    let human = run_with(&url, token, &["api-keys", "list"], "").fails(5, "the stream failed");
+    assert_eq!(
+        human.stdout.lines().count(),
+        3,
+        "header and two rows: {human:#?}"
+    );
+    assert!(human.stdout.contains("key_2"));
+
+    let call = run_with(&url, token, &["call", "api_keys.list"], "").fails(5, "the stream failed");
+    assert_eq!(call.ndjson().len(), 2);
+}
+
+#[test]
+fn shell_completions() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = run_with(&closed_url(), None, &["completions", shell], "").ok();
+        assert!(out.stdout.contains("api-keys"), "{shell}: {out:#?}");
+        assert!(out.stdout.contains("rate-limit"), "{shell}");
+    }
+    run_with(&closed_url(), None, &["completions", "tcsh"], "").fails(2, "invalid value");
+}
+
+/// The lines of ```sh blocks in `text` that run `opgate`.
+fn documented_commands(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut in_sh = false;
+    for line in text.lines() {
+        match line.trim() {
+            "```sh" => in_sh = true,
+            "```" => in_sh = false,
+            l if in_sh && l.starts_with("opgate ") => out.push(l.to_owned()),
+            _ => {}
+        }
+    }
+    out
+}
+
+fn reference_pages() -> Vec<(PathBuf, String)> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/api-reference");
+    let mut pages: Vec<(PathBuf, String)> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "md"))
+        .map(|p| {
+            let text = std::fs::read_to_string(&p).unwrap();
+            (p, text)
+        })
+        .collect();
+    pages.sort();
+    pages
+}
+
+#[test]
+fn every_documented_cli_form_parses() {
+    // Each documented example runs through the real binary (so the real parser, global flags included)
+    // against a gateway that is not there: a command line the parser takes exits 5 (unreachable), one it
+    // refuses exits 2 before any request.
+    let bin_dir = Path::new(BIN).parent().unwrap();
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let url = closed_url();
+    let mut examples = 0;
+    let mut synopses = 0;
+    // The README's client commands too (not `opgate admin` or `serve`, which would touch this directory).
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let client_commands: Vec<String> = documented_commands(&readme)
+        .into_iter()
+        .filter(|l| {
+            ["api-keys", "auth", "audit", "call"]
+                .iter()
+                .any(|c| l.starts_with(&format!("opgate {c} ")))
+        })
+        .collect();
+    assert!(client_commands.len() >= 8, "{client_commands:?}");
+    let mut pages = reference_pages();
+    pages.push((PathBuf::from("README.md"), client_commands.join("\n")));
+    for (page, text) in pages {
+        let lines = if page.ends_with("README.md") {
+            text.lines().map(str::to_owned).collect()
+        } else {
+            documented_commands(&text)
+        };
+        for line in lines {
+            let out = Command::new("sh")
+                .arg("-c")
+                .arg(&line)
+                .env("PATH", &path)
+                .env("OPGATE_URL", &url)
+                .env("OPGATE_TOKEN", "opg_documented")
+                .stdin(Stdio::null())
+                .output()
+                .unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(
+                out.status.code(),
+                Some(5),
+                "{}: `{line}` should parse and then fail to connect; stderr: {stderr}",
+                page.display()
+            );
+            assert!(stderr.contains("cannot reach"), "{line}: {stderr}");
+            examples += 1;
+        }
+        // The synopsis in each operation's CLI row: the subcommand exists and takes every flag shown.
+        for row in text.lines().filter(|l| l.starts_with("| CLI | ")) {
+            for form in row.split('`').skip(1).step_by(2) {
+                let form = form.replace("\\|", "|");
+                let words: Vec<&str> = form.split_whitespace().collect();
+                assert_eq!(words[0], "opgate", "{row}");
+                if words[1] == "call" {
+                    assert_eq!(words[3], "'<json>'", "{row}");
+                    continue;
+                }
+                let help = Command::new(BIN)
+                    .args([words[1], words[2], "--help"])
+                    .output()
+                    .unwrap();
+                let help_text = String::from_utf8_lossy(&help.stdout);
+                assert!(help.status.success(), "`{form}`: no such command");
+                for flag in words.iter().filter_map(|w| {
+                    let w = w.trim_start_matches('[').trim_end_matches(']');
+                    w.starts_with("--").then_some(w)
+                }) {
+                    assert!(
+                        help_text.contains(&format!("{flag} "))
+                            || help_text.contains(&format!("{flag}\n")),
+                        "`{form}`: `opgate {} {}` has no {flag}\n{help_text}",
+                        words[1],
+                        words[2]
+                    );
+                }
+                synopses += 1;
+            }
+        }
+    }
+    assert!(examples >= 24, "found only {examples} documented commands");
+    assert!(synopses >= 8, "found only {synopses} typed CLI forms");
+}

@@ -1,0 +1,119 @@
+//! The programs in `examples/` run here, so they cannot rot: the Rust program that embeds the gateway and adds
+//! its own operations, the curl walk-through against a real server, and the Python streaming script (with the
+//! interpreter in `OPGATE_PYTHON`, default `python3`, which needs `requests`).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use common::TestServer;
+use serde_json::Value;
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The built example `name` (`target/<profile>/examples/<name>`, beside the `opgate` binary's directory).
+/// `cargo test` builds examples before running tests; when only this test target was built, build it now.
+fn example(name: &str) -> PathBuf {
+    let profile_dir = Path::new(env!("CARGO_BIN_EXE_opgate")).parent().unwrap();
+    let path = profile_dir.join("examples").join(name);
+    if !path.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut build = Command::new(cargo);
+        build.current_dir(root()).args(["build", "--example", name]);
+        if profile_dir.file_name().is_some_and(|p| p == "release") {
+            build.arg("--release");
+        }
+        let status = build.status().expect("run cargo build --example");
+        assert!(status.success(), "cargo build --example {name} failed");
+    }
+    path
+}
+
+#[track_caller]
+fn assert_ok(out: &Output, what: &str) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\n--- stdout\n{stdout}\n--- stderr\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+#[test]
+fn the_embedding_example_serves_its_own_operations() {
+    let bin = example("notes");
+    let out = Command::new(&bin).output().unwrap();
+    let stdout = assert_ok(&out, "examples/notes");
+    assert!(
+        stdout.contains("created note_2 (Water the plants.)"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("listed note_1"), "{stdout}");
+    assert!(stdout.contains("permission_denied (403)"), "{stdout}");
+    assert!(stdout.trim_end().ends_with("ok"), "{stdout}");
+
+    // Its operations are in the generated spec, beside the built-in ones, with their scopes.
+    let out = Command::new(&bin).arg("spec").output().unwrap();
+    let spec: Value = serde_json::from_str(&assert_ok(&out, "examples/notes spec")).unwrap();
+    let create = &spec["paths"]["/v1/op/notes.create"]["post"];
+    assert_eq!(create["x-scope"], "notes:write");
+    assert_eq!(create["x-side-effect"], "write");
+    let list = &spec["paths"]["/v1/notes/list"]["post"];
+    assert_eq!(list["x-scope"], "notes:read");
+    assert_eq!(list["x-streaming"], true);
+    assert!(spec["paths"]["/v1/op/api_keys.create"].is_object());
+    assert!(spec["components"]["schemas"]["CreateNoteInput"]["properties"]["text"].is_object());
+}
+
+#[tokio::test]
+async fn the_curl_walkthrough_runs_against_a_real_server() {
+    let s = TestServer::start();
+    let out = Command::new("bash")
+        .arg(root().join("examples/curl-walkthrough.sh"))
+        .env("OPGATE_URL", s.url(""))
+        .env("OPGATE_TOKEN", s.admin_key())
+        .output()
+        .unwrap();
+    let stdout = assert_ok(&out, "examples/curl-walkthrough.sh");
+    assert!(stdout.contains("walk-through complete"), "{stdout}");
+    // It cleaned up: both keys it made are revoked, only the admin key is left active.
+    let active = s.list(s.admin_key(), serde_json::json!({})).await;
+    assert_eq!(active.len(), 1, "{active:?}");
+}
+
+#[test]
+fn the_python_script_streams_keys_line_by_line() {
+    let python = std::env::var("OPGATE_PYTHON").unwrap_or_else(|_| "python3".into());
+    let s = TestServer::start();
+    s.seed_keys("default", 250);
+    let script = root().join("examples/stream_keys.py");
+    let run = |token: &str, args: &[&str]| {
+        Command::new(&python)
+            .arg(&script)
+            .args(args)
+            .env("OPGATE_URL", s.url(""))
+            .env("OPGATE_TOKEN", token)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {python} (set OPGATE_PYTHON): {e}"))
+    };
+
+    let out = run(s.admin_key(), &[]);
+    let stdout = assert_ok(&out, "examples/stream_keys.py");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 251, "{stdout}");
+    assert!(lines[0].starts_with("key_") && lines[0].ends_with("admin"));
+    assert!(lines[250].ends_with("seed-249"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("251 keys"));
+
+    let out = run(s.admin_key(), &["--limit", "5"]);
+    assert_eq!(assert_ok(&out, "--limit 5").lines().count(), 5);
+
+    let out = run("opg_garbage", &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unauthenticated (401)"));
+}
