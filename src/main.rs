@@ -4,13 +4,14 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
+use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use opgate::auth::{NewSession, SessionSettings};
 use opgate::keys::{KeySpec, DEFAULT_ORG};
 use opgate::server::ServerConfig;
 use opgate::{BoxError, DataDir};
 
 mod cli;
+mod config;
 
 /// opgate: an operation-dispatch RPC gateway. Every call is `POST /v1/op/<operation_id>` with a Bearer token.
 #[derive(Parser)]
@@ -24,6 +25,9 @@ struct Cli {
 enum Command {
     /// Run the gateway.
     Serve(ServeArgs),
+    /// Check a config file: `opgate config check --config opgate.toml` prints the effective settings.
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Administer the data directory offline (no running server needed).
     #[command(subcommand)]
     Admin(AdminCommand),
@@ -111,8 +115,25 @@ impl DataDirArgs {
     }
 }
 
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Validate the settings `serve` would run with (file, environment and flags) and print them, secrets
+    /// masked.
+    Check(ServeArgs),
+}
+
 #[derive(Args)]
 struct ServeArgs {
+    /// A TOML file of settings, keys named after these flags (`max_body_bytes = 2097152`); the environment and
+    /// flags override it.
+    #[arg(long, env = "OPGATE_CONFIG")]
+    config: Option<PathBuf>,
+    /// PEM certificate chain: serve HTTPS (HTTP/2 and HTTP/1.1 by ALPN) instead of plain HTTP.
+    #[arg(long, env = "OPGATE_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of `--tls-cert`.
+    #[arg(long, env = "OPGATE_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// Address to listen on (port 0 picks a free port; the chosen address is printed).
     #[arg(long, env = "OPGATE_LISTEN", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
@@ -258,7 +279,24 @@ struct SeedKeysArgs {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let Parsed { cli, settings } = match parse() {
+        Ok(parsed) => parsed,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let (Command::Config(ConfigCommand::Check(args)), Some((matches, from_file))) =
+        (&cli.command, &settings)
+    {
+        return match check_config(args, matches, from_file) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -275,9 +313,75 @@ fn main() -> ExitCode {
     }
 }
 
+/// A parsed command line: for `serve` and `config check`, the subcommand's final matches and the ids of
+/// the settings the config file supplied.
+struct Parsed {
+    cli: Cli,
+    settings: Option<(ArgMatches, Vec<String>)>,
+}
+
+/// Parses the command line; for `serve` and `config check` with `--config`, fills in the file's settings
+/// under the environment and the flags.
+fn parse() -> Result<Parsed, BoxError> {
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let matches = Cli::command().get_matches_from(argv.clone());
+    let path: &[&str] = match matches.subcommand() {
+        Some(("serve", _)) => &["serve"],
+        Some(("config", _)) => &["config", "check"],
+        _ => {
+            return Ok(Parsed {
+                cli: Cli::from_arg_matches(&matches)?,
+                settings: None,
+            })
+        }
+    };
+    let sub_matches = |m: &ArgMatches| {
+        path.iter()
+            .try_fold(m.clone(), |m, name| m.subcommand_matches(name).cloned())
+    };
+    let sub = sub_matches(&matches).expect("the subcommand matched");
+    let (matches, from_file) = match sub.get_one::<PathBuf>("config").cloned() {
+        None => (matches, Vec::new()),
+        Some(file) => {
+            let (argv, from_file) = config::merge(&subcommand(path), &sub, &file, argv)?;
+            (Cli::command().try_get_matches_from(argv)?, from_file)
+        }
+    };
+    let sub = sub_matches(&matches).expect("the subcommand matched");
+    Ok(Parsed {
+        cli: Cli::from_arg_matches(&matches)?,
+        settings: Some((sub, from_file)),
+    })
+}
+
+/// The clap command at `path` (e.g. `["config", "check"]`).
+fn subcommand(path: &[&str]) -> clap::Command {
+    path.iter().fold(Cli::command(), |c, name| {
+        c.find_subcommand(name).expect("a known subcommand").clone()
+    })
+}
+
+/// `opgate config check`: everything `serve` would check before listening, then the effective settings.
+fn check_config(
+    args: &ServeArgs,
+    matches: &ArgMatches,
+    from_file: &[String],
+) -> Result<(), BoxError> {
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        opgate::server::Tls::from_pem_files(cert, key)?;
+    }
+    print!(
+        "{}",
+        config::describe(&subcommand(&["config", "check"]), matches, from_file)
+    );
+    println!("# ok: the settings are valid");
+    Ok(())
+}
+
 async fn run(cli: Cli) -> Result<(), BoxError> {
     match cli.command {
         Command::Serve(args) => serve(args).await,
+        Command::Config(_) => unreachable!("handled before the runtime starts"),
         Command::Admin(AdminCommand::CreateKey(args)) => create_key(args).await,
         Command::Admin(AdminCommand::SeedKeys(args)) => seed_keys(args).await,
         Command::Admin(AdminCommand::MintSession(args)) => mint_session(args),
@@ -338,7 +442,13 @@ async fn serve(args: ServeArgs) -> Result<(), BoxError> {
         eprintln!("admin key: {admin_key}");
     }
     let registry = data.registry()?;
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(opgate::server::Tls::from_pem_files(cert, key)?),
+        _ => None,
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let config = ServerConfig {
+        tls,
         trusted_proxies: args.trusted_proxies,
         default_rate_limit: args.default_rate_limit,
         max_body_bytes: args.max_body_bytes,
@@ -348,13 +458,12 @@ async fn serve(args: ServeArgs) -> Result<(), BoxError> {
         request_timeout: std::time::Duration::from_secs(args.request_timeout_seconds),
         max_header_bytes: args.max_header_bytes,
         max_concurrent_requests: args.max_concurrent_requests,
-        ..ServerConfig::default()
     };
     let gateway = data.gateway(registry, config);
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
-    eprintln!("opgate listening on http://{}", listener.local_addr()?);
+    eprintln!("opgate listening on {scheme}://{}", listener.local_addr()?);
     let flusher = data
         .keys
         .start_usage_flusher(std::time::Duration::from_secs(1));

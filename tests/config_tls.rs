@@ -1,0 +1,209 @@
+//! Configuration precedence (file < environment < flag), `opgate config check`, and HTTPS with rustls.
+
+mod common;
+
+use std::process::Command;
+
+use common::{op_path, TestServer};
+use serde_json::json;
+
+const BIN: &str = env!("CARGO_BIN_EXE_opgate");
+
+fn write(dir: &std::path::Path, name: &str, text: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path.to_string_lossy().into_owned()
+}
+
+/// A body of exactly `n` bytes that decodes as `{}`-like input for `api_keys.list`.
+fn body_of(n: usize) -> String {
+    let pad = n - r#"{"limit":1}"#.len();
+    format!(r#"{{"limit":1{}}}"#, " ".repeat(pad))
+}
+
+async fn status_for(s: &TestServer, n: usize) -> u16 {
+    s.post_raw(
+        &op_path("api_keys.list"),
+        Some(s.admin_key()),
+        Some("application/json"),
+        body_of(n),
+    )
+    .await
+    .status
+}
+
+#[tokio::test]
+async fn file_then_environment_then_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(
+        dir.path(),
+        "opgate.toml",
+        "max_body_bytes = 100\nrequest-timeout-seconds = 5\n",
+    );
+    let from_file = TestServer::start_with(&["--config", &file]);
+    assert_eq!(status_for(&from_file, 100).await, 200);
+    assert_eq!(
+        status_for(&from_file, 101).await,
+        413,
+        "the file's limit applies"
+    );
+
+    let env_wins =
+        TestServer::start_with_env(&["--config", &file], &[("OPGATE_MAX_BODY_BYTES", "300")]);
+    assert_eq!(
+        status_for(&env_wins, 250).await,
+        200,
+        "the environment beats the file"
+    );
+
+    let flag_wins = TestServer::start_with_env(
+        &["--config", &file, "--max-body-bytes", "50"],
+        &[("OPGATE_MAX_BODY_BYTES", "300")],
+    );
+    assert_eq!(
+        status_for(&flag_wins, 60).await,
+        413,
+        "the flag beats the environment"
+    );
+    assert_eq!(status_for(&flag_wins, 50).await, 200);
+}
+
+#[test]
+fn config_check_prints_the_effective_settings_with_secrets_masked() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(
+        dir.path(),
+        "opgate.toml",
+        "listen = \"127.0.0.1:9999\"\nsecret = \"a-server-secret-that-is-long-enough-32\"\ntrusted_proxies = [\"10.0.0.0/8\"]\n",
+    );
+    let out = Command::new(BIN)
+        .args([
+            "config",
+            "check",
+            "--config",
+            &file,
+            "--max-body-bytes",
+            "2048",
+        ])
+        .env_remove("OPGATE_MAX_BODY_BYTES")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    for line in [
+        "listen = 127.0.0.1:9999  # config file",
+        "secret = ******** (masked)  # config file",
+        "trusted_proxies = 10.0.0.0/8  # config file",
+        "max_body_bytes = 2048  # flag",
+        "request_timeout_seconds = 30  # default",
+        "# ok: the settings are valid",
+    ] {
+        assert!(text.contains(line), "missing {line:?} in:\n{text}");
+    }
+    assert!(!text.contains("a-server-secret"), "the secret is masked");
+
+    for (content, expected) in [
+        ("bogus = 1\n", "unknown setting `bogus`"),
+        ("max_body_bytes = \"lots\"\n", "max-body-bytes"),
+        ("listen = \n", "config file"),
+    ] {
+        let bad = write(dir.path(), "bad.toml", content);
+        let out = Command::new(BIN)
+            .args(["config", "check", "--config", &bad])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{content}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(expected), "{content}: {err}");
+    }
+}
+
+#[tokio::test]
+async fn https_with_http2_and_http1() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let made = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+        ])
+        .args(["-addext", "subjectAltName=DNS:localhost"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl makes a test certificate");
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let s = TestServer::start_with(&[
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+    ]);
+    assert!(s.url("").starts_with("https://"), "{}", s.url(""));
+    let port = s.addr().rsplit(':').next().unwrap().to_owned();
+    let url = format!("https://localhost:{port}/v1/op/auth.whoami");
+    for (flag, version) in [("--http2", "2"), ("--http1.1", "1.1")] {
+        let out = Command::new("curl")
+            .args(["-s", flag, "--cacert"])
+            .arg(&cert)
+            .args(["-H", &format!("Authorization: Bearer {}", s.admin_key())])
+            .args([
+                "-H",
+                "Content-Type: application/json",
+                "-d",
+                "{}",
+                "-w",
+                "\n%{http_version} %{http_code}",
+                &url,
+            ])
+            .output()
+            .unwrap();
+        let text = String::from_utf8(out.stdout).unwrap();
+        let (body, tail) = text.rsplit_once('\n').unwrap();
+        assert_eq!(tail, format!("{version} 200"), "{text}");
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(body).unwrap()["kind"],
+            "api_key"
+        );
+    }
+    // Plain HTTP to the TLS port gets no answer.
+    let plain = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{port}/v1/op/auth.whoami"))
+        .json(&json!({}))
+        .send()
+        .await;
+    assert!(plain.is_err() || plain.unwrap().status() != 200);
+    // A bad key file refuses to start.
+    let bad = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--tls-cert"])
+        .arg(&cert)
+        .arg("--tls-key")
+        .arg(&cert)
+        .arg("--data-dir")
+        .arg(dir.path().join("d"))
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("TLS private key"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+}
