@@ -236,7 +236,9 @@ async fn metrics_count_requests_auth_failures_and_storage() {
 async fn an_idle_keep_alive_connection_is_closed_after_the_header_timeout() {
     let s = TestServer::start_with(&["--header-read-timeout-seconds", "1"]);
     let mut conn = TcpStream::connect(s.addr()).await.unwrap();
-    conn.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    conn.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
     let mut buf = [0u8; 4096];
     let n = conn.read(&mut buf).await.unwrap();
     assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200 OK"));
@@ -244,5 +246,8 @@ async fn an_idle_keep_alive_connection_is_closed_after_the_header_timeout() {
     let rest = read_all(&mut conn, Duration::from_secs(5)).await;
     let idle = idle_from.elapsed();
     assert!(rest.is_empty(), "{rest}");
-    assert!(idle >= Duration::from_millis(900) && idle < Duration::from_secs(3), "closed after {idle:?}");
+    assert!(
+        idle >= Duration::from_millis(900) && idle < Duration::from_secs(3),
+        "closed after {idle:?}"
+    );
 }

@@ -1,11 +1,7 @@
 //! The session secret: the HMAC key that signs and verifies session tokens. It is kept apart from the
 //! API-key secret (`<data-dir>/secret`) so that either can be rotated without touching the other.
 
-use std::fs;
-use std::io::Write;
 use std::path::Path;
-
-use base64::Engine;
 
 /// Name of the session secret file inside the data directory.
 pub const SESSION_SECRET_FILE: &str = "session_secret";
@@ -39,69 +35,24 @@ pub enum SecretError {
 /// processes starting at once (a server and `opgate admin mint-session`) agree on one secret and neither ever
 /// reads a half-written file.
 pub fn load(data_dir: &Path, env_secret: Option<&str>) -> Result<Vec<u8>, SecretError> {
-    if let Some(text) = env_secret {
-        return checked(decode(text.trim()));
-    }
-    let path = data_dir.join(SESSION_SECRET_FILE);
-    let io = |path: &Path, source| SecretError::Io {
-        path: path.display().to_string(),
-        source,
-    };
-    match fs::read_to_string(&path) {
-        Ok(text) => return checked(decode(text.trim())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(io(&path, e)),
-    }
-    let mut raw = [0u8; MIN_SECRET_BYTES];
-    getrandom::fill(&mut raw).expect("the OS random source failed");
-    let text = base64::engine::general_purpose::STANDARD.encode(raw);
-    let mut suffix = [0u8; 8];
-    getrandom::fill(&mut suffix).expect("the OS random source failed");
-    let tmp = data_dir.join(format!(
-        ".{SESSION_SECRET_FILE}.{}.tmp",
-        u64::from_le_bytes(suffix)
-    ));
-    let mut options = fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let written = options.open(&tmp).and_then(|mut file| {
-        file.write_all(text.as_bytes())?;
-        file.sync_all()
-    });
-    if let Err(e) = written {
-        let _ = fs::remove_file(&tmp);
-        return Err(io(&tmp, e));
-    }
-    let linked = fs::hard_link(&tmp, &path);
-    let _ = fs::remove_file(&tmp);
-    match linked {
-        Ok(()) => Ok(raw.to_vec()),
-        // Another process created it first: use theirs.
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            let text = fs::read_to_string(&path).map_err(|e| io(&path, e))?;
-            checked(decode(text.trim()))
-        }
-        Err(e) => Err(io(&path, e)),
-    }
-}
-
-fn checked(secret: Vec<u8>) -> Result<Vec<u8>, SecretError> {
+    let secret =
+        opgate_core::secret_file::load_or_create(data_dir, SESSION_SECRET_FILE, env_secret)
+            .map_err(|e| SecretError::Io {
+                path: e.path.display().to_string(),
+                source: e.source,
+            })?;
     if secret.len() < MIN_SECRET_BYTES {
         return Err(SecretError::TooShort);
     }
     Ok(secret)
 }
 
-/// A base64 secret decodes to its bytes; anything else is used as given (as for the API-key secret).
-fn decode(text: &str) -> Vec<u8> {
-    base64::engine::general_purpose::STANDARD
-        .decode(text)
-        .unwrap_or_else(|_| text.as_bytes().to_vec())
-}
-
 #[cfg(test)]
 mod tests {
+    use std::fs;
+
+    use base64::Engine;
+
     use super::*;
 
     #[test]

@@ -8,6 +8,7 @@ mod operation;
 mod principal;
 mod registry;
 pub mod scope;
+pub mod secret_file;
 mod timestamp;
 
 pub use error::{Code, Error, ErrorBody, ErrorDetail};

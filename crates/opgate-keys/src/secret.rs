@@ -1,10 +1,7 @@
 //! The server secret that keys the hash of every stored API key, and the hasher built from it.
 
-use std::fs;
-use std::io::Write;
 use std::path::Path;
 
-use base64::Engine;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
@@ -46,32 +43,12 @@ impl KeyHasher {
     /// Loads the secret: `env_secret` (from `OPGATE_SECRET`) when given, else `<data_dir>/secret`, created with
     /// 32 random bytes and mode 0600 on first start.
     pub fn load(data_dir: &Path, env_secret: Option<&str>) -> Result<Self, SecretError> {
-        if let Some(text) = env_secret {
-            return Self::new(&decode(text));
-        }
-        let path = data_dir.join(SECRET_FILE);
-        let io = |source| SecretError::Io {
-            path: path.display().to_string(),
-            source,
-        };
-        match fs::read_to_string(&path) {
-            Ok(text) => Self::new(&decode(text.trim())),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let mut raw = [0u8; 32];
-                getrandom::fill(&mut raw).expect("the OS random source failed");
-                let text = base64::engine::general_purpose::STANDARD.encode(raw);
-                let mut options = fs::OpenOptions::new();
-                options.write(true).create_new(true);
-                #[cfg(unix)]
-                std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-                let mut file = options.open(&path).map_err(io)?;
-                file.write_all(text.as_bytes())
-                    .and_then(|_| file.sync_all())
-                    .map_err(io)?;
-                Self::new(&raw)
-            }
-            Err(e) => Err(io(e)),
-        }
+        let secret = opgate_core::secret_file::load_or_create(data_dir, SECRET_FILE, env_secret)
+            .map_err(|e| SecretError::Io {
+                path: e.path.display().to_string(),
+                source: e.source,
+            })?;
+        Self::new(&secret)
     }
 
     /// The keyed hash of `key`.
@@ -82,15 +59,10 @@ impl KeyHasher {
     }
 }
 
-/// A base64 secret decodes to its bytes; anything else is used as given.
-fn decode(text: &str) -> Vec<u8> {
-    base64::engine::general_purpose::STANDARD
-        .decode(text)
-        .unwrap_or_else(|_| text.as_bytes().to_vec())
-}
-
 #[cfg(test)]
 mod tests {
+    use std::fs;
+
     use super::*;
 
     #[test]
