@@ -138,6 +138,17 @@ pub struct KeyPatch {
     pub permissions: Option<Vec<String>>,
 }
 
+/// The outcome of [`KeyStore::update_key`].
+#[derive(Debug, Clone)]
+pub enum Update {
+    /// The key after the change.
+    Updated(Box<KeyRecord>),
+    /// No such key in the organization.
+    NotFound,
+    /// This requested permission is not held by the key: updates only narrow.
+    Widens(String),
+}
+
 /// The outcome of [`KeyStore::rotate_key`].
 #[derive(Debug, Clone)]
 pub enum Rotation {
@@ -235,13 +246,14 @@ pub trait KeyStore: Send + Sync + 'static {
     ) -> Result<Option<KeyRecord>, StoreError>;
     /// Number of keys in all organizations, revoked included.
     async fn count_keys(&self) -> Result<u64, StoreError>;
-    /// Applies `patch` to the key `id` of `org_id`; `None` when there is no such key.
+    /// Applies `patch` to the key `id` of `org_id` in one transaction. New `permissions` may only narrow the key:
+    /// each must be covered by the permissions stored at that moment, else nothing changes.
     async fn update_key(
         &self,
         org_id: &str,
         id: &str,
         patch: KeyPatch,
-    ) -> Result<Option<KeyRecord>, StoreError>;
+    ) -> Result<Update, StoreError>;
     /// In one transaction: checks that `old_id` is active at `now`, inserts `new`, and marks the old key
     /// replaced by it and ending at `grace_expires_at`.
     async fn rotate_key(

@@ -12,7 +12,7 @@ use tokio::sync::oneshot;
 
 use crate::{
     migrations, KeyPage, KeyPatch, KeyRecord, KeyStatus, KeyStore, KeyUsage, NewKey, Rotation,
-    StoreError,
+    StoreError, Update,
 };
 
 /// Writes waiting at once that go into one transaction, at most.
@@ -394,12 +394,21 @@ impl KeyStore for SqliteStore {
         org_id: &str,
         id: &str,
         patch: KeyPatch,
-    ) -> Result<Option<KeyRecord>, StoreError> {
+    ) -> Result<Update, StoreError> {
         let (org_id, id) = (org_id.to_owned(), id.to_owned());
         self.write(move |conn| {
-            let Some(_) = select_one(conn, "id = ?1 AND org_id = ?2", [&id, &org_id])? else {
-                return Ok(None);
+            let Some(current) = select_one(conn, "id = ?1 AND org_id = ?2", [&id, &org_id])? else {
+                return Ok(Update::NotFound);
             };
+            // Checked here, inside the write transaction, so two concurrent updates cannot widen a key.
+            let widening = patch
+                .permissions
+                .iter()
+                .flatten()
+                .find(|p| !opgate_core::scope::covers(&current.permissions, p));
+            if let Some(p) = widening {
+                return Ok(Update::Widens(p.clone()));
+            }
             let json = |v: &Vec<String>| {
                 serde_json::to_string(v).map_err(|e| StoreError::Corrupt(e.to_string()))
             };
@@ -425,7 +434,8 @@ impl KeyStore for SqliteStore {
                 ":id": id,
                 ":org": org_id,
             })?;
-            select_one(conn, "id = ?1 AND org_id = ?2", [&id, &org_id])
+            let updated = select_one(conn, "id = ?1 AND org_id = ?2", [&id, &org_id])?;
+            Ok(updated.map_or(Update::NotFound, |r| Update::Updated(Box::new(r))))
         })
         .await
     }
@@ -582,6 +592,13 @@ mod tests {
             .is_some());
     }
 
+    fn applied(u: Update) -> KeyRecord {
+        match u {
+            Update::Updated(r) => *r,
+            other => panic!("not updated: {other:?}"),
+        }
+    }
+
     #[tokio::test]
     async fn lifecycle_update_rotate_usage_and_status_filter() {
         let dir = tempfile::tempdir().unwrap();
@@ -600,7 +617,7 @@ mod tests {
             rate_limit: Some(Some(60)),
             ..KeyPatch::default()
         };
-        let updated = store.update_key("o", &a.id, patch).await.unwrap().unwrap();
+        let updated = applied(store.update_key("o", &a.id, patch).await.unwrap());
         assert_eq!(
             (updated.name.as_str(), updated.rate_limit),
             ("renamed", Some(60))
@@ -616,17 +633,27 @@ mod tests {
                 },
             )
             .await
-            .unwrap()
             .unwrap();
+        let cleared = applied(cleared);
         assert_eq!(
             (cleared.rate_limit, cleared.description.as_deref()),
             (None, Some("d"))
         );
-        assert!(store
-            .update_key("x", &a.id, KeyPatch::default())
-            .await
-            .unwrap()
-            .is_none());
+        assert!(matches!(
+            store
+                .update_key("x", &a.id, KeyPatch::default())
+                .await
+                .unwrap(),
+            Update::NotFound
+        ));
+        let widen = KeyPatch {
+            permissions: Some(vec!["*".into()]),
+            ..KeyPatch::default()
+        };
+        assert!(matches!(
+            store.update_key("o", &a.id, widen).await.unwrap(),
+            Update::Widens(p) if p == "*"
+        ));
 
         let Rotation::Rotated { old, new } = store
             .rotate_key("o", &a.id, new_key(4, "o"), now + 10, now)

@@ -1,7 +1,7 @@
 use std::sync::Arc;
 
 use opgate_core::{scope, Code, Context, Error, OpMeta, Operation, SideEffect};
-use opgate_store::KeyPatch;
+use opgate_store::{KeyPatch, Update};
 
 use crate::types::{KeyDetails, UpdateKeyInput};
 use crate::{dedup, not_found, storage_error, ApiKeys};
@@ -25,24 +25,20 @@ impl Operation for UpdateKey {
         ctx.set_target(&input.key_id);
         let org = &ctx.principal.org;
         if let Some(permissions) = &input.permissions {
-            let current = self
-                .0
+            // An unknown key is a 404 before anything is said about its permissions.
+            self.0
                 .store
                 .get_key(org, &input.key_id)
                 .await
                 .map_err(storage_error)?
                 .ok_or_else(|| not_found(&input.key_id))?;
-            for p in permissions {
-                if !scope::covers(&ctx.principal.permissions, p) {
-                    return Err(Error::permission_denied(format!(
-                        "permissions: `{p}` exceeds the caller's own permissions"
-                    )));
-                }
-                if !scope::covers(&current.permissions, p) {
-                    return Err(Error::permission_denied(format!(
-                        "permissions: `{p}` would widen the key; permissions can only be narrowed"
-                    )));
-                }
+            if let Some(p) = permissions
+                .iter()
+                .find(|p| !scope::covers(&ctx.principal.permissions, p))
+            {
+                return Err(Error::permission_denied(format!(
+                    "permissions: `{p}` exceeds the caller's own permissions"
+                )));
             }
         }
         let patch = KeyPatch {
@@ -52,13 +48,23 @@ impl Operation for UpdateKey {
             allowed_ips: input.allowed_ips.map(Option::unwrap_or_default),
             permissions: input.permissions.map(dedup),
         };
-        let record = self
+        // Whether the new permissions only narrow the key is checked by the store inside the write, so two
+        // concurrent updates cannot widen it between a read and a write.
+        let update = self
             .0
             .store
             .update_key(org, &input.key_id, patch)
             .await
             .map_err(storage_error)?;
-        let record = record.ok_or_else(|| not_found(&input.key_id))?;
+        let record = match update {
+            Update::Updated(record) => *record,
+            Update::NotFound => return Err(not_found(&input.key_id)),
+            Update::Widens(p) => {
+                return Err(Error::permission_denied(format!(
+                    "permissions: `{p}` would widen the key; permissions can only be narrowed"
+                )))
+            }
+        };
         self.0.forget(&record);
         Ok(KeyDetails::now(record))
     }
