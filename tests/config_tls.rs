@@ -125,9 +125,16 @@ fn config_check_prints_the_effective_settings_with_secrets_masked() {
 #[tokio::test]
 async fn https_with_http2_and_http1() {
     let dir = tempfile::tempdir().unwrap();
-    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-    let made = Command::new("openssl")
-        .args([
+    let (cert, key, ca) = (
+        dir.path().join("cert.pem"),
+        dir.path().join("key.pem"),
+        dir.path().join("ca.pem"),
+    );
+    // A private CA and a certificate for localhost signed by it, as an operator would have.
+    let ext = write(dir.path(), "ext.cnf", "subjectAltName=DNS:localhost\n");
+    let d = |name: &str| dir.path().join(name).to_string_lossy().into_owned();
+    let steps: [Vec<String>; 3] = [
+        [
             "req",
             "-x509",
             "-newkey",
@@ -136,20 +143,50 @@ async fn https_with_http2_and_http1() {
             "-days",
             "1",
             "-subj",
+            "/CN=opgate test CA",
+            "-keyout",
+        ]
+        .map(String::from)
+        .into_iter()
+        .chain([d("ca.key"), "-out".into(), d("ca.pem")])
+        .collect(),
+        [
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
             "/CN=localhost",
-        ])
-        .args(["-addext", "subjectAltName=DNS:localhost"])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("openssl makes a test certificate");
-    assert!(
-        made.status.success(),
-        "{}",
-        String::from_utf8_lossy(&made.stderr)
-    );
+            "-keyout",
+        ]
+        .map(String::from)
+        .into_iter()
+        .chain([d("key.pem"), "-out".into(), d("leaf.csr")])
+        .collect(),
+        ["x509", "-req", "-days", "1", "-CAcreateserial", "-in"]
+            .map(String::from)
+            .into_iter()
+            .chain([
+                d("leaf.csr"),
+                "-CA".into(),
+                d("ca.pem"),
+                "-CAkey".into(),
+                d("ca.key"),
+            ])
+            .chain(["-out".into(), d("cert.pem"), "-extfile".into(), ext.clone()])
+            .collect(),
+    ];
+    for args in &steps {
+        let made = Command::new("openssl")
+            .args(args)
+            .output()
+            .expect("openssl makes test certificates");
+        assert!(
+            made.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&made.stderr)
+        );
+    }
     let s = TestServer::start_with(&[
         "--tls-cert",
         cert.to_str().unwrap(),
@@ -162,7 +199,7 @@ async fn https_with_http2_and_http1() {
     for (flag, version) in [("--http2", "2"), ("--http1.1", "1.1")] {
         let out = Command::new("curl")
             .args(["-s", flag, "--cacert"])
-            .arg(&cert)
+            .arg(&ca)
             .args(["-H", &format!("Authorization: Bearer {}", s.admin_key())])
             .args([
                 "-H",
@@ -183,6 +220,46 @@ async fn https_with_http2_and_http1() {
             "api_key"
         );
     }
+    // The CLI reaches it too, trusting the certificate with --ca-cert.
+    let cli = Command::new(BIN)
+        .args([
+            "auth",
+            "whoami",
+            "--json",
+            "--url",
+            &format!("https://localhost:{port}"),
+            "--ca-cert",
+        ])
+        .arg(&ca)
+        .args(["--token", s.admin_key()])
+        .output()
+        .unwrap();
+    assert!(
+        cli.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cli.stderr)
+    );
+    let who: serde_json::Value = serde_json::from_slice(&cli.stdout).unwrap();
+    assert_eq!(who["kind"], "api_key");
+    // Without trusting it, the CLI refuses the certificate (a connection error, exit 5).
+    let untrusted = Command::new(BIN)
+        .args([
+            "auth",
+            "whoami",
+            "--url",
+            &format!("https://localhost:{port}"),
+            "--token",
+            s.admin_key(),
+        ])
+        .env_remove("OPGATE_CA_CERT")
+        .output()
+        .unwrap();
+    assert_eq!(
+        untrusted.status.code(),
+        Some(5),
+        "{}",
+        String::from_utf8_lossy(&untrusted.stderr)
+    );
     // Plain HTTP to the TLS port gets no answer.
     let plain = reqwest::Client::new()
         .post(format!("http://127.0.0.1:{port}/v1/op/auth.whoami"))

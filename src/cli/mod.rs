@@ -111,6 +111,9 @@ pub struct Connection {
         help_heading = "Gateway"
     )]
     token: Option<String>,
+    /// PEM file of a CA (or the gateway's self-signed certificate) to trust for `https://` URLs.
+    #[arg(long, env = "OPGATE_CA_CERT", global = true, help_heading = "Gateway")]
+    ca_cert: Option<std::path::PathBuf>,
     /// Print the gateway's JSON as sent (NDJSON for streams) instead of tables.
     #[arg(long, global = true, help_heading = "Gateway")]
     json: bool,
@@ -128,7 +131,15 @@ impl Connection {
                 "no token: pass --token or set OPGATE_TOKEN (an API key or a session token)".into(),
             )
                 })?;
-        let client = Client::new(&self.url).map_err(|e| Exit(EXIT_USAGE, e.to_string()))?;
+        let client = match &self.ca_cert {
+            None => Client::new(&self.url),
+            Some(path) => {
+                let pem = std::fs::read(path)
+                    .map_err(|e| Exit(EXIT_USAGE, format!("--ca-cert {}: {e}", path.display())))?;
+                Client::with_ca_certificate(&self.url, &pem)
+            }
+        }
+        .map_err(|e| Exit(EXIT_USAGE, e.to_string()))?;
         Ok(client.with_token(token))
     }
 }

@@ -133,6 +133,28 @@ impl Client {
         Self::with_http(base_url, http)
     }
 
+    /// A client that also trusts the PEM certificate(s) in `ca_pem` for `https://` gateways (a private CA or a
+    /// self-signed gateway certificate); the public web roots stay trusted.
+    pub fn with_ca_certificate(base_url: &str, ca_pem: &[u8]) -> Result<Client, Error> {
+        let mut builder = reqwest::Client::builder()
+            .user_agent(concat!("opgate-client/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(Duration::from_secs(10));
+        let certs = reqwest::Certificate::from_pem_bundle(ca_pem)
+            .map_err(|e| Error::Config(format!("the CA certificate is not PEM: {e}")))?;
+        if certs.is_empty() {
+            return Err(Error::Config(
+                "the CA certificate file holds no certificate".into(),
+            ));
+        }
+        for cert in certs {
+            builder = builder.add_root_certificate(cert);
+        }
+        let http = builder
+            .build()
+            .map_err(|e| Error::Config(format!("cannot set up the HTTP client: {e}")))?;
+        Self::with_http(base_url, http)
+    }
+
     /// A client over an HTTP client of your own (timeouts, proxies, TLS).
     pub fn with_http(base_url: &str, http: reqwest::Client) -> Result<Client, Error> {
         let url = reqwest::Url::parse(base_url)
