@@ -445,3 +445,85 @@ async fn a_concurrent_retry_gets_409_while_the_first_runs() {
         (200, Some("true"))
     );
 }
+
+#[tokio::test]
+async fn idempotency_keys_of_same_named_sessions_in_two_orgs_never_meet() {
+    let s = TestServer::start();
+    let acme_key = s.create_key("acme", &["*"]);
+    let target = s.create(&acme_key, json!({ "name": "acme's" })).await;
+    let id = id_of(&target["key_details"]);
+    let acme = s.mint_session(&["--org", "acme", "--sub", "alice", "--scopes", "api_keys:*"]);
+    let globex = s.mint_session(&[
+        "--org",
+        "globex",
+        "--sub",
+        "alice",
+        "--scopes",
+        "api_keys:*",
+    ]);
+    let body = json!({ "key_id": id, "name": "renamed by acme's alice" });
+    let first = post_with_key(&s, &acme, "api_keys.update", "k1", &body).await;
+    assert_eq!(first.status, 200, "{}", first.text());
+    // The same key and body from the other organization's alice is her own request: a 404, not a replay.
+    let other = post_with_key(&s, &globex, "api_keys.update", "k1", &body).await;
+    other.error(404, "not_found");
+    assert!(other.header("idempotent-replayed").is_none());
+    assert!(!other.text().contains("acme"));
+}
+
+#[tokio::test]
+async fn a_revoke_whose_client_disconnects_still_invalidates_the_key_and_is_audited() {
+    let s = TestServer::start();
+    let admin = s.admin_key().to_owned();
+    let created = s.create(&admin, json!({ "name": "doomed" })).await;
+    let (secret, id) = (
+        created["key"].as_str().unwrap().to_owned(),
+        id_of(&created["key_details"]),
+    );
+    // Used once, so the verification cache holds it.
+    assert_eq!(
+        s.post(&op_path("auth.whoami"), Some(&secret), &json!({}))
+            .await
+            .status,
+        200
+    );
+
+    // Hold SQLite's write lock so the revoke is queued, and hang up before it can answer.
+    let db = rusqlite::Connection::open(s.data_dir().join("opgate.db")).unwrap();
+    db.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let hung_up = client
+        .post(s.url(&op_path("api_keys.revoke")))
+        .bearer_auth(&admin)
+        .json(&json!({ "key_id": id }))
+        .send()
+        .await;
+    assert!(hung_up.is_err(), "the client gave up before the answer");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    db.execute_batch("COMMIT").unwrap();
+    drop(db);
+
+    // The revoke commits, the cached key is dropped and the call is in the audit log.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = s
+            .post(&op_path("auth.whoami"), Some(&secret), &json!({}))
+            .await;
+        if r.status == 401 {
+            r.error_with(401, "unauthenticated", &["revoked"]);
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the revoked key still authenticates"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let revokes = audit(&s, &admin, json!({ "operation": "api_keys.revoke" })).await;
+    assert_eq!(revokes.len(), 1, "{revokes:?}");
+    assert_eq!(revokes[0]["target_id"], id.as_str());
+    assert_eq!(revokes[0]["status"], 200);
+}

@@ -81,9 +81,15 @@ pub fn key_for(header: Option<&http::HeaderValue>, entry: &Entry) -> Result<Opti
     Ok(Some(key.to_owned()))
 }
 
-/// Who a key belongs to: keys of different principals never collide.
+/// Who a key belongs to: keys of different principals never collide, including session subjects of the same
+/// name in different organizations.
 pub fn owner(principal: &Principal) -> String {
-    format!("{}:{}", principal.kind.as_str(), principal.id)
+    format!(
+        "{}:{}:{}",
+        principal.kind.as_str(),
+        principal.org,
+        principal.id
+    )
 }
 
 /// What a stored response must match: the operation and the exact body.

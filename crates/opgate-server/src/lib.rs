@@ -77,7 +77,7 @@ pub struct Gateway {
     idempotency: Option<Arc<dyn IdempotencyStore>>,
     inflight: idempotency::InFlight,
     rate_limiter: rate_limit::RateLimiter,
-    admission: tokio::sync::Semaphore,
+    admission: Arc<tokio::sync::Semaphore>,
     draining: std::sync::atomic::AtomicBool,
     metrics: Option<metrics::Metrics>,
     config: ServerConfig,
@@ -98,7 +98,7 @@ impl Gateway {
             idempotency: None,
             inflight: idempotency::InFlight::default(),
             rate_limiter: rate_limit::RateLimiter::new(config.default_rate_limit),
-            admission: tokio::sync::Semaphore::new(config.max_concurrent_requests),
+            admission: Arc::new(tokio::sync::Semaphore::new(config.max_concurrent_requests)),
             draining: std::sync::atomic::AtomicBool::new(false),
             metrics: None,
             config,
@@ -162,7 +162,7 @@ impl Gateway {
                     let gateway = Arc::clone(&self);
                     let service = service_fn(move |req| {
                         let gateway = Arc::clone(&gateway);
-                        async move { Ok::<_, std::convert::Infallible>(gateway.handle(peer, req).await) }
+                        async move { Ok::<_, std::convert::Infallible>(Arc::clone(&gateway).handle(peer, req).await) }
                     });
                     match &self.config.tls {
                         None => {
@@ -212,10 +212,10 @@ impl Gateway {
 
     /// The pipeline for one request.
     async fn handle(
-        &self,
+        self: Arc<Self>,
         peer: SocketAddr,
         req: hyper::Request<hyper::body::Incoming>,
     ) -> http_io::Resp {
-        pipeline::handle(self, peer, req).await
+        pipeline::handle(&self, peer, req).await
     }
 }

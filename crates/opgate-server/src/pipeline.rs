@@ -30,7 +30,7 @@ const DRAIN_MAX_BYTES: usize = 8 * 1024 * 1024;
 /// How long that draining may take, at most.
 const DRAIN_MAX_TIME: Duration = Duration::from_secs(2);
 
-pub async fn handle(gw: &Gateway, peer: SocketAddr, req: Request<Incoming>) -> Resp {
+pub async fn handle(gw: &Arc<Gateway>, peer: SocketAddr, req: Request<Incoming>) -> Resp {
     let started = Instant::now();
     let request_id = request_id(req.headers());
     let mut trace = Trace::default();
@@ -52,7 +52,7 @@ pub async fn handle(gw: &Gateway, peer: SocketAddr, req: Request<Incoming>) -> R
         }
         Route::Operation(Ok(entry)) => {
             trace.op = Some(entry.meta.id);
-            admit(gw, entry, peer, req, &request_id, &mut trace).await
+            admit(gw, entry.clone(), peer, req, &request_id, &mut trace).await
         }
     };
     let status = resp.status().as_u16();
@@ -97,15 +97,19 @@ fn status_label(status: u16) -> &'static str {
 }
 
 /// Admission: a bounded number of requests at once (503 past it, never a queue), each bounded in time.
+///
+/// The call runs as its own task, so that nothing the client does can cancel it half-way: a client that
+/// disconnects, resets its stream or outlasts the request timeout still gets its committed change followed by
+/// the cache invalidation and the audit record. A panic in a handler becomes a 500 with the request id.
 async fn admit(
-    gw: &Gateway,
-    entry: &Entry,
+    gw: &Arc<Gateway>,
+    entry: Entry,
     peer: SocketAddr,
     req: Request<Incoming>,
     request_id: &str,
     trace: &mut Trace,
 ) -> Resp {
-    let Ok(_permit) = gw.admission.try_acquire() else {
+    let Ok(permit) = Arc::clone(&gw.admission).try_acquire_owned() else {
         let e =
             Error::unavailable("the server is at its limit of concurrent requests; retry shortly")
                 .with_reason("overloaded");
@@ -113,18 +117,36 @@ async fn admit(
     };
     let gauge = metrics::gauge!("opgate_requests_in_flight");
     gauge.increment(1.0);
-    let timeout = gw.config.request_timeout;
-    let resp =
-        match tokio::time::timeout(timeout, call(gw, entry, peer, req, request_id, trace)).await {
-            Ok(resp) => resp,
-            Err(_) => http_io::error(
-                &Error::unavailable(format!(
-                    "the request did not complete within {} s",
-                    timeout.as_secs()
-                )),
-                request_id,
-            ),
+    let task = {
+        let (gw, rid) = (Arc::clone(gw), request_id.to_owned());
+        let mut task_trace = Trace {
+            op: trace.op,
+            principal: None,
         };
+        tokio::spawn(async move {
+            let resp = call(&gw, &entry, peer, req, &rid, &mut task_trace).await;
+            drop(permit);
+            (resp, task_trace)
+        })
+    };
+    let timeout = gw.config.request_timeout;
+    let resp = match tokio::time::timeout(timeout, task).await {
+        Ok(Ok((resp, task_trace))) => {
+            *trace = task_trace;
+            resp
+        }
+        Ok(Err(join_error)) => {
+            tracing::error!(request_id = %request_id, error = %join_error, "the request's task failed");
+            http_io::error(&Error::internal(), request_id)
+        }
+        Err(_) => http_io::error(
+            &Error::unavailable(format!(
+                "the request did not complete within {} s",
+                timeout.as_secs()
+            )),
+            request_id,
+        ),
+    };
     gauge.decrement(1.0);
     resp
 }

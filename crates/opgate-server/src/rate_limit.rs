@@ -55,7 +55,9 @@ impl RateLimiter {
             .or(self.default_limit)
             .filter(|&l| l > 0)?;
         let now = self.epoch.elapsed().as_secs_f64();
-        Some(self.check_at(principal.kind.as_str(), &principal.id, limit, now))
+        // The organization is part of the key: session subjects are only unique within one.
+        let id = format!("{}/{}", principal.org, principal.id);
+        Some(self.check_at(principal.kind.as_str(), &id, limit, now))
     }
 
     fn check_at(&self, kind: &str, id: &str, limit: u32, now: f64) -> Decision {
