@@ -232,7 +232,7 @@ struct CreateKeyArgs {
     #[arg(long, value_delimiter = ',', required = true)]
     permissions: Vec<String>,
     /// Requests per minute.
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     rate_limit: Option<u32>,
     /// Days until the key expires.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=3650), conflicts_with = "expires_at")]

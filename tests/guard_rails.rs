@@ -281,7 +281,12 @@ async fn post_with_key(
 async fn idempotent_replay_and_mismatch() {
     let s = TestServer::start();
     let admin = s.admin_key().to_owned();
-    let created = s.create(&admin, json!({ "name": "target" })).await;
+    let created = s
+        .create(
+            &admin,
+            json!({ "name": "target", "permissions": ["api_keys:read"] }),
+        )
+        .await;
     let id = id_of(&created["key_details"]);
     let body = json!({ "key_id": id, "name": "first" });
 
@@ -450,7 +455,12 @@ async fn a_concurrent_retry_gets_409_while_the_first_runs() {
 async fn idempotency_keys_of_same_named_sessions_in_two_orgs_never_meet() {
     let s = TestServer::start();
     let acme_key = s.create_key("acme", &["*"]);
-    let target = s.create(&acme_key, json!({ "name": "acme's" })).await;
+    let target = s
+        .create(
+            &acme_key,
+            json!({ "name": "acme's", "permissions": ["api_keys:read"] }),
+        )
+        .await;
     let id = id_of(&target["key_details"]);
     let acme = s.mint_session(&["--org", "acme", "--sub", "alice", "--scopes", "api_keys:*"]);
     let globex = s.mint_session(&[

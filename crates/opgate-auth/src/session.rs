@@ -333,6 +333,7 @@ impl SessionConfig {
             permissions,
             rate_limit: None,
             expires_at: Some(exp),
+            allowed_ips: Vec::new(),
         })
     }
 }
@@ -534,6 +535,7 @@ mod tests {
                 permissions: vec!["api_keys:read".into(), "api_keys:write".into()],
                 rate_limit: None,
                 expires_at: Some(NOW + 60),
+                allowed_ips: Vec::new(),
             }
         );
     }

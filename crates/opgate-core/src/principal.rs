@@ -39,6 +39,8 @@ pub struct Principal {
     pub rate_limit: Option<u32>,
     /// When the credential stops working (unix seconds), if ever.
     pub expires_at: Option<i64>,
+    /// Addresses and CIDR ranges the credential is fenced to; empty means any. Keys it grants stay inside.
+    pub allowed_ips: Vec<String>,
 }
 
 /// What an authenticator may look at besides the token.

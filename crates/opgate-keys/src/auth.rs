@@ -66,7 +66,7 @@ impl ApiKeyAuthenticator {
                 .with_reason("rotated"),
             });
         }
-        if !ip::allows(&key.allowed, request.client_ip) {
+        if key.fence_unreadable || !ip::allows(&key.allowed, request.client_ip) {
             let client = request
                 .client_ip
                 .map_or_else(|| "unknown".to_owned(), |a| a.to_string());
@@ -86,11 +86,15 @@ impl ApiKeyAuthenticator {
 }
 
 fn cached(record: KeyRecord) -> CachedKey {
-    let allowed = record
+    // A stored entry that does not parse fails closed: the key is refused everywhere rather than allowed
+    // everywhere (inputs are validated, so this only happens to a damaged row).
+    let parsed: Vec<_> = record
         .allowed_ips
         .iter()
-        .filter_map(|e| ip::parse_allowed(e).ok())
+        .map(|e| ip::parse_allowed(e))
         .collect();
+    let fence_unreadable = parsed.iter().any(Result::is_err);
+    let allowed = parsed.into_iter().filter_map(Result::ok).collect();
     let expiry = record.expires_at.map(|t| (t, End::Expiry));
     let grace = record.grace_expires_at.map(|t| (t, End::Grace));
     let ends = match (expiry, grace) {
@@ -105,8 +109,10 @@ fn cached(record: KeyRecord) -> CachedKey {
             permissions: record.permissions,
             rate_limit: record.rate_limit,
             expires_at: ends.map(|(t, _)| t),
+            allowed_ips: record.allowed_ips.clone(),
         }),
         allowed,
+        fence_unreadable,
         ends,
     }
 }

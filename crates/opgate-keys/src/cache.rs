@@ -17,6 +17,8 @@ const MAX_PER_SHARD: usize = 8_192;
 pub(crate) struct CachedKey {
     pub principal: Arc<Principal>,
     pub allowed: Vec<IpNet>,
+    /// A stored allow-list entry did not parse: the key is refused from every address.
+    pub fence_unreadable: bool,
     /// When the key stops working, and why: `expires_at` or the end of a rotation's grace.
     pub ends: Option<(i64, End)>,
 }

@@ -9,6 +9,8 @@
 mod auth;
 #[cfg(feature = "server")]
 mod cache;
+#[cfg(feature = "server")]
+mod grants;
 pub mod ip;
 #[cfg(feature = "server")]
 mod ops;

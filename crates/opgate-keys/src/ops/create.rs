@@ -3,7 +3,7 @@ use std::sync::Arc;
 use opgate_core::{scope, Context, Error, OpMeta, Operation, SideEffect, Timestamp};
 
 use crate::types::{CreateKeyInput, CreateKeyOutput, KeyDetails};
-use crate::{dedup, storage_error, ApiKeys, KeySpec};
+use crate::{dedup, grants, storage_error, ApiKeys, KeySpec};
 
 /// `api_keys.create`: mints a key in the caller's organization and returns its secret once.
 pub struct CreateKey(pub Arc<ApiKeys>);
@@ -32,17 +32,18 @@ impl Operation for CreateKey {
                 "permissions: `{excess}` exceeds the caller's own permissions"
             )));
         }
+        let requested_expiry = input
+            .expires_in_days
+            .map(|d| Timestamp::now().unix() + i64::from(d) * 86_400);
         let spec = KeySpec {
             org_id: caller.org.clone(),
             name: input.name,
             description: input.description,
             permissions: dedup(permissions),
-            rate_limit: input.rate_limit,
-            allowed_ips: input.allowed_ips.unwrap_or_default(),
+            rate_limit: grants::rate_limit(caller, input.rate_limit)?,
+            allowed_ips: grants::allowed_ips(caller, input.allowed_ips)?,
             created_by: caller.id.clone(),
-            expires_at: input
-                .expires_in_days
-                .map(|d| Timestamp(Timestamp::now().unix() + i64::from(d) * 86_400)),
+            expires_at: grants::expires_at(caller, requested_expiry)?.map(Timestamp),
         };
         let (key, record) = self.0.mint(spec).await.map_err(storage_error)?;
         ctx.set_target(&record.id);

@@ -1,10 +1,12 @@
 use std::sync::Arc;
 
-use opgate_core::{scope, Code, Context, Error, OpMeta, Operation, SideEffect, Timestamp};
+use opgate_core::{
+    scope, Code, Context, Error, OpMeta, Operation, PrincipalKind, SideEffect, Timestamp,
+};
 use opgate_store::Rotation;
 
 use crate::types::{KeyDetails, RotateKeyInput, RotateKeyOutput};
-use crate::{not_found, storage_error, token, ApiKeys, KeySpec};
+use crate::{grants, not_found, storage_error, token, ApiKeys, KeySpec};
 
 /// Grace period when the request names none: 24 hours.
 const DEFAULT_GRACE_SECONDS: u32 = 86_400;
@@ -50,6 +52,27 @@ impl Operation for RotateKey {
         let now = Timestamp::now().unix();
         let grace_expires_at =
             now + i64::from(input.grace_period_seconds.unwrap_or(DEFAULT_GRACE_SECONDS));
+        // Nor may it carry fewer restrictions than the caller has: no lifted rate limit, no wider fence.
+        let caller = &ctx.principal;
+        if grants::rate_limit(caller, old.rate_limit)? != old.rate_limit
+            || grants::allowed_ips(
+                caller,
+                Some(old.allowed_ips.clone()).filter(|l| !l.is_empty()),
+            )? != old.allowed_ips
+        {
+            return Err(Error::permission_denied(
+                "key_id: the key is less restricted (rate limit or allowed addresses) than the caller",
+            ));
+        }
+        // The replacement lives as long as the old key was meant to, from now, but never past the caller's own
+        // expiry, and a key rotating itself cannot extend its life.
+        let mut expires_at = old.expires_at.map(|t| now + (t - old.created_at).max(0));
+        if let Some(own) = caller.expires_at {
+            expires_at = Some(expires_at.map_or(own, |t| t.min(own)));
+        }
+        if caller.kind == PrincipalKind::ApiKey && caller.id == old.id {
+            expires_at = old.expires_at.map(|o| expires_at.map_or(o, |t| t.min(o)));
+        }
         let spec = KeySpec {
             org_id: old.org_id.clone(),
             name: old.name.clone(),
@@ -57,11 +80,8 @@ impl Operation for RotateKey {
             permissions: old.permissions.clone(),
             rate_limit: old.rate_limit,
             allowed_ips: old.allowed_ips.clone(),
-            created_by: ctx.principal.id.clone(),
-            // The replacement lives as long as the old key was meant to: same lifetime, from now.
-            expires_at: old
-                .expires_at
-                .map(|t| Timestamp(now + (t - old.created_at).max(0))),
+            created_by: caller.id.clone(),
+            expires_at: expires_at.map(Timestamp),
         };
         let secret = token::generate();
         let new = self.0.new_key(&secret, spec);

@@ -1,10 +1,10 @@
 use std::sync::Arc;
 
-use opgate_core::{scope, Code, Context, Error, OpMeta, Operation, SideEffect};
+use opgate_core::{scope, Code, Context, Error, OpMeta, Operation, PrincipalKind, SideEffect};
 use opgate_store::{KeyPatch, Update};
 
 use crate::types::{KeyDetails, UpdateKeyInput};
-use crate::{dedup, not_found, storage_error, ApiKeys};
+use crate::{dedup, grants, not_found, storage_error, ApiKeys};
 
 /// `api_keys.update`: renames, re-describes, re-limits, re-fences or narrows a key.
 pub struct UpdateKey(pub Arc<ApiKeys>);
@@ -24,23 +24,44 @@ impl Operation for UpdateKey {
     async fn call(&self, ctx: Context, input: UpdateKeyInput) -> Result<KeyDetails, Error> {
         ctx.set_target(&input.key_id);
         let org = &ctx.principal.org;
-        if let Some(permissions) = &input.permissions {
-            // An unknown key is a 404 before anything is said about its permissions.
-            self.0
-                .store
-                .get_key(org, &input.key_id)
-                .await
-                .map_err(storage_error)?
-                .ok_or_else(|| not_found(&input.key_id))?;
-            if let Some(p) = permissions
-                .iter()
-                .find(|p| !scope::covers(&ctx.principal.permissions, p))
-            {
-                return Err(Error::permission_denied(format!(
-                    "permissions: `{p}` exceeds the caller's own permissions"
-                )));
-            }
+        let caller = &ctx.principal;
+        // An unknown key is a 404 before anything is said about permissions or restrictions.
+        let current = self
+            .0
+            .store
+            .get_key(org, &input.key_id)
+            .await
+            .map_err(storage_error)?
+            .ok_or_else(|| not_found(&input.key_id))?;
+        if let Some(p) = current
+            .permissions
+            .iter()
+            .find(|p| !scope::covers(&caller.permissions, p))
+        {
+            return Err(Error::permission_denied(format!(
+                "key_id: the key holds `{p}`, beyond the caller's own permissions"
+            )));
         }
+        if let Some(p) = input
+            .permissions
+            .iter()
+            .flatten()
+            .find(|p| !scope::covers(&caller.permissions, p))
+        {
+            return Err(Error::permission_denied(format!(
+                "permissions: `{p}` exceeds the caller's own permissions"
+            )));
+        }
+        let loosens_itself = caller.kind == PrincipalKind::ApiKey
+            && caller.id == input.key_id
+            && (input.rate_limit.is_some() || input.allowed_ips.is_some());
+        if loosens_itself {
+            return Err(Error::permission_denied(
+                "a key cannot change its own rate_limit or allowed_ips; use another key",
+            ));
+        }
+        grants::rate_limit_change(caller, input.rate_limit)?;
+        grants::allowed_ips_change(caller, input.allowed_ips.as_ref())?;
         let patch = KeyPatch {
             name: input.name,
             description: input.description,
