@@ -170,6 +170,9 @@ struct ServeArgs {
     /// Requests handled at once at most; more get 503 at once.
     #[arg(long, env = "OPGATE_MAX_CONCURRENT_REQUESTS", default_value_t = 1024)]
     max_concurrent_requests: usize,
+    /// Open connections at most; past it new connections are closed at once.
+    #[arg(long, env = "OPGATE_MAX_CONNECTIONS", default_value_t = 10_000)]
+    max_connections: usize,
     /// Seconds in-flight requests may take to finish after SIGTERM or Ctrl-C.
     #[arg(long, env = "OPGATE_SHUTDOWN_GRACE_SECONDS", default_value_t = 30)]
     shutdown_grace_seconds: u64,
@@ -458,6 +461,7 @@ async fn serve(args: ServeArgs) -> Result<(), BoxError> {
         request_timeout: std::time::Duration::from_secs(args.request_timeout_seconds),
         max_header_bytes: args.max_header_bytes,
         max_concurrent_requests: args.max_concurrent_requests,
+        max_connections: args.max_connections,
     };
     let gateway = data.gateway(registry, config);
     let listener = tokio::net::TcpListener::bind(args.listen)

@@ -202,7 +202,9 @@ async fn metrics_count_requests_auth_failures_and_storage() {
     s.post("/v1/op/auth.whoami", Some("garbage"), &json!({}))
         .await
         .error(401, "unauthenticated");
-    let forged = format!("{}A", &admin[..admin.len() - 1]);
+    // The last checksum character changed to another one: well formed, wrong checksum.
+    let last = if admin.ends_with('A') { 'B' } else { 'A' };
+    let forged = format!("{}{last}", &admin[..admin.len() - 1]);
     s.post("/v1/op/auth.whoami", Some(&forged), &json!({}))
         .await
         .error(401, "unauthenticated");
@@ -250,4 +252,31 @@ async fn an_idle_keep_alive_connection_is_closed_after_the_header_timeout() {
         idle >= Duration::from_millis(900) && idle < Duration::from_secs(3),
         "closed after {idle:?}"
     );
+}
+
+#[tokio::test]
+async fn past_the_connection_limit_new_connections_are_closed() {
+    let s = TestServer::start_with(&["--max-connections", "2"]);
+    let _a = TcpStream::connect(s.addr()).await.unwrap();
+    let _b = TcpStream::connect(s.addr()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut third = TcpStream::connect(s.addr()).await.unwrap();
+    let _ = third
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await;
+    let got = read_all(&mut third, Duration::from_secs(2)).await;
+    assert!(
+        got.is_empty(),
+        "the third connection is closed unanswered: {got}"
+    );
+    drop((_a, _b));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut fourth = TcpStream::connect(s.addr()).await.unwrap();
+    fourth
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(read_all(&mut fourth, Duration::from_secs(2))
+        .await
+        .starts_with("HTTP/1.1 200 OK"));
 }

@@ -300,7 +300,15 @@ impl<O: StreamOperation> Invoke for Streaming<O> {
         let input = decode_input::<O::Input>(body)?;
         let op = Arc::clone(&self.0);
         Ok(Box::pin(async move {
-            let items = op.call(ctx, input).await?;
+            // Fused before the first poll: an empty stream must not be polled again after it ended.
+            let mut items = op.call(ctx, input).await?.fuse();
+            // The first item is awaited before answering: a stream that fails at once (e.g. storage down on
+            // the first page) is an ordinary error response, not a 200 whose only line is an error.
+            let first = match items.next().await {
+                Some(Err(e)) => return Err(e),
+                first => first,
+            };
+            let items = futures_util::stream::iter(first).chain(items);
             let chunks = items.ready_chunks(ITEMS_PER_CHUNK).map(encode_lines);
             Ok(Reply::Stream(Box::pin(split_error(chunks))))
         }))
@@ -417,6 +425,100 @@ mod tests {
             "3.0 is an integer"
         );
         assert!(msg(r#"{"name":"ab","n":3.5}"#).starts_with("n: invalid type: floating point"));
+    }
+
+    struct Failing;
+    impl StreamOperation for Failing {
+        const META: OpMeta = OpMeta {
+            id: "things.list",
+            scope: "things:read",
+            side_effect: SideEffect::Read,
+            summary: "List things.",
+        };
+        type Input = In;
+        type Item = In;
+        async fn call(&self, _ctx: Context, _input: In) -> Result<crate::ItemStream<In>, Error> {
+            Ok(Box::pin(futures_util::stream::iter([Err(
+                Error::unavailable("storage is down"),
+            )])))
+        }
+    }
+
+    struct Empty;
+    impl StreamOperation for Empty {
+        const META: OpMeta = OpMeta {
+            id: "things.none",
+            scope: "things:read",
+            side_effect: SideEffect::Read,
+            summary: "List nothing.",
+        };
+        type Input = In;
+        type Item = In;
+        async fn call(&self, _ctx: Context, _input: In) -> Result<crate::ItemStream<In>, Error> {
+            // An unfold panics when polled after its end: the dispatcher must not do that.
+            Ok(Box::pin(futures_util::stream::unfold((), |_| async {
+                None::<(Result<In, Error>, ())>
+            })))
+        }
+    }
+
+    #[tokio::test]
+    async fn an_empty_stream_ends_cleanly() {
+        let mut r = Registry::new();
+        r.register_stream(Empty).unwrap();
+        let running = r
+            .get("things.none")
+            .unwrap()
+            .invoke(test_ctx(), br#"{"name":"a"}"#)
+            .unwrap();
+        let Ok(Reply::Stream(mut lines)) = running.await else {
+            panic!("a stream")
+        };
+        assert!(lines.next().await.is_none());
+    }
+
+    fn test_ctx() -> Context {
+        Context {
+            principal: std::sync::Arc::new(crate::Principal {
+                kind: crate::PrincipalKind::ApiKey,
+                id: "k".into(),
+                org: "o".into(),
+                permissions: vec![],
+                rate_limit: None,
+                expires_at: None,
+                allowed_ips: vec![],
+            }),
+            request_id: "r".into(),
+            client_ip: None,
+            target: Default::default(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stream_failing_before_its_first_item_is_an_ordinary_error() {
+        let mut r = Registry::new();
+        r.register_stream(Failing).unwrap();
+        let ctx = Context {
+            principal: std::sync::Arc::new(crate::Principal {
+                kind: crate::PrincipalKind::ApiKey,
+                id: "k".into(),
+                org: "o".into(),
+                permissions: vec![],
+                rate_limit: None,
+                expires_at: None,
+                allowed_ips: vec![],
+            }),
+            request_id: "r".into(),
+            client_ip: None,
+            target: Default::default(),
+        };
+        let running = r
+            .get("things.list")
+            .unwrap()
+            .invoke(ctx, br#"{"name":"a"}"#)
+            .unwrap();
+        let e = running.await.err().expect("an error, not a stream");
+        assert_eq!(e.code, Code::Unavailable);
     }
 
     #[test]

@@ -65,7 +65,13 @@ pub fn load_or_create(
     let linked = fs::hard_link(&tmp, &path);
     let _ = fs::remove_file(&tmp);
     match linked {
-        Ok(()) => Ok(raw.to_vec()),
+        Ok(()) => {
+            // The new name must survive a power loss too: keys hashed under this secret are about to be stored.
+            fs::File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| err(dir, e))?;
+            Ok(raw.to_vec())
+        }
         // Another process created it first: use theirs.
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
             let text = fs::read_to_string(&path).map_err(|e| err(&path, e))?;

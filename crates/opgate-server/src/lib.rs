@@ -44,6 +44,8 @@ pub struct ServerConfig {
     pub max_header_bytes: usize,
     /// Requests handled at once at most; more get 503 `unavailable` at once rather than queueing.
     pub max_concurrent_requests: usize,
+    /// Open connections at most; past it new connections are closed at once (file descriptors stay bounded).
+    pub max_connections: usize,
     /// How long in-flight requests may run after shutdown begins.
     pub shutdown_grace: Duration,
     /// How long the server keeps accepting after a shutdown signal while `GET /readyz` answers 503, so that load
@@ -62,6 +64,7 @@ impl Default for ServerConfig {
             request_timeout: Duration::from_secs(30),
             max_header_bytes: 64 * 1024,
             max_concurrent_requests: 1024,
+            max_connections: 10_000,
             shutdown_grace: Duration::from_secs(30),
             shutdown_delay: Duration::ZERO,
         }
@@ -144,6 +147,7 @@ impl Gateway {
             .max_concurrent_streams(256)
             .keep_alive_interval(Some(Duration::from_secs(30)));
         let graceful = GracefulShutdown::new();
+        let connections = Arc::new(tokio::sync::Semaphore::new(self.config.max_connections));
         tokio::pin!(shutdown);
         let shutdown_deadline = tokio::time::sleep(Duration::from_secs(10 * 365 * 86_400));
         tokio::pin!(shutdown_deadline);
@@ -158,6 +162,11 @@ impl Gateway {
                             continue;
                         }
                     };
+                    let Ok(slot) = Arc::clone(&connections).try_acquire_owned() else {
+                        tracing::warn!(%peer, "connection limit reached; closing the new connection");
+                        drop(stream);
+                        continue;
+                    };
                     let _ = stream.set_nodelay(true);
                     let gateway = Arc::clone(&self);
                     let service = service_fn(move |req| {
@@ -168,6 +177,7 @@ impl Gateway {
                         None => {
                             let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), service).into_owned());
                             tokio::spawn(async move {
+                                let _slot = slot;
                                 if let Err(e) = conn.await {
                                     tracing::debug!(error = %e, %peer, "connection ended with an error");
                                 }
@@ -179,6 +189,7 @@ impl Gateway {
                             let (acceptor, builder, watcher) = (tls.0.clone(), builder.clone(), graceful.watcher());
                             let handshake_timeout = self.config.header_read_timeout;
                             tokio::spawn(async move {
+                                let _slot = slot;
                                 let stream = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
                                     Ok(Ok(stream)) => stream,
                                     Ok(Err(e)) => return tracing::debug!(error = %e, %peer, "TLS handshake failed"),

@@ -453,7 +453,12 @@ impl KeyStore for SqliteStore {
             let Some(old) = select_one(conn, "id = ?1 AND org_id = ?2", [&old_id, &org_id])? else {
                 return Ok(Rotation::NotFound);
             };
-            if old.status_at(now) != KeyStatus::Active {
+            // The replacement was built from a read before this transaction: if the key changed meanwhile
+            // (e.g. an update narrowed it), rotating now would hand out the old settings.
+            let unchanged = old.permissions == new.permissions
+                && old.rate_limit == new.rate_limit
+                && old.allowed_ips == new.allowed_ips;
+            if old.status_at(now) != KeyStatus::Active || !unchanged {
                 return Ok(Rotation::Conflict(Box::new(old)));
             }
             let seq = insert(conn, &new)?;
@@ -590,6 +595,21 @@ mod tests {
             .unwrap()
             .revoked_at
             .is_some());
+    }
+
+    #[tokio::test]
+    async fn the_writer_commits_with_synchronous_full_in_wal_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("t.db")).unwrap();
+        let (sync, journal) = store
+            .write(|conn| {
+                let sync: i64 = conn.query_row("PRAGMA synchronous", [], |r| r.get(0))?;
+                let journal: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0))?;
+                Ok((sync, journal))
+            })
+            .await
+            .unwrap();
+        assert_eq!((sync, journal.as_str()), (2, "wal"), "2 = FULL");
     }
 
     fn applied(u: Update) -> KeyRecord {

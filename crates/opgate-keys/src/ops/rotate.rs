@@ -93,10 +93,10 @@ impl Operation for RotateKey {
             .map_err(storage_error)?
         {
             Rotation::NotFound => Err(not_found(&input.key_id)),
-            Rotation::Conflict(old) => Err(Error::conflict(format!(
-                "key_id: the key is {}; only an active key can be rotated",
-                old.status_at(now).as_str()
-            ))),
+            Rotation::Conflict(old) => Err(Error::conflict(match old.status_at(now).as_str() {
+                "active" => "key_id: the key changed while it was being rotated; retry".to_owned(),
+                status => format!("key_id: the key is {status}; only an active key can be rotated"),
+            })),
             Rotation::Rotated { old, new } => {
                 self.0.forget(&old);
                 Ok(RotateKeyOutput {
