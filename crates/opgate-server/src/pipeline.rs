@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures_util::FutureExt;
 use http::header::{
     HeaderValue, ALLOW, AUTHORIZATION, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, USER_AGENT,
 };
@@ -98,9 +99,10 @@ fn status_label(status: u16) -> &'static str {
 
 /// Admission: a bounded number of requests at once (503 past it, never a queue), each bounded in time.
 ///
-/// The call runs as its own task, so that nothing the client does can cancel it half-way: a client that
-/// disconnects, resets its stream or outlasts the request timeout still gets its committed change followed by
-/// the cache invalidation and the audit record. A panic in a handler becomes a 500 with the request id.
+/// A call that may change state runs as its own task, so that nothing the client does can cancel it half-way:
+/// a client that disconnects, resets its stream or outlasts the request timeout still gets its committed change
+/// followed by the cache invalidation and the audit record. A panic in a handler becomes a 500 with the
+/// request id.
 async fn admit(
     gw: &Arc<Gateway>,
     entry: Entry,
@@ -117,26 +119,37 @@ async fn admit(
     };
     let gauge = metrics::gauge!("opgate_requests_in_flight");
     gauge.increment(1.0);
-    let task = {
-        let (gw, rid) = (Arc::clone(gw), request_id.to_owned());
-        let mut task_trace = Trace {
-            op: trace.op,
-            principal: None,
-        };
-        tokio::spawn(async move {
-            let resp = call(&gw, &entry, peer, req, &rid, &mut task_trace).await;
-            drop(permit);
-            (resp, task_trace)
-        })
-    };
     let timeout = gw.config.request_timeout;
-    let resp = match tokio::time::timeout(timeout, task).await {
+    let read_only = entry.meta.side_effect == SideEffect::Read;
+    let gw_task = Arc::clone(gw);
+    let rid = request_id.to_owned();
+    let mut task_trace = Trace {
+        op: trace.op,
+        principal: None,
+    };
+    let work = async move {
+        let resp = call(&gw_task, &entry, peer, req, &rid, &mut task_trace).await;
+        drop(permit);
+        (resp, task_trace)
+    };
+    // Reads have nothing to finish if cancelled, so they run inline (no task spawn on the hot path); a call
+    // that may change state runs as its own task.
+    let outcome = if read_only {
+        tokio::time::timeout(timeout, std::panic::AssertUnwindSafe(work).catch_unwind())
+            .await
+            .map(|r| r.map_err(|_| "the handler panicked".to_owned()))
+    } else {
+        tokio::time::timeout(timeout, tokio::spawn(work))
+            .await
+            .map(|r| r.map_err(|e| e.to_string()))
+    };
+    let resp = match outcome {
         Ok(Ok((resp, task_trace))) => {
             *trace = task_trace;
             resp
         }
-        Ok(Err(join_error)) => {
-            tracing::error!(request_id = %request_id, error = %join_error, "the request's task failed");
+        Ok(Err(failure)) => {
+            tracing::error!(request_id = %request_id, error = %failure, "the request failed unexpectedly");
             http_io::error(&Error::internal(), request_id)
         }
         Err(_) => http_io::error(
