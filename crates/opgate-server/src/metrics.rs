@@ -37,6 +37,16 @@ impl Metrics {
             .install_recorder()
             .map_err(|e| e.to_string())?;
         describe();
+        // Histogram samples queue in the recorder until upkeep folds them into buckets; without it memory
+        // grows with every request between scrapes. A small thread does it every few seconds.
+        let upkeep = handle.clone();
+        std::thread::Builder::new()
+            .name("opgate-metrics-upkeep".into())
+            .spawn(move || loop {
+                std::thread::sleep(std::time::Duration::from_secs(5));
+                upkeep.run_upkeep();
+            })
+            .map_err(|e| e.to_string())?;
         Ok(Metrics { handle })
     }
 
