@@ -498,20 +498,7 @@ mod tests {
     async fn a_stream_failing_before_its_first_item_is_an_ordinary_error() {
         let mut r = Registry::new();
         r.register_stream(Failing).unwrap();
-        let ctx = Context {
-            principal: std::sync::Arc::new(crate::Principal {
-                kind: crate::PrincipalKind::ApiKey,
-                id: "k".into(),
-                org: "o".into(),
-                permissions: vec![],
-                rate_limit: None,
-                expires_at: None,
-                allowed_ips: vec![],
-            }),
-            request_id: "r".into(),
-            client_ip: None,
-            target: Default::default(),
-        };
+        let ctx = test_ctx();
         let running = r
             .get("things.list")
             .unwrap()
