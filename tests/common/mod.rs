@@ -69,7 +69,13 @@ impl TestServer {
     /// Stops the server with SIGTERM (asserting a clean exit 0) and starts it again on the same data directory.
     /// The admin key must not be printed a second time.
     pub fn restart(&mut self) {
-        self.stop();
+        self.terminate();
+        self.wait_exit();
+        self.respawn();
+    }
+
+    /// Starts the server again on the same data directory, flags and environment, with fresh connections.
+    fn respawn(&mut self) {
         let (child, base, admin_key) = spawn(
             self.dir.path(),
             &self.extra_args,
@@ -79,7 +85,6 @@ impl TestServer {
         assert_eq!(admin_key, None, "the admin key is printed only once");
         self.child = child;
         self.base = base;
-        // Fresh connections: the old server's are gone.
         self.client = reqwest::Client::new();
     }
 
@@ -90,7 +95,8 @@ impl TestServer {
         assert!(sent.is_ok_and(|s| s.success()), "kill -TERM {pid}");
     }
 
-    /// Waits for the process to exit after [`TestServer::terminate`], asserting exit code 0.
+    /// Waits for the process to exit after [`TestServer::terminate`], asserting exit code 0; kills it and fails
+    /// past the stop timeout.
     pub fn wait_exit(&mut self) {
         let deadline = Instant::now() + STOP_TIMEOUT;
         loop {
@@ -102,11 +108,13 @@ impl TestServer {
                 );
                 return;
             }
-            assert!(
-                Instant::now() < deadline,
-                "opgate did not exit within {STOP_TIMEOUT:?}\n{}",
-                self.log()
-            );
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!(
+                    "opgate did not exit within {STOP_TIMEOUT:?}\n{}",
+                    self.log()
+                );
+            }
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -115,44 +123,15 @@ impl TestServer {
     pub fn crash_and_restart(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let (child, base, admin_key) = spawn(
-            self.dir.path(),
-            &self.extra_args,
-            &self.extra_env,
-            &self.log,
-        );
-        assert_eq!(admin_key, None, "the admin key is printed only once");
-        self.child = child;
-        self.base = base;
-        self.client = reqwest::Client::new();
+        self.respawn();
     }
 
     /// `host:port` the server listens on.
     pub fn addr(&self) -> String {
-        self.base.trim_start_matches("http://").to_owned()
-    }
-
-    fn stop(&mut self) {
-        self.terminate();
-        let deadline = Instant::now() + STOP_TIMEOUT;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait for opgate") {
-                assert!(
-                    status.success(),
-                    "opgate exited with {status} on SIGTERM\n{}",
-                    self.log()
-                );
-                return;
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                panic!(
-                    "opgate did not exit within {STOP_TIMEOUT:?} of SIGTERM\n{}",
-                    self.log()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        self.base
+            .split_once("://")
+            .map_or(&*self.base, |(_, addr)| addr)
+            .to_owned()
     }
 
     /// Everything the server wrote on stderr so far (for failure messages).
