@@ -151,15 +151,7 @@ impl StreamOperation for ListAudit {
                     limit,
                 };
                 match log.list_audit(page).await {
-                    Err(e) => {
-                        tracing::error!(error = %e, "reading the audit log failed");
-                        Some((
-                            vec![Err(Error::unavailable(
-                                "storage is unavailable; retry later",
-                            ))],
-                            None,
-                        ))
-                    }
+                    Err(e) => Some((vec![Err(Error::from(e))], None)),
                     Ok(rows) if rows.is_empty() => None,
                     Ok(rows) => {
                         let next = (rows.len() == limit)

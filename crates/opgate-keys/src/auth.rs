@@ -7,7 +7,7 @@ use opgate_store::{KeyRecord, KeyUsage};
 use subtle::ConstantTimeEq;
 
 use crate::cache::{CachedKey, End};
-use crate::{ip, storage_error, token, ApiKeys};
+use crate::{ip, token, ApiKeys};
 
 /// Authenticates `opg_` bearer keys: format and checksum first (garbage never reaches storage or the cache),
 /// then the keyed hash is looked up — in the verification cache, else in storage — and the key's revocation,
@@ -39,7 +39,7 @@ impl ApiKeyAuthenticator {
                     .store
                     .key_by_hash(hash.to_vec())
                     .await
-                    .map_err(storage_error)?
+                    .map_err(Error::from)?
                     .filter(|r| bool::from(r.key_hash.as_slice().ct_eq(&hash)))
                     .ok_or_else(|| {
                         Error::unauthenticated("the API key is not valid")

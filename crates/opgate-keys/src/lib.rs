@@ -195,10 +195,3 @@ pub(crate) fn dedup(mut scopes: Vec<String>) -> Vec<String> {
     scopes.retain(|s| seen.insert(s.clone()));
     scopes
 }
-
-/// Maps a storage failure to the contract: the cause goes to the log, the client sees `unavailable`.
-#[cfg(feature = "server")]
-pub(crate) fn storage_error(e: StoreError) -> Error {
-    tracing::error!(error = %e, "storage failure");
-    Error::unavailable("storage is unavailable; retry later")
-}

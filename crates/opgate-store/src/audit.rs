@@ -28,11 +28,6 @@ pub struct AuditPage<'a> {
     pub limit: usize,
 }
 
-fn storage(e: StoreError) -> Error {
-    tracing::error!(error = %e, "storage failure");
-    Error::unavailable("storage is unavailable; retry later")
-}
-
 fn entry_from_row(row: &Row<'_>) -> rusqlite::Result<AuditEntry> {
     Ok(AuditEntry {
         seq: row.get(0)?,
@@ -113,7 +108,7 @@ impl AuditSink for SqliteStore {
                 Ok(())
             })
             .await
-            .map_err(storage)
+            .map_err(Error::from)
         })
     }
 }
@@ -157,7 +152,7 @@ impl IdempotencyStore for SqliteStore {
                 .transpose()
             })
             .await
-            .map_err(storage)
+            .map_err(Error::from)
         })
     }
 
@@ -178,7 +173,7 @@ impl IdempotencyStore for SqliteStore {
                 Ok(())
             })
             .await
-            .map_err(storage)
+            .map_err(Error::from)
         })
     }
 }

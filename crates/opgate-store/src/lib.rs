@@ -32,6 +32,14 @@ pub enum StoreError {
     },
 }
 
+/// A storage failure as the contract shows it: the cause goes to the log, the client sees `unavailable`.
+impl From<StoreError> for opgate_core::Error {
+    fn from(e: StoreError) -> Self {
+        tracing::error!(error = %e, "storage failure");
+        opgate_core::Error::unavailable("storage is unavailable; retry later")
+    }
+}
+
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
         StoreError::Sqlite(Arc::new(e))

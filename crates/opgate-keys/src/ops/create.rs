@@ -3,7 +3,7 @@ use std::sync::Arc;
 use opgate_core::{scope, Context, Error, OpMeta, Operation, SideEffect, Timestamp};
 
 use crate::types::{CreateKeyInput, CreateKeyOutput, KeyDetails};
-use crate::{dedup, grants, storage_error, ApiKeys, KeySpec};
+use crate::{dedup, grants, ApiKeys, KeySpec};
 
 /// `api_keys.create`: mints a key in the caller's organization and returns its secret once.
 pub struct CreateKey(pub Arc<ApiKeys>);
@@ -45,7 +45,7 @@ impl Operation for CreateKey {
             created_by: caller.id.clone(),
             expires_at: grants::expires_at(caller, requested_expiry)?.map(Timestamp),
         };
-        let (key, record) = self.0.mint(spec).await.map_err(storage_error)?;
+        let (key, record) = self.0.mint(spec).await.map_err(Error::from)?;
         ctx.set_target(&record.id);
         Ok(CreateKeyOutput {
             key,

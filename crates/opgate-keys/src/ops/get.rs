@@ -3,7 +3,7 @@ use std::sync::Arc;
 use opgate_core::{Code, Context, Error, OpMeta, Operation, SideEffect};
 
 use crate::types::{GetKeyInput, KeyDetails};
-use crate::{not_found, storage_error, ApiKeys};
+use crate::{not_found, ApiKeys};
 
 /// `api_keys.get`: one key's metadata.
 pub struct GetKey(pub Arc<ApiKeys>);
@@ -27,7 +27,7 @@ impl Operation for GetKey {
             .store
             .get_key(&ctx.principal.org, &input.key_id)
             .await
-            .map_err(storage_error)?;
+            .map_err(Error::from)?;
         record
             .map(KeyDetails::now)
             .ok_or_else(|| not_found(&input.key_id))

@@ -5,7 +5,7 @@ use opgate_core::{Code, Context, Error, ItemStream, OpMeta, SideEffect, StreamOp
 use opgate_store::KeyPage;
 
 use crate::types::{KeyDetails, ListKeysInput};
-use crate::{storage_error, ApiKeys};
+use crate::ApiKeys;
 
 /// Keys read from storage per query; memory stays flat whatever the number of keys.
 const PAGE_SIZE: usize = 500;
@@ -39,7 +39,7 @@ impl StreamOperation for ListKeys {
                 keys.store
                     .get_key(&org, id)
                     .await
-                    .map_err(storage_error)?
+                    .map_err(Error::from)?
                     .ok_or_else(|| {
                         Error::not_found(format!(
                             "after_id: no API key `{id}` in this organization"
@@ -72,7 +72,7 @@ impl StreamOperation for ListKeys {
                     now,
                 };
                 match keys.store.list_keys(page).await {
-                    Err(e) => Some((vec![Err(storage_error(e))], None)),
+                    Err(e) => Some((vec![Err(Error::from(e))], None)),
                     Ok(rows) => {
                         let next = match rows.last() {
                             Some(last) if rows.len() == limit => {

@@ -3,7 +3,7 @@ use std::sync::Arc;
 use opgate_core::{Code, Context, Error, OpMeta, Operation, SideEffect, Timestamp};
 
 use crate::types::{KeyDetails, RevokeKeyInput};
-use crate::{not_found, storage_error, ApiKeys};
+use crate::{not_found, ApiKeys};
 
 /// `api_keys.revoke`: disables a key of the caller's organization from the very next request on.
 pub struct RevokeKey(pub Arc<ApiKeys>);
@@ -27,7 +27,7 @@ impl Operation for RevokeKey {
             .store
             .revoke_key(&ctx.principal.org, &input.key_id, Timestamp::now().unix())
             .await
-            .map_err(storage_error)?
+            .map_err(Error::from)?
             .ok_or_else(|| not_found(&input.key_id))?;
         self.0.forget(&record);
         Ok(KeyDetails::now(record))

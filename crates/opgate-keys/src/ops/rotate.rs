@@ -6,7 +6,7 @@ use opgate_core::{
 use opgate_store::Rotation;
 
 use crate::types::{KeyDetails, RotateKeyInput, RotateKeyOutput};
-use crate::{grants, not_found, storage_error, token, ApiKeys, KeySpec};
+use crate::{grants, not_found, token, ApiKeys, KeySpec};
 
 /// Grace period when the request names none: 24 hours.
 const DEFAULT_GRACE_SECONDS: u32 = 86_400;
@@ -36,7 +36,7 @@ impl Operation for RotateKey {
             .store
             .get_key(org, &input.key_id)
             .await
-            .map_err(storage_error)?
+            .map_err(Error::from)?
             .ok_or_else(|| not_found(&input.key_id))?;
         // The replacement is a new grant of the old key's permissions, handed to the caller: like a create, it
         // may not exceed what the caller holds.
@@ -90,7 +90,7 @@ impl Operation for RotateKey {
             .store
             .rotate_key(org, &input.key_id, new, grace_expires_at, now)
             .await
-            .map_err(storage_error)?
+            .map_err(Error::from)?
         {
             Rotation::NotFound => Err(not_found(&input.key_id)),
             Rotation::Conflict(old) => Err(Error::conflict(match old.status_at(now).as_str() {

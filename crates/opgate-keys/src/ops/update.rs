@@ -4,7 +4,7 @@ use opgate_core::{scope, Code, Context, Error, OpMeta, Operation, PrincipalKind,
 use opgate_store::{KeyPatch, Update};
 
 use crate::types::{KeyDetails, UpdateKeyInput};
-use crate::{dedup, grants, not_found, storage_error, ApiKeys};
+use crate::{dedup, grants, not_found, ApiKeys};
 
 /// `api_keys.update`: renames, re-describes, re-limits, re-fences or narrows a key.
 pub struct UpdateKey(pub Arc<ApiKeys>);
@@ -31,7 +31,7 @@ impl Operation for UpdateKey {
             .store
             .get_key(org, &input.key_id)
             .await
-            .map_err(storage_error)?
+            .map_err(Error::from)?
             .ok_or_else(|| not_found(&input.key_id))?;
         if let Some(p) = current
             .permissions
@@ -76,7 +76,7 @@ impl Operation for UpdateKey {
             .store
             .update_key(org, &input.key_id, patch)
             .await
-            .map_err(storage_error)?;
+            .map_err(Error::from)?;
         let record = match update {
             Update::Updated(record) => *record,
             Update::NotFound => return Err(not_found(&input.key_id)),
