@@ -74,8 +74,13 @@ impl DataDir {
     }
 
     /// A gateway serving `registry`, authenticating API keys from this data directory and session tokens
-    /// signed with its session secret.
-    pub fn gateway(&self, registry: Registry, config: ServerConfig) -> Arc<Gateway> {
+    /// signed with its session secret, serving `metrics` at `GET /metrics` when given.
+    pub fn gateway(
+        &self,
+        registry: Registry,
+        config: ServerConfig,
+        metrics: Option<opgate_server::metrics::Metrics>,
+    ) -> Arc<Gateway> {
         let keys = Arc::new(ApiKeyAuthenticator::new(Arc::clone(&self.keys)));
         let sessions = SessionAuthenticator::new(self.sessions.clone());
         let authenticator = Arc::new(TokenRouter::new(keys, sessions));
@@ -83,10 +88,78 @@ impl DataDir {
         let mut gateway = Gateway::new(Arc::new(registry), authenticator, config)
             .with_audit(store.clone())
             .with_idempotency(store);
-        if let Some(metrics) = opgate_server::metrics::Metrics::global() {
+        if let Some(metrics) = metrics {
             gateway = gateway.with_metrics(metrics);
         }
         Arc::new(gateway)
+    }
+}
+
+/// Name of the lock file a serving gateway holds in its data directory.
+pub const LOCK_FILE: &str = "opgate.lock";
+
+/// The exclusive lock of a data directory, held by one serving gateway for as long as it lives.
+#[derive(Debug)]
+pub struct DataDirLock {
+    _file: std::fs::File,
+}
+
+impl DataDir {
+    /// Locks the data directory for serving: a second `opgate serve` on the same directory fails to start,
+    /// since two servers would each trust their own cache of the keys. Offline `opgate admin` commands do
+    /// not take the lock; their changes reach the server through the key change log.
+    pub fn lock(&self) -> Result<DataDirLock, BoxError> {
+        let path = self.path.join(LOCK_FILE);
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+        match file.try_lock() {
+            Ok(()) => Ok(DataDirLock { _file: file }),
+            Err(std::fs::TryLockError::WouldBlock) => Err(format!(
+                "another opgate server is using the data directory {} (it holds {}); stop it first or use \
+                 another --data-dir",
+                self.path.display(),
+                path.display()
+            )
+            .into()),
+            Err(std::fs::TryLockError::Error(e)) => {
+                Err(format!("cannot lock {}: {e}", path.display()).into())
+            }
+        }
+    }
+
+    /// Starts the background upkeep of the data directory: hourly, idempotency records past their 24 hours
+    /// and audit records older than `audit_retention_days` (none when `None`) are deleted in small batches.
+    pub fn spawn_housekeeping(
+        &self,
+        audit_retention_days: Option<u32>,
+    ) -> tokio::task::JoinHandle<()> {
+        let store = self.store.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(3600));
+            loop {
+                tick.tick().await;
+                let now = opgate_core::Timestamp::now().unix();
+                let cutoff = now - opgate_core::IDEMPOTENCY_RETENTION_SECS;
+                if let Err(e) = store.expire_idempotency(cutoff).await {
+                    tracing::warn!(error = %e, "expiring idempotency records failed");
+                }
+                if let Some(days) = audit_retention_days {
+                    match store.expire_audit(now - i64::from(days) * 86_400).await {
+                        Ok(0) => {}
+                        Ok(n) => tracing::info!(
+                            deleted = n,
+                            days,
+                            "audit records past their retention deleted"
+                        ),
+                        Err(e) => tracing::warn!(error = %e, "expiring audit records failed"),
+                    }
+                }
+            }
+        })
     }
 }
 

@@ -170,9 +170,36 @@ struct ServeArgs {
     /// Requests handled at once at most; more get 503 at once.
     #[arg(long, env = "OPGATE_MAX_CONCURRENT_REQUESTS", default_value_t = 1024)]
     max_concurrent_requests: usize,
+    /// Requests one principal (key or session) may have in flight at once; more get 503.
+    #[arg(long, env = "OPGATE_MAX_CONCURRENT_REQUESTS_PER_PRINCIPAL", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
+    max_concurrent_requests_per_principal: u32,
+    /// Streamed (NDJSON) responses one principal may have open at once; more get 503.
+    #[arg(long, env = "OPGATE_MAX_STREAMS_PER_PRINCIPAL", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..))]
+    max_streams_per_principal: u32,
+    /// Seconds a request body may take to arrive once its head is in (400 and the connection closes past it).
+    #[arg(long, env = "OPGATE_BODY_READ_TIMEOUT_SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    body_read_timeout_seconds: u64,
+    /// Seconds a response may make no progress because the client reads nothing, before the connection is
+    /// dropped.
+    #[arg(long, env = "OPGATE_WRITE_TIMEOUT_SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    write_timeout_seconds: u64,
     /// Open connections at most; past it new connections are closed at once.
     #[arg(long, env = "OPGATE_MAX_CONNECTIONS", default_value_t = 10_000)]
     max_connections: usize,
+    /// Open connections from one client address at most (trusted proxies are exempt); past it new
+    /// connections from that address are closed at once.
+    #[arg(long, env = "OPGATE_MAX_CONNECTIONS_PER_IP", default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..))]
+    max_connections_per_ip: u32,
+    /// Days audit records are kept; older ones are deleted hourly in the background (0 keeps them forever).
+    #[arg(long, env = "OPGATE_AUDIT_RETENTION_DAYS", default_value_t = 90)]
+    audit_retention_days: u32,
+    /// Serve Prometheus metrics (`on`, the default: at `GET /metrics` on the API port, or on
+    /// `--metrics-listen` when set) or not at all (`off`).
+    #[arg(long, env = "OPGATE_METRICS", value_enum, default_value_t = Switch::On)]
+    metrics: Switch,
+    /// Serve `GET /metrics` on this address instead of the API port (e.g. `127.0.0.1:9090`).
+    #[arg(long, env = "OPGATE_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
     /// Seconds in-flight requests may take to finish after SIGTERM or Ctrl-C.
     #[arg(long, env = "OPGATE_SHUTDOWN_GRACE_SECONDS", default_value_t = 30)]
     shutdown_grace_seconds: u64,
@@ -187,10 +214,18 @@ enum LogFormat {
     Json,
 }
 
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Switch {
+    On,
+    Off,
+}
+
 #[derive(Subcommand)]
 enum AdminCommand {
     /// Create an API key offline and print only its secret on stdout.
     CreateKey(CreateKeyArgs),
+    /// Revoke an API key offline; a server running on the same data directory refuses it within a second.
+    RevokeKey(RevokeKeyArgs),
     /// Insert many keys in one transaction (test and benchmark fixtures); prints nothing but a count.
     SeedKeys(SeedKeysArgs),
     /// Sign a session token (an HS256 JWT) with the session secret and print only the token on stdout.
@@ -246,6 +281,14 @@ struct CreateKeyArgs {
     /// Comma-separated IP addresses or CIDR ranges the key may be used from (default: any).
     #[arg(long, value_delimiter = ',', value_parser = parse_allowed_ip)]
     allowed_ips: Vec<String>,
+}
+
+#[derive(Args)]
+struct RevokeKeyArgs {
+    #[command(flatten)]
+    data: DataDirArgs,
+    /// Id of the key to revoke (`key_...`), in any organization.
+    key_id: String,
 }
 
 /// One allow-list entry, checked like `api_keys.create` checks it (a bare address or a CIDR range) and kept
@@ -386,6 +429,7 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
         Command::Serve(args) => serve(args).await,
         Command::Config(_) => unreachable!("handled before the runtime starts"),
         Command::Admin(AdminCommand::CreateKey(args)) => create_key(args).await,
+        Command::Admin(AdminCommand::RevokeKey(args)) => revoke_key(args).await,
         Command::Admin(AdminCommand::SeedKeys(args)) => seed_keys(args).await,
         Command::Admin(AdminCommand::MintSession(args)) => mint_session(args),
         Command::ApiKeys(args) => cli::finish(cli::api_keys::run(args).await),
@@ -440,6 +484,7 @@ async fn serve(args: ServeArgs) -> Result<(), BoxError> {
     let data = args
         .data
         .open_with(args.session_issuer.clone(), args.session_audience.clone())?;
+    let _lock = data.lock()?;
     if let Some(admin_key) = data.keys.bootstrap_admin().await? {
         // Printed once, deliberately, on a line of its own; never logged.
         eprintln!("admin key: {admin_key}");
@@ -450,53 +495,89 @@ async fn serve(args: ServeArgs) -> Result<(), BoxError> {
         _ => None,
     };
     let scheme = if tls.is_some() { "https" } else { "http" };
+    let secs = std::time::Duration::from_secs;
     let config = ServerConfig {
         tls,
         trusted_proxies: args.trusted_proxies,
         default_rate_limit: args.default_rate_limit,
         max_body_bytes: args.max_body_bytes,
-        shutdown_grace: std::time::Duration::from_secs(args.shutdown_grace_seconds),
-        header_read_timeout: std::time::Duration::from_secs(args.header_read_timeout_seconds),
-        shutdown_delay: std::time::Duration::from_secs(args.shutdown_delay_seconds),
-        request_timeout: std::time::Duration::from_secs(args.request_timeout_seconds),
+        shutdown_grace: secs(args.shutdown_grace_seconds),
+        header_read_timeout: secs(args.header_read_timeout_seconds),
+        body_read_timeout: secs(args.body_read_timeout_seconds),
+        write_timeout: secs(args.write_timeout_seconds),
+        shutdown_delay: secs(args.shutdown_delay_seconds),
+        request_timeout: secs(args.request_timeout_seconds),
         max_header_bytes: args.max_header_bytes,
         max_concurrent_requests: args.max_concurrent_requests,
+        max_concurrent_requests_per_principal: args.max_concurrent_requests_per_principal as usize,
+        max_streams_per_principal: args.max_streams_per_principal as usize,
         max_connections: args.max_connections,
+        max_connections_per_ip: args.max_connections_per_ip as usize,
+        ..ServerConfig::default()
     };
-    let gateway = data.gateway(registry, config);
+    let metrics = match args.metrics {
+        Switch::On => opgate::server::metrics::Metrics::global(),
+        Switch::Off => None,
+    };
+    let on_api_port = metrics.clone().filter(|_| args.metrics_listen.is_none());
+    let gateway = data.gateway(registry, config, on_api_port);
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+    let (stop_metrics, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
+    let metrics_server = match (metrics, args.metrics_listen) {
+        (Some(metrics), Some(addr)) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| format!("cannot listen on {addr} for metrics: {e}"))?;
+            eprintln!("metrics on http://{}/metrics", listener.local_addr()?);
+            Some(tokio::spawn(opgate::server::serve_metrics(
+                metrics,
+                listener,
+                async {
+                    let _ = metrics_stopped.await;
+                },
+            )))
+        }
+        _ => None,
+    };
     eprintln!("opgate listening on {scheme}://{}", listener.local_addr()?);
     let flusher = data
         .keys
         .start_usage_flusher(std::time::Duration::from_secs(1));
-    let sweeper = spawn_idempotency_sweeper(data.store.clone());
+    let follower = data
+        .keys
+        .follow_changes(std::time::Duration::from_millis(500));
+    let housekeeping = data.spawn_housekeeping(Some(args.audit_retention_days).filter(|&d| d > 0));
     gateway.serve(listener, shutdown_signal()).await;
+    let _ = stop_metrics.send(());
+    if let Some(server) = metrics_server {
+        let _ = server.await;
+    }
     flusher.abort();
-    sweeper.abort();
+    follower.abort();
+    housekeeping.abort();
     data.keys.flush_usage().await;
     data.store.close().await;
     tracing::info!("stopped");
     Ok(())
 }
 
-/// Deletes idempotency records past their 24 hours, hourly (they are never replayed after that anyway).
-fn spawn_idempotency_sweeper(store: opgate::store::SqliteStore) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(std::time::Duration::from_secs(3600));
-        loop {
-            tick.tick().await;
-            let cutoff = opgate::core::Timestamp::now().unix() - 24 * 60 * 60;
-            if let Err(e) = store.expire_idempotency(cutoff).await {
-                tracing::warn!(error = %e, "expiring idempotency records failed");
-            }
-        }
-    })
+async fn revoke_key(args: RevokeKeyArgs) -> Result<(), BoxError> {
+    let data = args.data.open()?;
+    let key = opgate::store::KeyStore::find_key(&data.store, &args.key_id)
+        .await?
+        .ok_or_else(|| format!("no API key `{}` in this data directory", args.key_id))?;
+    let now = opgate::core::Timestamp::now().unix();
+    opgate::store::KeyStore::revoke_key(&data.store, &key.org_id, &key.id, now).await?;
+    data.store.close().await;
+    eprintln!("revoked {} (organization {})", key.id, key.org_id);
+    Ok(())
 }
 
 async fn create_key(args: CreateKeyArgs) -> Result<(), BoxError> {
     validate_scopes(&args.permissions)?;
+    validate_org(&args.org)?;
     let data = args.data.open()?;
     let spec = KeySpec {
         org_id: args.org,
@@ -527,6 +608,7 @@ fn mint_session(args: MintSessionArgs) -> Result<(), BoxError> {
         .map(str::to_owned)
         .collect();
     validate_scopes(&scopes)?;
+    validate_org(&args.org)?;
     let settings = args.data.session_settings(args.issuer, args.audience);
     let config = opgate::session_config(&args.data.data_dir, &settings)?;
     let token = config.mint(&NewSession {
@@ -567,13 +649,25 @@ async fn seed_keys(args: SeedKeysArgs) -> Result<(), BoxError> {
     Ok(())
 }
 
+/// Every scope must be one some built-in operation requires (or a wildcard over one): anything else would
+/// silently grant nothing.
 fn validate_scopes(scopes: &[String]) -> Result<(), BoxError> {
-    match scopes.iter().find(|s| !opgate::core::scope::is_valid(s)) {
-        Some(bad) => Err(format!(
-            "`{bad}` is not a scope: use `*`, `<resource>:<action>` or `<resource>:*`"
+    let catalog = opgate::describe_registry()?.scopes();
+    for scope in scopes {
+        catalog.check(scope)?;
+    }
+    Ok(())
+}
+
+fn validate_org(org: &str) -> Result<(), BoxError> {
+    if opgate::core::validate::is_org_id(org) {
+        Ok(())
+    } else {
+        Err(format!(
+            "--org: `{org}` is not an organization id: 1–128 letters, digits, `.`, `_` or `-`, starting with a \
+             letter or digit"
         )
-        .into()),
-        None => Ok(()),
+        .into())
     }
 }
 

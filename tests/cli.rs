@@ -420,6 +420,98 @@ fn json_output_is_what_the_gateway_sent() {
 }
 
 #[test]
+fn the_key_id_is_positional_or_a_flag() {
+    let s = TestServer::start();
+    let admin = s.admin_key();
+    let id = id_of(
+        &run(
+            &s,
+            admin,
+            &["api-keys", "create", "--json", "--name", "positional"],
+        )
+        .ok()
+        .json()["key_details"],
+    );
+
+    // `get ID` is `get --key-id ID`: the same request, so the same answer.
+    let flag = run(&s, admin, &["api-keys", "get", "--json", "--key-id", &id]).ok();
+    let positional = run(&s, admin, &["api-keys", "get", "--json", &id]).ok();
+    assert_eq!(positional.stdout, flag.stdout);
+    let got = run(&s, admin, &["api-keys", "get", &id]).ok();
+    assert_eq!(got.field("id"), id);
+    assert_eq!(got.field("name"), "positional");
+    assert_eq!(got.field("status"), "active");
+
+    let updated = run(
+        &s,
+        admin,
+        &[
+            "api-keys",
+            "update",
+            &id,
+            "--name",
+            "renamed",
+            "--rate-limit",
+            "7",
+        ],
+    )
+    .ok();
+    assert_eq!(updated.field("id"), id);
+    assert_eq!(updated.field("name"), "renamed");
+    assert_eq!(updated.field("rate_limit"), "7/min");
+
+    let rotated = run(
+        &s,
+        admin,
+        &["api-keys", "rotate", &id, "--grace-period-seconds", "60"],
+    )
+    .ok();
+    assert_eq!(rotated.field("old_key_id"), id);
+    assert_eq!(rotated.field("name"), "renamed");
+    let new_id = rotated.field("id");
+    assert_ne!(new_id, id);
+    assert_eq!(
+        run(&s, admin, &["api-keys", "get", &id])
+            .ok()
+            .field("status"),
+        "rotating"
+    );
+
+    let revoked = run(&s, admin, &["api-keys", "revoke", &new_id]).ok();
+    assert_eq!(revoked.field("id"), new_id);
+    assert_eq!(revoked.field("status"), "revoked");
+
+    // Exactly one of the two, refused before any request (exit 2, not 5, against a closed port).
+    let url = closed_url();
+    for command in ["get", "update", "rotate", "revoke"] {
+        let usage = |args: &[&str], stderr_has: &str| {
+            let mut argv = vec!["api-keys", command];
+            argv.extend_from_slice(args);
+            run_with(&url, Some(admin), &argv, "").fails(2, stderr_has);
+        };
+        usage(
+            &[&id, "--key-id", &id],
+            "the argument '[KEY_ID]' cannot be used with '--key-id <KEY_ID>'",
+        );
+        usage(&["--key-id", &id, &id], "cannot be used with");
+        usage(
+            &[],
+            "the following required arguments were not provided:\n  <KEY_ID|--key-id <KEY_ID>>",
+        );
+        usage(&[&id, &new_id], "unexpected argument");
+        // Either form parses: the request is made, and fails to connect.
+        run_with(&url, Some(admin), &["api-keys", command, &id], "").fails(5, "cannot reach");
+        run_with(
+            &url,
+            Some(admin),
+            &["api-keys", command, "--key-id", &id],
+            "",
+        )
+        .fails(5, "cannot reach");
+    }
+}
+
+#[test]
 fn call_reaches_any_operation() {
     let s = TestServer::start();
     let admin = s.admin_key();
@@ -484,8 +576,20 @@ fn failures_exit_with_their_own_status() {
     run(&s, &reader, &["api-keys", "create", "--name", "x"]).fails(3, "permission_denied (403)");
     run(&s, &reader, &["audit", "list"]).fails(3, "permission_denied (403)");
     // Other 4xx: 4, with the code, message and request id on stderr.
-    let missing = run(&s, admin, &["api-keys", "get", "--key-id", "key_nope"])
-        .fails(4, "not_found (404): key_id: no API key `key_nope`");
+    let missing = run(
+        &s,
+        admin,
+        &[
+            "api-keys",
+            "get",
+            "--key-id",
+            "key_01jf3m8v6k2x9q4w7e5r1t0y8z",
+        ],
+    )
+    .fails(
+        4,
+        "not_found (404): key_id: no API key `key_01jf3m8v6k2x9q4w7e5r1t0y8z`",
+    );
     assert!(missing.stderr.contains("[request req_"), "{missing:#?}");
     assert!(missing.stdout.is_empty());
     run(
@@ -556,8 +660,205 @@ fn failures_exit_with_their_own_status() {
     run_with("not a url", Some(admin), &["api-keys", "list"], "").fails(2, "not a URL");
 }
 
-/// A stand-in gateway that answers every request with two keys and then the error line of a failed stream.
-fn failing_stream_server() -> String {
+/// The characters a terminal acts on (besides line ends): C0 and C1 controls, DEL, bidi controls, line and
+/// paragraph separators. Human output must never contain one.
+fn terminal_controls(text: &str) -> Vec<char> {
+    text.chars()
+        .filter(|&c| {
+            c != '\n'
+                && (c.is_control()
+                    || matches!(
+                        c,
+                        '\u{61c}'
+                            | '\u{200e}'
+                            | '\u{200f}'
+                            | '\u{202a}'..='\u{202e}'
+                            | '\u{2066}'..='\u{2069}'
+                            | '\u{2028}'
+                            | '\u{2029}'
+                    ))
+        })
+        .collect()
+}
+
+/// Asserts that a run printed nothing a terminal would act on, on stdout or stderr.
+#[track_caller]
+fn assert_terminal_safe(r: &Run) {
+    assert_eq!(
+        terminal_controls(&r.stdout),
+        [] as [char; 0],
+        "stdout: {r:#?}"
+    );
+    assert_eq!(
+        terminal_controls(&r.stderr),
+        [] as [char; 0],
+        "stderr: {r:#?}"
+    );
+}
+
+/// OSC 52 (set the clipboard), a fake line, a C1 CSI, a right-to-left override, DEL and NUL.
+const EVIL_NAME: &str = "evil\x1b]52;c;ZXZpbA==\x07\r\nkey_fake\u{9b}31m\u{202e}gpj.exe\x7f\0";
+const EVIL_NAME_SHOWN: &str =
+    r"evil\x1b]52;c;ZXZpbA==\x07\r\nkey_fake\u{9b}31m\u{202e}gpj.exe\x7f\x00";
+const EVIL_DESCRIPTION: &str = "line1\nline2\t\u{2066}x\u{2069}\x1b[2J\u{85}";
+const EVIL_DESCRIPTION_SHOWN: &str = r"line1\nline2\t\u{2066}x\u{2069}\x1b[2J\u{85}";
+const EVIL_AGENT: &str = "curl/8\x1b[1A\x1b[2K";
+const EVIL_AGENT_SHOWN: &str = r"curl/8\x1b[1A\x1b[2K";
+/// An OSC 8 hyperlink.
+const EVIL_TARGET: &str = "key_\x1b]8;;https://evil.example\x1b\\link\x1b]8;;\x1b\\";
+const EVIL_TARGET_SHOWN: &str = r"key_\x1b]8;;https://evil.example\x1b\link\x1b]8;;\x1b\";
+
+#[test]
+fn human_output_escapes_terminal_controls() {
+    let s = TestServer::start();
+    let admin = s.admin_key();
+    let id = id_of(
+        &run(
+            &s,
+            admin,
+            &["api-keys", "create", "--json", "--name", "plain"],
+        )
+        .ok()
+        .json()["key_details"],
+    );
+    // The gateway refuses such names, so they go into the database directly; keys and the audit log are read
+    // from it fresh (only authentication is cached).
+    let db = rusqlite::Connection::open(s.data_dir().join("opgate.db")).unwrap();
+    db.busy_timeout(std::time::Duration::from_secs(5)).unwrap();
+    let changed = db
+        .execute(
+            "UPDATE api_keys SET name = ?1, description = ?2, last_used_at = ?3, last_used_user_agent = ?4
+             WHERE id = ?5",
+            rusqlite::params![
+                EVIL_NAME,
+                EVIL_DESCRIPTION,
+                common::now_unix(),
+                EVIL_AGENT,
+                id
+            ],
+        )
+        .unwrap();
+    assert_eq!(changed, 1);
+    let changed = db
+        .execute(
+            "UPDATE audit_log SET target_id = ?1 WHERE operation = 'api_keys.create'",
+            [EVIL_TARGET],
+        )
+        .unwrap();
+    assert_eq!(changed, 1);
+    drop(db);
+
+    // The table: one row per key (no fake line), escaped, the columns sized on the escaped text.
+    let list = run(&s, admin, &["api-keys", "list"]).ok();
+    assert_terminal_safe(&list);
+    let lines: Vec<&str> = list.stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "{list:#?}");
+    assert!(
+        lines[2].starts_with(&format!("{id}  {EVIL_NAME_SHOWN}  opg_")),
+        "{list:#?}"
+    );
+    let prefix_col = lines[0].find("PREFIX").unwrap();
+    assert_eq!(lines[1].find("opg_"), Some(prefix_col), "{list:#?}");
+    assert_eq!(lines[2].find("opg_"), Some(prefix_col), "{list:#?}");
+
+    let got = run(&s, admin, &["api-keys", "get", &id]).ok();
+    assert_terminal_safe(&got);
+    assert_eq!(got.field("name"), EVIL_NAME_SHOWN);
+    assert_eq!(got.field("description"), EVIL_DESCRIPTION_SHOWN);
+    assert_eq!(got.field("last_used_user_agent"), EVIL_AGENT_SHOWN);
+    assert_eq!(got.stdout.lines().count(), 15, "{got:#?}");
+
+    let audit = run(&s, admin, &["audit", "list"]).ok();
+    assert_terminal_safe(&audit);
+    assert_eq!(audit.stdout.lines().count(), 2, "{audit:#?}");
+    assert!(audit.stdout.contains(EVIL_TARGET_SHOWN), "{audit:#?}");
+
+    // `call` pretty-prints JSON of the same value, with the controls as `\u` escapes.
+    let call = run(
+        &s,
+        admin,
+        &["call", "api_keys.get", &json!({ "key_id": id }).to_string()],
+    )
+    .ok();
+    assert_terminal_safe(&call);
+    assert_eq!(call.json()["name"], EVIL_NAME);
+    assert!(
+        call.stdout.contains(r"\u009b31m\u202egpj.exe\u007f\u0000"),
+        "{call:#?}"
+    );
+
+    // `--json` is the gateway's bytes exactly.
+    let raw = run(&s, admin, &["api-keys", "get", "--json", &id]).ok();
+    let direct = tokio::runtime::Runtime::new().unwrap().block_on(s.post(
+        &common::op_path("api_keys.get"),
+        Some(admin),
+        &json!({ "key_id": id }),
+    ));
+    assert_eq!(direct.status, 200);
+    let mut expected = direct.body.clone();
+    if expected.last() != Some(&b'\n') {
+        expected.push(b'\n');
+    }
+    assert_eq!(raw.stdout.as_bytes(), expected);
+    assert!(raw.stdout.contains("\u{9b}31m\u{202e}gpj.exe\u{7f}"));
+    assert_eq!(raw.json()["name"], EVIL_NAME);
+    assert_eq!(raw.json()["description"], EVIL_DESCRIPTION);
+    let listed = run(&s, admin, &["api-keys", "list", "--json"])
+        .ok()
+        .ndjson();
+    assert_eq!(listed[1]["name"], EVIL_NAME);
+    let audited = run(&s, admin, &["audit", "list", "--json"]).ok().ndjson();
+    assert_eq!(audited[0]["target_id"], EVIL_TARGET);
+
+    // An error message quoting an id chosen by the caller: escaped on the one `error:` line. (Whether the
+    // gateway quotes such an id is its business; if it does, it shows escaped.)
+    let evil_id = "key_\x1b]52;c;ZXZpbA==\x07";
+    let refused = run(&s, admin, &["api-keys", "get", "--key-id", evil_id]).fails(4, "error: ");
+    assert_terminal_safe(&refused);
+    assert_eq!(refused.stderr.lines().count(), 1, "{refused:#?}");
+    assert!(
+        !refused.stderr.contains("ZXZpbA==")
+            || refused.stderr.contains(r"key_\x1b]52;c;ZXZpbA==\x07"),
+        "{refused:#?}"
+    );
+}
+
+#[test]
+fn error_lines_escape_terminal_controls() {
+    // A gateway's error message (here a stand-in's) is printed escaped, on one line, whatever it holds.
+    let message = format!("key_id: no API key `{EVIL_NAME}`\n{EVIL_DESCRIPTION}");
+    let body =
+        json!({"error": {"code": "not_found", "message": message, "request_id": "req_fake"}});
+    let url = stand_in_gateway("404 Not Found", "application/json", body.to_string());
+    let refused = run_with(
+        &url,
+        Some("opg_whatever"),
+        &["api-keys", "get", "key_1"],
+        "",
+    )
+    .fails(4, "");
+    assert_terminal_safe(&refused);
+    assert_eq!(
+        refused.stderr,
+        format!(
+            "error: not_found (404): key_id: no API key `{EVIL_NAME_SHOWN}`\\n{EVIL_DESCRIPTION_SHOWN} [request req_fake]\n"
+        )
+    );
+    assert!(refused.stdout.is_empty());
+
+    // `--json` changes nothing on stderr: the error line is for humans either way.
+    let refused = run_with(
+        &url,
+        Some("opg_whatever"),
+        &["api-keys", "get", "--json", "key_1"],
+        "",
+    )
+    .fails(4, "");
+    assert_terminal_safe(&refused);
+}
+
+/// A stand-in gateway that answers every request with `status`, `content_type` and `body`.
+fn stand_in_gateway(status: &'static str, content_type: &'static str, body: String) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     std::thread::spawn(move || {
@@ -575,23 +876,10 @@ fn failing_stream_server() -> String {
                     length = v.trim().parse().unwrap();
                 }
             }
-            let mut body = vec![0; length];
-            let _ = reader.read_exact(&mut body);
-            let key = |i: u32| {
-                json!({
-                    "id": format!("key_{i}"), "name": format!("k{i}"), "description": null,
-                    "key_prefix": "opg_abcdefgh", "permissions": ["api_keys:read"], "rate_limit": null,
-                    "allowed_ips": [], "org_id": "default", "created_by": "cli",
-                    "created_at": "2026-01-01T00:00:00Z", "expires_at": null, "last_used_at": null,
-                    "last_used_ip": null, "last_used_user_agent": null, "revoked_at": null,
-                    "replaced_by_key_id": null, "grace_expires_at": null, "status": "active"
-                })
-                .to_string()
-            };
-            let error = r#"{"error":{"code":"unavailable","message":"storage is unavailable; retry later","request_id":"req_fake"}}"#;
-            let body = format!("{}\n{}\n{error}\n", key(1), key(2));
+            let mut request = vec![0; length];
+            let _ = reader.read_exact(&mut request);
             let head = format!(
-                "HTTP/1.1 200 OK\r\ncontent-type: application/x-ndjson\r\nx-request-id: req_fake\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                "HTTP/1.1 {status}\r\ncontent-type: {content_type}\r\nx-request-id: req_fake\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
                 body.len()
             );
             let _ = conn.write_all(head.as_bytes());
@@ -599,6 +887,24 @@ fn failing_stream_server() -> String {
         }
     });
     url
+}
+
+/// A stand-in gateway that answers every request with two keys and then the error line of a failed stream.
+fn failing_stream_server() -> String {
+    let key = |i: u32| {
+        json!({
+            "id": format!("key_{i}"), "name": format!("k{i}"), "description": null,
+            "key_prefix": "opg_abcdefgh", "permissions": ["api_keys:read"], "rate_limit": null,
+            "allowed_ips": [], "org_id": "default", "created_by": "cli",
+            "created_at": "2026-01-01T00:00:00Z", "expires_at": null, "last_used_at": null,
+            "last_used_ip": null, "last_used_user_agent": null, "revoked_at": null,
+            "replaced_by_key_id": null, "grace_expires_at": null, "status": "active"
+        })
+        .to_string()
+    };
+    let error = r#"{"error":{"code":"unavailable","message":"storage is unavailable; retry later","request_id":"req_fake"}}"#;
+    let body = format!("{}\n{}\n{error}\n", key(1), key(2));
+    stand_in_gateway("200 OK", "application/x-ndjson", body)
 }
 
 #[test]

@@ -247,11 +247,11 @@ async fn errors_carry_code_status_message_and_request_id() {
     let e = admin
         .api_keys()
         .get(GetKeyInput {
-            key_id: "key_missing".into(),
+            key_id: "key_00000000000000000000000000".into(),
         })
         .await
         .unwrap_err();
-    check(e, Code::NotFound, 404, "key_missing");
+    check(e, Code::NotFound, 404, "key_00000000000000000000000000");
 
     let e = reader
         .api_keys()
@@ -278,7 +278,7 @@ async fn errors_carry_code_status_message_and_request_id() {
     let e = admin
         .api_keys()
         .list(ListKeysInput {
-            after_id: Some("key_missing".into()),
+            after_id: Some("key_00000000000000000000000000".into()),
             ..Default::default()
         })
         .await

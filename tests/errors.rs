@@ -174,7 +174,10 @@ async fn unauthenticated_for_every_kind_of_bad_token() {
     for (op, body) in [
         (CREATE, json!({ "name": "n" })),
         (LIST, json!({})),
-        (REVOKE, json!({ "key_id": "key_x" })),
+        (
+            REVOKE,
+            json!({ "key_id": "key_00000000000000000000000000" }),
+        ),
     ] {
         for path in both_paths(op) {
             for (header, part) in &cases {
@@ -229,13 +232,17 @@ async fn permission_denied_for_missing_scopes_and_escalation() {
             );
     }
     for path in both_paths(REVOKE) {
-        s.post(&path, Some(&reader), &json!({ "key_id": "key_x" }))
-            .await
-            .error_with(
-                403,
-                "permission_denied",
-                &["api_keys.revoke", "`api_keys:write`"],
-            );
+        s.post(
+            &path,
+            Some(&reader),
+            &json!({ "key_id": "key_00000000000000000000000000" }),
+        )
+        .await
+        .error_with(
+            403,
+            "permission_denied",
+            &["api_keys.revoke", "`api_keys:write`"],
+        );
     }
     for path in both_paths(LIST) {
         s.post(&path, Some(&other), &json!({})).await.error_with(
@@ -343,18 +350,30 @@ async fn not_found_for_unknown_operations_paths_and_objects() {
     }
     // Unknown objects.
     for path in both_paths(REVOKE) {
-        s.post(&path, Some(&admin), &json!({ "key_id": "key_01nosuchkey" }))
-            .await
-            .error_with(404, "not_found", &["key_id", "`key_01nosuchkey`"]);
+        s.post(
+            &path,
+            Some(&admin),
+            &json!({ "key_id": "key_00000000000000000000000000" }),
+        )
+        .await
+        .error_with(
+            404,
+            "not_found",
+            &["key_id", "`key_00000000000000000000000000`"],
+        );
     }
     for path in both_paths(LIST) {
         s.post(
             &path,
             Some(&admin),
-            &json!({ "after_id": "key_01nosuchkey" }),
+            &json!({ "after_id": "key_00000000000000000000000000" }),
         )
         .await
-        .error_with(404, "not_found", &["after_id", "`key_01nosuchkey`"]);
+        .error_with(
+            404,
+            "not_found",
+            &["after_id", "`key_00000000000000000000000000`"],
+        );
     }
 }
 

@@ -172,7 +172,7 @@ async fn every_bad_session_token_is_unauthenticated() {
         (
             "long org",
             hs256(&with(good.clone(), "org", json!("o".repeat(129)))),
-            "`org` claim must be 1–128 characters",
+            "`org` claim must be 1–128 letters, digits",
         ),
         (
             "bad scope",

@@ -132,7 +132,7 @@ fn every_example_decodes_and_validates() {
     let registry = opgate::describe_registry().unwrap();
     for entry in registry.entries() {
         entry
-            .check_input(entry.example.as_bytes())
+            .decode(entry.example.as_bytes())
             .unwrap_or_else(|e| panic!("the example of {} is invalid: {e}", entry.meta.id));
     }
 }

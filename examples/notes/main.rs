@@ -69,6 +69,7 @@ async fn serve(listen: &str, data_dir: &Path) -> Result<(), BoxError> {
     let gateway = data.gateway(
         registry(data.registry()?, &Arc::default())?,
         ServerConfig::default(),
+        opgate::server::metrics::Metrics::global(),
     );
     let listener = tokio::net::TcpListener::bind(listen).await?;
     eprintln!(
@@ -102,6 +103,7 @@ async fn demo() -> Result<(), BoxError> {
     let gateway = data.gateway(
         registry(data.registry()?, &Arc::default())?,
         ServerConfig::default(),
+        opgate::server::metrics::Metrics::global(),
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}", listener.local_addr()?);

@@ -1,5 +1,6 @@
 //! `opgate api-keys create|list|get|update|rotate|revoke`: one subcommand per `api_keys.*` operation, one
-//! flag per input field (`rate_limit` is `--rate-limit`), building the server's own input types.
+//! flag per input field (`rate_limit` is `--rate-limit`), building the server's own input types. The key id
+//! may also be given positionally.
 
 use std::io::{self, Write};
 
@@ -79,18 +80,37 @@ struct ListArgs {
     status: Option<Status>,
 }
 
+/// The key a command acts on: `opgate api-keys get key_01...` or `--key-id key_01...` (the form the API
+/// reference shows), exactly one of the two.
+#[derive(Args)]
+#[group(id = "key", required = true, multiple = false)]
+struct KeyId {
+    /// Id of the key (`key_...`).
+    #[arg(value_name = "KEY_ID")]
+    key_id: Option<String>,
+    /// Id of the key, as a flag (instead of KEY_ID).
+    #[arg(long = "key-id", value_name = "KEY_ID")]
+    key_id_flag: Option<String>,
+}
+
+impl KeyId {
+    fn into_id(self) -> String {
+        self.key_id
+            .or(self.key_id_flag)
+            .expect("clap requires one of the two")
+    }
+}
+
 #[derive(Args)]
 struct GetArgs {
-    /// Id of the key (`key_...`).
-    #[arg(long)]
-    key_id: String,
+    #[command(flatten)]
+    key: KeyId,
 }
 
 #[derive(Args)]
 struct UpdateArgs {
-    /// Id of the key to change.
-    #[arg(long)]
-    key_id: String,
+    #[command(flatten)]
+    key: KeyId,
     /// New name.
     #[arg(long)]
     name: Option<String>,
@@ -122,9 +142,8 @@ struct UpdateArgs {
 
 #[derive(Args)]
 struct RotateArgs {
-    /// Id of the key to replace.
-    #[arg(long)]
-    key_id: String,
+    #[command(flatten)]
+    key: KeyId,
     /// Seconds the old key keeps working (0–2592000); default 86400.
     #[arg(long)]
     grace_period_seconds: Option<u32>,
@@ -132,9 +151,8 @@ struct RotateArgs {
 
 #[derive(Args)]
 struct RevokeArgs {
-    /// Id of the key to revoke.
-    #[arg(long)]
-    key_id: String,
+    #[command(flatten)]
+    key: KeyId,
     /// `Idempotency-Key` header: a retry with the same key gets the first answer.
     #[arg(long)]
     idempotency_key: Option<String>,
@@ -229,7 +247,9 @@ pub async fn run(args: ApiKeysArgs) -> Result<(), Exit> {
             Ok(())
         }
         ApiKeysCommand::Get(a) => {
-            let input = GetKeyInput { key_id: a.key_id };
+            let input = GetKeyInput {
+                key_id: a.key.into_id(),
+            };
             if json {
                 let reply = client
                     .call_raw("api_keys.get", body(&input), &CallOptions::default())
@@ -244,7 +264,7 @@ pub async fn run(args: ApiKeysArgs) -> Result<(), Exit> {
                 request_id: None,
             };
             let input = UpdateKeyInput {
-                key_id: a.key_id,
+                key_id: a.key.into_id(),
                 name: a.name,
                 description: nullable(a.description, a.clear_description),
                 rate_limit: nullable(a.rate_limit, a.clear_rate_limit),
@@ -265,7 +285,7 @@ pub async fn run(args: ApiKeysArgs) -> Result<(), Exit> {
         }
         ApiKeysCommand::Rotate(a) => {
             let input = RotateKeyInput {
-                key_id: a.key_id,
+                key_id: a.key.into_id(),
                 grace_period_seconds: a.grace_period_seconds,
             };
             if json {
@@ -284,7 +304,9 @@ pub async fn run(args: ApiKeysArgs) -> Result<(), Exit> {
                 idempotency_key: a.idempotency_key,
                 request_id: None,
             };
-            let input = RevokeKeyInput { key_id: a.key_id };
+            let input = RevokeKeyInput {
+                key_id: a.key.into_id(),
+            };
             if json {
                 let reply = client
                     .call_raw("api_keys.revoke", body(&input), &options)

@@ -5,7 +5,7 @@ use std::io::{self, Write};
 use clap::Args;
 use opgate_client::{CallOptions, RawReply};
 
-use super::{print_lines, warn_secret_once, Connection, Exit, EXIT_USAGE};
+use super::{output, print_lines, warn_secret_once, Connection, Exit, EXIT_USAGE};
 
 /// `opgate call ...`.
 #[derive(Args)]
@@ -23,7 +23,8 @@ pub struct CallArgs {
 }
 
 /// Runs `opgate call ...`: the body is sent as given; the answer is printed as sent with `--json`, else a
-/// JSON object is pretty-printed. Streams are NDJSON either way, line by line as they arrive.
+/// JSON object is pretty-printed with terminal controls escaped. Streams are NDJSON either way, line by line
+/// as they arrive.
 pub async fn run(args: CallArgs) -> Result<(), Exit> {
     let client = args.conn.client()?;
     let input = match args.input.as_deref() {
@@ -46,8 +47,13 @@ pub async fn run(args: CallArgs) -> Result<(), Exit> {
             let mut out = io::stdout().lock();
             match &value {
                 Some(v) if !args.conn.json => {
-                    serde_json::to_writer_pretty(&mut out, v).map_err(io::Error::from)?;
-                    out.write_all(b"\n")?;
+                    let pretty = serde_json::to_string_pretty(v).expect("a JSON value serializes");
+                    writeln!(out, "{}", output::sanitize_json(&pretty))?;
+                }
+                None if !args.conn.json => {
+                    for line in String::from_utf8_lossy(&body).lines() {
+                        writeln!(out, "{}", output::sanitize(line))?;
+                    }
                 }
                 _ => {
                     out.write_all(&body)?;

@@ -6,7 +6,7 @@
 //! sent (NDJSON for streams, line by line as it arrives). Exit statuses: 0 success, 2 usage, 3 a refused
 //! token or permission (401/403), 4 any other refused request (4xx), 5 a gateway failure (5xx) or an
 //! unreachable gateway. A stream that fails midway prints what it got, then exits with the status of its
-//! error.
+//! error. Human output and error lines escape control and bidi characters (`output::sanitize`).
 
 pub mod api_keys;
 pub mod audit;
@@ -37,9 +37,11 @@ pub const EXIT_SERVER: u8 = 5;
 #[derive(Debug)]
 pub struct Exit(pub u8, pub String);
 
+/// Shows the message escaped with [`output::sanitize`]: it may quote what the gateway (or whoever chose an
+/// id) sent, and the binary prints it as the `error: ...` line.
 impl std::fmt::Display for Exit {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.1)
+        f.write_str(&output::sanitize(&self.1))
     }
 }
 
@@ -206,4 +208,25 @@ fn non_empty(items: Vec<String>) -> Vec<String> {
         .map(|s| s.trim().to_owned())
         .filter(|s| !s.is_empty())
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_lines_are_escaped() {
+        let e = Exit::from(ClientError::Api {
+            code: opgate_client::Code::NotFound,
+            message: "key_id: no API key `key_\x1b]52;c;ZXZpbA==\x07\r\n\u{202e}`".into(),
+            status: 404,
+            request_id: Some("req_\u{9b}1".into()),
+            streamed: false,
+        });
+        assert_eq!(e.0, EXIT_REQUEST);
+        assert_eq!(
+            e.to_string(),
+            r"not_found (404): key_id: no API key `key_\x1b]52;c;ZXZpbA==\x07\r\n\u{202e}` [request req_\u{9b}1]"
+        );
+    }
 }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 #[cfg(feature = "server")]
 use futures_util::{stream, StreamExt};
-use opgate_core::Timestamp;
+use opgate_core::{validate, Timestamp};
 #[cfg(feature = "server")]
 use opgate_core::{
     Code, Context, Error, ItemStream, OpMeta, Registry, RegistryError, SideEffect, StreamOperation,
@@ -44,19 +44,20 @@ pub struct ListAuditInput {
     pub limit: Option<u32>,
     /// Only records older than the record with this id (the last id of a previous page).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(with = "Option<AuditId>")]
-    #[garde(length(chars, max = 64))]
+    #[schemars(pattern(AUDIT_ID_PATTERN))]
+    #[garde(inner(custom(audit_id)))]
     pub before: Option<String>,
     /// Only records of this operation, e.g. `api_keys.revoke`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[garde(length(chars, min = 1, max = 128))]
+    #[schemars(pattern(validate::OPERATION_ID_PATTERN))]
+    #[garde(inner(custom(validate::operation_id)))]
     pub operation: Option<String>,
 }
 
 /// One audit record: a call of a state-changing operation and how it ended. Never holds a secret.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct AuditItem {
-    /// Record id (`aud_<n>`); ids grow with time.
+    /// Record id: `aud_` and a lowercase ULID, time-ordered (records from before random ids keep `aud_<n>`).
     pub id: String,
     /// When the call was answered.
     pub at: Timestamp,
@@ -78,6 +79,8 @@ pub struct AuditItem {
     pub status: u16,
     /// The error code for failures, or null for success.
     pub error_code: Option<String>,
+    /// Calls the record stands for: 1, or for like refusals of one principal before the operation ran, their count.
+    pub count: u32,
 }
 
 #[cfg(feature = "server")]
@@ -85,7 +88,7 @@ impl From<AuditEntry> for AuditItem {
     fn from(e: AuditEntry) -> Self {
         let r = e.record;
         AuditItem {
-            id: format!("aud_{}", e.seq),
+            id: e.id,
             at: Timestamp(r.at),
             request_id: r.request_id,
             principal_kind: r.principal_kind,
@@ -96,6 +99,7 @@ impl From<AuditEntry> for AuditItem {
             client_ip: r.client_ip,
             status: r.status,
             error_code: r.error_code,
+            count: r.count,
         }
     }
 }
@@ -112,7 +116,7 @@ impl StreamOperation for ListAudit {
         side_effect: SideEffect::Read,
         summary: "Stream the organization's audit log of write, export and destructive calls, newest first.",
     };
-    const ERRORS: &'static [Code] = &[];
+    const ERRORS: &'static [Code] = &[Code::NotFound];
     const EXAMPLE: &'static str = r#"{"limit": 50, "operation": "api_keys.revoke"}"#;
     type Input = ListAuditInput;
     type Item = AuditItem;
@@ -122,18 +126,16 @@ impl StreamOperation for ListAudit {
         ctx: Context,
         input: ListAuditInput,
     ) -> Result<ItemStream<AuditItem>, Error> {
-        let before = match &input.before {
-            None => None,
-            Some(id) => Some(
-                id.strip_prefix("aud_")
-                    .and_then(|n| n.parse::<i64>().ok())
-                    .ok_or_else(|| {
-                        Error::invalid_argument(format!("before: `{id}` is not an audit record id"))
-                    })?,
-            ),
-        };
         let log = Arc::clone(&self.0);
         let org = ctx.principal.org.clone();
+        let before = match &input.before {
+            None => None,
+            Some(id) => Some(log.audit_seq(&org, id).await?.ok_or_else(|| {
+                Error::not_found(format!(
+                    "before: no audit record `{id}` in this organization"
+                ))
+            })?),
+        };
         let operation = input.operation;
         let remaining = input.limit.unwrap_or(DEFAULT_LIMIT) as usize;
         let pages = stream::unfold(Some((before, remaining)), move |state| {
@@ -170,19 +172,20 @@ impl StreamOperation for ListAudit {
     }
 }
 
-/// Schema of an audit record id, `aud_<n>`.
-struct AuditId;
+/// Pattern of an audit record id: `aud_` and a lowercase ULID, or `aud_<n>` for records written before ids
+/// were random.
+const AUDIT_ID_PATTERN: &str = "^aud_([0-9]{1,18}|[0-7][0-9a-hjkmnp-tv-z]{25})$";
 
-impl JsonSchema for AuditId {
-    fn schema_name() -> std::borrow::Cow<'static, str> {
-        "AuditId".into()
-    }
-
-    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
-        schemars::json_schema!({
-            "description": "An audit record id, `aud_<n>`.",
-            "type": "string",
-            "pattern": "^aud_[0-9]{1,18}$"
-        })
+/// A validator for audit record ids ([`AUDIT_ID_PATTERN`]).
+fn audit_id(value: &str, _: &()) -> garde::Result {
+    let legacy = value
+        .strip_prefix("aud_")
+        .is_some_and(|n| (1..=18).contains(&n.len()) && n.bytes().all(|b| b.is_ascii_digit()));
+    if legacy || validate::is_id("aud", value) {
+        Ok(())
+    } else {
+        Err(garde::Error::new(
+            "must be an audit record id: `aud_` followed by 26 lowercase letters and digits",
+        ))
     }
 }

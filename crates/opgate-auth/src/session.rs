@@ -96,6 +96,9 @@ pub enum MintError {
     /// `sub` or `org` is empty, too long or has control characters.
     #[error("{0} must be 1–128 characters without control characters")]
     BadId(&'static str),
+    /// `org` is not an organization id.
+    #[error("org must be 1–128 letters, digits, `.`, `_` or `-`, starting with a letter or digit")]
+    BadOrg,
     /// A scope is not `*`, `<resource>:<action>` or `<resource>:*`.
     #[error("`{0}` is not a scope: use `*`, `<resource>:<action>` or `<resource>:*`")]
     BadScope(String),
@@ -195,8 +198,8 @@ impl SessionConfig {
         if !sane_id(&session.sub) {
             return Err(MintError::BadId("sub"));
         }
-        if !sane_id(&session.org) {
-            return Err(MintError::BadId("org"));
+        if !opgate_core::validate::is_org_id(&session.org) {
+            return Err(MintError::BadOrg);
         }
         if let Some(bad) = session.scopes.iter().find(|s| !scope::is_valid(s)) {
             return Err(MintError::BadScope(bad.clone()));
@@ -302,12 +305,16 @@ impl SessionConfig {
                 ));
             }
         }
-        for (name, value) in [("sub", sub), ("org", org)] {
-            if !sane_id(value) {
-                return Err(Error::unauthenticated(format!(
-                    "the session token's `{name}` claim must be 1–{MAX_ID_CHARS} characters without control characters"
-                )));
-            }
+        if !sane_id(sub) {
+            return Err(Error::unauthenticated(format!(
+                "the session token's `sub` claim must be 1–{MAX_ID_CHARS} characters without control characters"
+            )));
+        }
+        if !opgate_core::validate::is_org_id(org) {
+            return Err(Error::unauthenticated(
+                "the session token's `org` claim must be 1–128 letters, digits, `.`, `_` or `-`, starting with a \
+                 letter or digit",
+            ));
         }
         let mut permissions: Vec<String> = Vec::new();
         for entry in scopes.split_ascii_whitespace() {

@@ -32,6 +32,9 @@ pub struct AuditRecord {
     pub status: u16,
     /// The error code, for failures.
     pub error_code: Option<String>,
+    /// How many calls the record stands for: 1, or the number of like refusals of one principal folded into
+    /// one record per interval.
+    pub count: u32,
 }
 
 /// Where the dispatcher appends audit records; an append is durable when its future resolves.

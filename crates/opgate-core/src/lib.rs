@@ -10,10 +10,16 @@ mod registry;
 pub mod scope;
 pub mod secret_file;
 mod timestamp;
+pub mod validate;
 
 pub use error::{Code, Error, ErrorBody, ErrorDetail};
 pub use hooks::{AuditRecord, AuditSink, BoxFuture, IdempotencyStore, StoredResponse};
-pub use operation::{Context, ItemStream, OpMeta, Operation, SideEffect, StreamOperation};
+pub use operation::{
+    Context, ItemStream, OpMeta, Operation, SideEffect, StreamOperation,
+    IDEMPOTENCY_RETENTION_SECS, MAX_IDEMPOTENCY_KEY_LEN,
+};
 pub use principal::{Authenticator, Principal, PrincipalKind, RequestInfo};
-pub use registry::{decode_input, Entry, Registry, RegistryError, Reply, SchemaFn};
+pub use registry::{
+    decode_input, Entry, Input, Registry, RegistryError, Reply, ReplyFuture, SchemaFn,
+};
 pub use timestamp::Timestamp;

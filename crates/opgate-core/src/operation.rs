@@ -23,7 +23,35 @@ pub enum SideEffect {
     Destructive,
 }
 
+/// How long a response kept for an `Idempotency-Key` is replayed: 24 hours.
+pub const IDEMPOTENCY_RETENTION_SECS: i64 = 24 * 60 * 60;
+/// Longest `Idempotency-Key` accepted.
+pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
+
+/// What each side-effect class implies for the pipeline, the spec and the CLI: one decision, read by all.
 impl SideEffect {
+    /// Every call is recorded in the audit log (everything but reads).
+    pub fn is_audited(self) -> bool {
+        self != SideEffect::Read
+    }
+
+    /// The call honours `Idempotency-Key`: its response is stored and replayed for a retry. Exports refuse the
+    /// header (their responses hold secrets, never stored); reads ignore it.
+    pub fn is_idempotent(self) -> bool {
+        matches!(self, SideEffect::Write | SideEffect::Destructive)
+    }
+
+    /// The call runs to completion whatever the client does (disconnects, resets, times out): a change that
+    /// committed is always followed by its audit record and cache invalidation.
+    pub fn runs_detached(self) -> bool {
+        self != SideEffect::Read
+    }
+
+    /// The response carries secret material, so it is never stored, logged or replayed.
+    pub fn returns_secrets(self) -> bool {
+        self == SideEffect::Export
+    }
+
     /// The wire name (`read`, `write`, `export`, `destructive`).
     pub fn as_str(self) -> &'static str {
         match self {
@@ -72,6 +100,8 @@ pub struct Context {
     pub client_ip: Option<IpAddr>,
     /// The id of the object the call acts on, set by the handler for the audit log.
     pub target: Arc<std::sync::OnceLock<String>>,
+    /// Every scope the gateway's operations require: grants are checked against it.
+    pub scopes: Arc<crate::scope::Catalog>,
 }
 
 impl Context {

@@ -43,6 +43,21 @@ pub struct Principal {
     pub allowed_ips: Vec<String>,
 }
 
+impl Principal {
+    /// A key naming this principal uniquely, for idempotency records, rate limits and per-principal caps.
+    /// The organization is length-prefixed, so no `org` or `id` (a session's may hold any character) can make
+    /// two principals' keys collide.
+    pub fn unique_key(&self) -> String {
+        format!(
+            "{}:{}:{}:{}",
+            self.kind.as_str(),
+            self.org.len(),
+            self.org,
+            self.id
+        )
+    }
+}
+
 /// What an authenticator may look at besides the token.
 #[derive(Debug, Clone)]
 pub struct RequestInfo {
@@ -60,4 +75,25 @@ pub trait Authenticator: Send + Sync + 'static {
         token: &'a str,
         request: &'a RequestInfo,
     ) -> Pin<Box<dyn Future<Output = Result<Arc<Principal>, Error>> + Send + 'a>>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unique_keys_never_collide_across_organizations() {
+        let p = |org: &str, id: &str| Principal {
+            kind: PrincipalKind::Session,
+            id: id.into(),
+            org: org.into(),
+            permissions: vec![],
+            rate_limit: None,
+            expires_at: None,
+            allowed_ips: vec![],
+        };
+        assert_ne!(p("a:b", "c").unique_key(), p("a", "b:c").unique_key());
+        assert_ne!(p("a/b", "c").unique_key(), p("a", "b/c").unique_key());
+        assert_eq!(p("a", "b").unique_key(), p("a", "b").unique_key());
+    }
 }

@@ -1,3 +1,4 @@
+use std::any::Any;
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
@@ -23,11 +24,15 @@ pub enum Reply {
     Stream(Pin<Box<dyn Stream<Item = Result<Bytes, Error>> + Send>>),
 }
 
-type ReplyFuture = Pin<Box<dyn Future<Output = Result<Reply, Error>> + Send>>;
+/// The running handler of an invoked operation.
+pub type ReplyFuture = Pin<Box<dyn Future<Output = Result<Reply, Error>> + Send>>;
+
+/// A request body decoded and validated as one operation's input, ready for [`Entry::run`].
+pub struct Input(Box<dyn Any + Send>);
 
 trait Invoke: Send + Sync {
-    fn invoke(&self, ctx: Context, body: &[u8]) -> Result<ReplyFuture, Error>;
-    fn decode_only(&self, body: &[u8]) -> Result<(), Error>;
+    fn decode(&self, body: &[u8]) -> Result<Input, Error>;
+    fn run(&self, ctx: Context, input: Input) -> ReplyFuture;
 }
 
 /// One registered operation: its declaration, schemas, and the type-erased handler.
@@ -49,19 +54,15 @@ pub struct Entry {
 }
 
 impl Entry {
-    /// Decodes and validates `body`, then returns the running handler. Decoding errors come back before any
-    /// handler code runs.
-    pub fn invoke(
-        &self,
-        ctx: Context,
-        body: &[u8],
-    ) -> Result<impl Future<Output = Result<Reply, Error>>, Error> {
-        self.handler.invoke(ctx, body)
+    /// Decodes and validates `body` as this operation's input: the 400s come from here, before any handler
+    /// code runs.
+    pub fn decode(&self, body: &[u8]) -> Result<Input, Error> {
+        self.handler.decode(body)
     }
 
-    /// Decodes and validates `body` as this operation's input without running it (checks examples).
-    pub fn check_input(&self, body: &[u8]) -> Result<(), Error> {
-        self.handler.decode_only(body)
+    /// Runs the handler on an input [`Entry::decode`] made from a body for this same entry.
+    pub fn run(&self, ctx: Context, input: Input) -> ReplyFuture {
+        self.handler.run(ctx, input)
     }
 }
 
@@ -151,6 +152,11 @@ impl Registry {
     /// Every operation, in registration order.
     pub fn entries(&self) -> &[Entry] {
         &self.entries
+    }
+
+    /// The scopes these operations require, for checking grants.
+    pub fn scopes(&self) -> scope::Catalog {
+        scope::Catalog::new(self.entries.iter().map(|e| e.meta.scope))
     }
 }
 
@@ -275,18 +281,26 @@ fn encode_json<T: Serialize>(value: &T) -> Result<Bytes, Error> {
 
 struct Unary<O>(Arc<O>);
 
+/// The typed input inside an [`Input`]; only the entry that decoded it runs it.
+fn typed<T: 'static>(input: Input) -> T {
+    *input
+        .0
+        .downcast::<T>()
+        .expect("an input is run by the entry that decoded it")
+}
+
 impl<O: Operation> Invoke for Unary<O> {
-    fn invoke(&self, ctx: Context, body: &[u8]) -> Result<ReplyFuture, Error> {
-        let input = decode_input::<O::Input>(body)?;
-        let op = Arc::clone(&self.0);
-        Ok(Box::pin(async move {
-            let output = op.call(ctx, input).await?;
-            encode_json(&output).map(Reply::Json)
-        }))
+    fn decode(&self, body: &[u8]) -> Result<Input, Error> {
+        Ok(Input(Box::new(decode_input::<O::Input>(body)?)))
     }
 
-    fn decode_only(&self, body: &[u8]) -> Result<(), Error> {
-        decode_input::<O::Input>(body).map(drop)
+    fn run(&self, ctx: Context, input: Input) -> ReplyFuture {
+        let op = Arc::clone(&self.0);
+        let input = typed::<O::Input>(input);
+        Box::pin(async move {
+            let output = op.call(ctx, input).await?;
+            encode_json(&output).map(Reply::Json)
+        })
     }
 }
 
@@ -296,10 +310,14 @@ struct Streaming<O>(Arc<O>);
 const ITEMS_PER_CHUNK: usize = 256;
 
 impl<O: StreamOperation> Invoke for Streaming<O> {
-    fn invoke(&self, ctx: Context, body: &[u8]) -> Result<ReplyFuture, Error> {
-        let input = decode_input::<O::Input>(body)?;
+    fn decode(&self, body: &[u8]) -> Result<Input, Error> {
+        Ok(Input(Box::new(decode_input::<O::Input>(body)?)))
+    }
+
+    fn run(&self, ctx: Context, input: Input) -> ReplyFuture {
         let op = Arc::clone(&self.0);
-        Ok(Box::pin(async move {
+        let input = typed::<O::Input>(input);
+        Box::pin(async move {
             // Fused before the first poll: an empty stream must not be polled again after it ended.
             let mut items = op.call(ctx, input).await?.fuse();
             // The first item is awaited before answering: a stream that fails at once (e.g. storage down on
@@ -311,11 +329,7 @@ impl<O: StreamOperation> Invoke for Streaming<O> {
             let items = futures_util::stream::iter(first).chain(items);
             let chunks = items.ready_chunks(ITEMS_PER_CHUNK).map(encode_lines);
             Ok(Reply::Stream(Box::pin(split_error(chunks))))
-        }))
-    }
-
-    fn decode_only(&self, body: &[u8]) -> Result<(), Error> {
-        decode_input::<O::Input>(body).map(drop)
+        })
     }
 }
 
@@ -466,11 +480,8 @@ mod tests {
     async fn an_empty_stream_ends_cleanly() {
         let mut r = Registry::new();
         r.register_stream(Empty).unwrap();
-        let running = r
-            .get("things.none")
-            .unwrap()
-            .invoke(test_ctx(), br#"{"name":"a"}"#)
-            .unwrap();
+        let entry = r.get("things.none").unwrap();
+        let running = entry.run(test_ctx(), entry.decode(br#"{"name":"a"}"#).unwrap());
         let Ok(Reply::Stream(mut lines)) = running.await else {
             panic!("a stream")
         };
@@ -491,6 +502,7 @@ mod tests {
             request_id: "r".into(),
             client_ip: None,
             target: Default::default(),
+            scopes: Default::default(),
         }
     }
 
@@ -499,11 +511,8 @@ mod tests {
         let mut r = Registry::new();
         r.register_stream(Failing).unwrap();
         let ctx = test_ctx();
-        let running = r
-            .get("things.list")
-            .unwrap()
-            .invoke(ctx, br#"{"name":"a"}"#)
-            .unwrap();
+        let entry = r.get("things.list").unwrap();
+        let running = entry.run(ctx, entry.decode(br#"{"name":"a"}"#).unwrap());
         let e = running.await.err().expect("an error, not a stream");
         assert_eq!(e.code, Code::Unavailable);
     }

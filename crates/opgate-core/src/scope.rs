@@ -63,6 +63,77 @@ pub fn is_valid(scope: &str) -> bool {
     }
 }
 
+/// The scopes a gateway knows: those its operations require, and the wildcards over their resources. A grant
+/// of anything else would silently grant nothing, so grants are checked against it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Catalog {
+    known: std::collections::BTreeSet<String>,
+}
+
+impl Catalog {
+    /// The catalog of the given required scopes (operation declarations; [`AUTHENTICATED`] is skipped).
+    pub fn new<'a>(required: impl IntoIterator<Item = &'a str>) -> Self {
+        let mut known = std::collections::BTreeSet::new();
+        known.insert("*".to_owned());
+        for scope in required.into_iter().filter(|s| *s != AUTHENTICATED) {
+            if let Some((resource, _)) = scope.split_once(':') {
+                known.insert(format!("{resource}:*"));
+            }
+            known.insert(scope.to_owned());
+        }
+        Catalog { known }
+    }
+
+    /// Every known scope, sorted.
+    pub fn iter(&self) -> impl Iterator<Item = &str> {
+        self.known.iter().map(String::as_str)
+    }
+
+    /// `Ok` for a scope some operation requires (or a wildcard over a known resource); else the message for a
+    /// 400 naming it and the closest known scope.
+    pub fn check(&self, scope: &str) -> Result<(), String> {
+        if self.known.contains(scope) {
+            return Ok(());
+        }
+        let shown: String = scope.chars().filter(|c| !c.is_control()).take(64).collect();
+        let mut message = if is_valid(scope) {
+            format!("`{shown}` is not a scope any operation of this gateway requires")
+        } else {
+            format!("`{shown}` is not a scope: use `*`, `<resource>:<action>` or `<resource>:*`")
+        };
+        if let Some(hint) = self.closest(scope) {
+            message.push_str(&format!("; did you mean `{hint}`?"));
+        }
+        Err(message)
+    }
+
+    /// The known scope fewest edits away from `scope`, if any is reasonably close.
+    fn closest(&self, scope: &str) -> Option<&str> {
+        let scope: Vec<char> = scope.chars().take(160).collect();
+        self.iter()
+            .map(|k| (edit_distance(&scope, k), k))
+            .filter(|(d, k)| *d <= (k.len() / 2).max(2))
+            .min_by_key(|(d, _)| *d)
+            .map(|(_, k)| k)
+    }
+}
+
+/// Levenshtein distance between `a` and `b`, in characters.
+fn edit_distance(a: &[char], b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.iter().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let substitution = diagonal + usize::from(ca != cb);
+            diagonal = row[j + 1];
+            row[j + 1] = substitution.min(row[j] + 1).min(row[j + 1] + 1);
+        }
+    }
+    row[b.len()]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -118,5 +189,44 @@ mod tests {
         ] {
             assert!(!is_valid(bad), "{bad}");
         }
+    }
+
+    #[test]
+    fn the_catalog_refuses_unknown_scopes_with_a_hint() {
+        let c = Catalog::new([
+            "api_keys:read",
+            "api_keys:write",
+            "audit:read",
+            AUTHENTICATED,
+        ]);
+        for ok in [
+            "*",
+            "api_keys:read",
+            "api_keys:write",
+            "api_keys:*",
+            "audit:*",
+            "audit:read",
+        ] {
+            assert_eq!(c.check(ok), Ok(()), "{ok}");
+        }
+        let e = c.check("api_keys:raed").unwrap_err();
+        assert!(e.ends_with("did you mean `api_keys:read`?"), "{e}");
+        let e = c.check("bogus:scope").unwrap_err();
+        assert_eq!(
+            e,
+            "`bogus:scope` is not a scope any operation of this gateway requires"
+        );
+        assert!(c
+            .check("audit:write")
+            .unwrap_err()
+            .contains("did you mean `audit:read`?"));
+        assert!(
+            c.check("bogus:*").is_err(),
+            "a wildcard over no known resource grants nothing"
+        );
+        assert!(c
+            .check("Api_keys:read")
+            .unwrap_err()
+            .starts_with("`Api_keys:read` is not a scope:"));
     }
 }

@@ -114,6 +114,7 @@ fn cached(record: KeyRecord) -> CachedKey {
         allowed,
         fence_unreadable,
         ends,
+        read_at: std::time::Instant::now(),
     }
 }
 

@@ -1,10 +1,13 @@
 //! The verification cache: a known key is authenticated without touching SQLite. Entries are keyed by the
 //! keyed hash, sharded so that no lock is global, and invalidated synchronously by revoke, rotate and update
 //! before those operations answer; a per-shard generation keeps a lookup that raced with an invalidation
-//! from putting the stale record back.
+//! from putting the stale record back. Changes made by another process on the same database reach the cache
+//! through the store's change log ([`crate::ApiKeys::follow_changes`]); as the last backstop, an entry is
+//! never used for longer than [`TTL`].
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
 use opgate_core::Principal;
@@ -12,6 +15,8 @@ use opgate_core::Principal;
 const SHARDS: usize = 32;
 /// Entries per shard at most; a full shard is emptied rather than grown (bounded memory).
 const MAX_PER_SHARD: usize = 8_192;
+/// The longest an entry is trusted without reading the key again.
+pub(crate) const TTL: Duration = Duration::from_secs(60);
 
 /// What authentication needs of a key, ready to use.
 pub(crate) struct CachedKey {
@@ -21,6 +26,8 @@ pub(crate) struct CachedKey {
     pub fence_unreadable: bool,
     /// When the key stops working, and why: `expires_at` or the end of a rotation's grace.
     pub ends: Option<(i64, End)>,
+    /// When the entry was read from storage.
+    pub read_at: Instant,
 }
 
 #[derive(Clone, Copy)]
@@ -54,7 +61,12 @@ impl KeyCache {
     /// The cached key and the shard generation seen; pass the generation to [`KeyCache::insert`].
     pub fn get(&self, hash: &[u8; 32]) -> (Option<Arc<CachedKey>>, u64) {
         let shard = self.shard(hash).read().expect("key cache lock");
-        (shard.entries.get(hash).cloned(), shard.generation)
+        let fresh = shard
+            .entries
+            .get(hash)
+            .filter(|k| k.read_at.elapsed() < TTL)
+            .cloned();
+        (fresh, shard.generation)
     }
 
     /// Caches `key` unless the shard was invalidated since `generation` was read.

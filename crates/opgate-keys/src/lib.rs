@@ -99,6 +99,46 @@ impl ApiKeys {
         self.usage.flush().await;
     }
 
+    /// Follows the store's key change log every `interval`, dropping each changed key from the verification
+    /// cache: a revoke, rotation or update made by another process on the same database (`opgate admin`
+    /// against a running server's data directory) takes effect here within about `interval`.
+    pub fn follow_changes(self: &Arc<Self>, interval: Duration) -> tokio::task::JoinHandle<()> {
+        let keys = Arc::clone(self);
+        tokio::spawn(async move {
+            // Entries older than an hour are trimmed: any follower is far past them by then.
+            const KEEP_SECS: i64 = 3600;
+            let mut after = match keys.store.key_changes(i64::MAX).await {
+                Ok(changes) => changes.last,
+                Err(e) => {
+                    tracing::warn!(error = %e, "reading the key change log failed");
+                    0
+                }
+            };
+            let mut tick = tokio::time::interval(interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut trimmed_at = std::time::Instant::now();
+            loop {
+                tick.tick().await;
+                match keys.store.key_changes(after).await {
+                    Ok(changes) => {
+                        for hash in &changes.hashes {
+                            keys.cache.forget(hash);
+                        }
+                        after = changes.last;
+                    }
+                    Err(e) => tracing::warn!(error = %e, "reading the key change log failed"),
+                }
+                if trimmed_at.elapsed() > Duration::from_secs(600) {
+                    trimmed_at = std::time::Instant::now();
+                    let cutoff = Timestamp::now().unix() - KEEP_SECS;
+                    if let Err(e) = keys.store.trim_key_changes(cutoff).await {
+                        tracing::warn!(error = %e, "trimming the key change log failed");
+                    }
+                }
+            }
+        })
+    }
+
     /// Drops a key from the verification cache so the next request re-reads it; called before a change to
     /// the key is acknowledged.
     pub(crate) fn forget(&self, record: &KeyRecord) {
@@ -186,6 +226,40 @@ pub(crate) fn not_found(key_id: &str) -> Error {
     Error::not_found(format!(
         "key_id: no API key `{key_id}` in this organization"
     ))
+}
+
+/// 403 when `target` holds a permission the caller could not grant: update, rotate and revoke only act on
+/// keys no more powerful than the caller.
+#[cfg(feature = "server")]
+pub(crate) fn check_target(
+    caller: &opgate_core::Principal,
+    target: &KeyRecord,
+) -> Result<(), Error> {
+    match target
+        .permissions
+        .iter()
+        .find(|p| !opgate_core::scope::covers(&caller.permissions, p))
+    {
+        None => Ok(()),
+        Some(p) => Err(Error::permission_denied(format!(
+            "key_id: the key holds `{p}`, beyond the caller's own permissions"
+        ))),
+    }
+}
+
+/// 400 naming the first requested permission that no operation of this gateway requires: granting it
+/// would silently grant nothing.
+#[cfg(feature = "server")]
+pub(crate) fn check_known(
+    scopes: &opgate_core::scope::Catalog,
+    permissions: &[String],
+) -> Result<(), Error> {
+    for (i, p) in permissions.iter().enumerate() {
+        scopes
+            .check(p)
+            .map_err(|why| Error::invalid_argument(format!("permissions[{i}]: {why}")))?;
+    }
+    Ok(())
 }
 
 /// Drops repeated scopes, keeping the first occurrence's order.

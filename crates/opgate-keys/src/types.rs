@@ -1,7 +1,10 @@
 //! The wire types of the `api_keys.*` operations. Doc comments become the field descriptions in the spec;
 //! `garde` rules are both enforced on input and emitted as schema constraints.
 
-use opgate_core::{scope, Timestamp};
+use opgate_core::{scope, validate, Timestamp};
+
+/// Pattern of an API key id: `key_` and a lowercase ULID.
+const KEY_ID_PATTERN: &str = opgate_core::id_pattern!("key");
 #[cfg(feature = "server")]
 use opgate_store::{KeyRecord, KeyStatus};
 use schemars::JsonSchema;
@@ -143,8 +146,9 @@ impl KeyDetails {
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, garde::Validate)]
 #[serde(deny_unknown_fields)]
 pub struct CreateKeyInput {
-    /// Human-readable name.
-    #[garde(length(chars, min = 1, max = 128))]
+    /// Human-readable name (no control characters).
+    #[schemars(pattern(validate::PRINTABLE_PATTERN))]
+    #[garde(length(chars, min = 1, max = 128), custom(validate::printable))]
     pub name: String,
     /// Scopes for the new key; defaults to the caller's own. Each must be held by the caller.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -164,9 +168,10 @@ pub struct CreateKeyInput {
     #[schemars(with = "Option<Vec<IpOrCidr>>")]
     #[garde(length(max = 100), inner(inner(custom(valid_ip_or_cidr))))]
     pub allowed_ips: Option<Vec<String>>,
-    /// Free-text description.
+    /// Free-text description (no control characters).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[garde(length(chars, max = 1024))]
+    #[schemars(pattern(validate::PRINTABLE_PATTERN))]
+    #[garde(length(chars, max = 1024), inner(custom(validate::printable)))]
     pub description: Option<String>,
 }
 
@@ -204,7 +209,8 @@ pub struct ListKeysInput {
     pub limit: Option<u32>,
     /// Start after the key with this id (the last id of a previous page).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[garde(length(chars, max = 64))]
+    #[schemars(pattern(KEY_ID_PATTERN))]
+    #[garde(inner(custom(validate::id("key"))))]
     pub after_id: Option<String>,
     /// Include revoked keys (ignored when `status` is given).
     #[serde(default)]
@@ -221,7 +227,8 @@ pub struct ListKeysInput {
 #[serde(deny_unknown_fields)]
 pub struct GetKeyInput {
     /// Id of the key.
-    #[garde(length(chars, min = 1, max = 64))]
+    #[schemars(pattern(KEY_ID_PATTERN))]
+    #[garde(custom(validate::id("key")))]
     pub key_id: String,
 }
 
@@ -230,19 +237,25 @@ pub struct GetKeyInput {
 #[serde(deny_unknown_fields)]
 pub struct UpdateKeyInput {
     /// Id of the key to change.
-    #[garde(length(chars, min = 1, max = 64))]
+    #[schemars(pattern(KEY_ID_PATTERN))]
+    #[garde(custom(validate::id("key")))]
     pub key_id: String,
-    /// New name.
+    /// New name (no control characters).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[garde(length(chars, min = 1, max = 128))]
+    #[schemars(pattern(validate::PRINTABLE_PATTERN))]
+    #[garde(length(chars, min = 1, max = 128), inner(custom(validate::printable)))]
     pub name: Option<String>,
-    /// New description; `null` clears it.
+    /// New description (no control characters); `null` clears it.
     #[serde(
         default,
         deserialize_with = "present",
         skip_serializing_if = "Option::is_none"
     )]
-    #[schemars(with = "Option<String>", length(max = 1024))]
+    #[schemars(
+        with = "Option<String>",
+        length(max = 1024),
+        pattern(validate::PRINTABLE_PATTERN)
+    )]
     #[garde(custom(nullable_description))]
     pub description: Option<Option<String>>,
     /// New rate limit in requests per minute; `null` clears it (the server default applies).
@@ -289,7 +302,8 @@ impl UpdateKeyInput {
 #[serde(deny_unknown_fields)]
 pub struct RotateKeyInput {
     /// Id of the key to replace.
-    #[garde(length(chars, min = 1, max = 64))]
+    #[schemars(pattern(KEY_ID_PATTERN))]
+    #[garde(custom(validate::id("key")))]
     pub key_id: String,
     /// Seconds the old key keeps working after the rotation (up to 30 days). Default 86400 (24 hours).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -334,7 +348,8 @@ where
 #[serde(deny_unknown_fields)]
 pub struct RevokeKeyInput {
     /// Id of the key to revoke.
-    #[garde(length(chars, min = 1, max = 64))]
+    #[schemars(pattern(KEY_ID_PATTERN))]
+    #[garde(custom(validate::id("key")))]
     pub key_id: String,
 }
 
@@ -362,6 +377,7 @@ fn nullable_description(value: &Option<Option<String>>, _: &()) -> garde::Result
         Some(Some(d)) if d.chars().count() > 1024 => {
             Err(garde::Error::new("length is greater than 1024"))
         }
+        Some(Some(d)) => validate::printable(d, &()),
         _ => Ok(()),
     }
 }

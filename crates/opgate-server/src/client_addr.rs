@@ -7,7 +7,8 @@ use std::net::IpAddr;
 use http::HeaderMap;
 use ipnet::IpNet;
 
-fn trusted(addr: IpAddr, proxies: &[IpNet]) -> bool {
+/// Whether `addr` is one of the trusted proxies.
+pub fn is_trusted(addr: IpAddr, proxies: &[IpNet]) -> bool {
     let addr = match addr {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(addr, IpAddr::V4),
         v4 => v4,
@@ -17,7 +18,7 @@ fn trusted(addr: IpAddr, proxies: &[IpNet]) -> bool {
 
 /// The client address of a request from `peer`.
 pub fn client_ip(peer: IpAddr, headers: &HeaderMap, proxies: &[IpNet]) -> IpAddr {
-    if proxies.is_empty() || !trusted(peer, proxies) {
+    if proxies.is_empty() || !is_trusted(peer, proxies) {
         return peer;
     }
     let mut client = peer;
@@ -34,7 +35,7 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, proxies: &[IpNet]) -> IpAddr
             break;
         };
         client = addr;
-        if !trusted(addr, proxies) {
+        if !is_trusted(addr, proxies) {
             break;
         }
     }

@@ -97,13 +97,44 @@ pub fn replay(status: u16, body: Bytes, request_id: &str) -> Resp {
         HeaderName::from_static("idempotent-replayed"),
         HeaderValue::from_static("true"),
     );
-    if status == StatusCode::UNAUTHORIZED {
-        resp.headers_mut().insert(
-            http::header::WWW_AUTHENTICATE,
-            HeaderValue::from_static("Bearer"),
-        );
-    }
     resp
+}
+
+/// `body`, holding `guard` until the body is sent or dropped.
+pub fn with_guard<G: Send + Unpin + 'static>(
+    body: UnsyncBoxBody<Bytes, Infallible>,
+    guard: G,
+) -> UnsyncBoxBody<Bytes, Infallible> {
+    Guarded {
+        body,
+        _guard: guard,
+    }
+    .boxed_unsync()
+}
+
+struct Guarded<G> {
+    body: UnsyncBoxBody<Bytes, Infallible>,
+    _guard: G,
+}
+
+impl<G: Unpin> hyper::body::Body for Guarded<G> {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
 }
 
 /// The `RateLimit-*` headers of a limited principal, and `Retry-After` when refused.

@@ -1,27 +1,27 @@
-//! Idempotent retries for `write` and `destructive` operations: the first response to an `Idempotency-Key` is
-//! stored durably for 24 hours per principal and replayed for a retry with the same body; a different body is a
-//! 422, and a retry while the first request still runs is a 409. `export` operations refuse the header: their
-//! responses carry secrets, which are never stored.
+//! Idempotent retries, as one wrapper around the handler: [`begin`] checks the `Idempotency-Key` header and
+//! claims it (a retry while the first request still runs is a 409), [`Idempotent::lookup`] replays a stored
+//! response for the same body (or refuses another body with 422), and [`Idempotent::keep`] stores the answer
+//! for [`IDEMPOTENCY_RETENTION_SECS`]. Which operations take part is the side effect's decision
+//! ([`SideEffect::is_idempotent`]).
 
 use std::collections::HashSet;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
-use opgate_core::{Code, Entry, Error, Principal, SideEffect};
+use bytes::Bytes;
+use opgate_core::{
+    Code, Entry, Error, IdempotencyStore, Principal, SideEffect, StoredResponse, Timestamp,
+    IDEMPOTENCY_RETENTION_SECS, MAX_IDEMPOTENCY_KEY_LEN,
+};
 use sha2::{Digest, Sha256};
-
-/// How long a stored response is replayed.
-pub const RETENTION_SECS: i64 = 24 * 60 * 60;
-/// Longest key accepted.
-pub const MAX_KEY_LEN: usize = 255;
 
 /// Keys whose first request is still running, per principal.
 #[derive(Default)]
-pub struct InFlight {
+pub(crate) struct InFlight {
     keys: Mutex<HashSet<String>>,
 }
 
 /// Holds a key in flight until dropped.
-pub struct Claim<'a> {
+struct Claim<'a> {
     inflight: &'a InFlight,
     slot: String,
 }
@@ -37,8 +37,7 @@ impl Drop for Claim<'_> {
 }
 
 impl InFlight {
-    /// Claims `slot`, or `None` when another request holds it.
-    pub fn claim(&self, slot: String) -> Option<Claim<'_>> {
+    fn claim(&self, slot: String) -> Option<Claim<'_>> {
         let mut keys = self.keys.lock().expect("idempotency lock");
         if !keys.insert(slot.clone()) {
             return None;
@@ -50,73 +49,114 @@ impl InFlight {
     }
 }
 
-/// The idempotency key of a request, if the operation honours one. `Err` for a malformed key or an `export`
-/// operation; `Ok(None)` when the header is absent or the operation only reads.
-pub fn key_for(header: Option<&http::HeaderValue>, entry: &Entry) -> Result<Option<String>, Error> {
-    let Some(header) = header else {
+/// A request under an `Idempotency-Key`, claimed until dropped.
+pub(crate) struct Idempotent<'a> {
+    store: &'a Arc<dyn IdempotencyStore>,
+    owner: String,
+    key: String,
+    hash: [u8; 32],
+    _claim: Claim<'a>,
+}
+
+/// A stored response to send again.
+pub(crate) struct Replay {
+    pub status: u16,
+    pub body: Bytes,
+}
+
+/// Checks and claims the request's `Idempotency-Key`. `Ok(None)` when there is none, the operation only
+/// reads, or no store is configured; 400 for a malformed key or an operation returning secrets; 409 when a
+/// request with the same key is still running.
+pub(crate) fn begin<'a>(
+    store: Option<&'a Arc<dyn IdempotencyStore>>,
+    inflight: &'a InFlight,
+    entry: &Entry,
+    header: Option<&http::HeaderValue>,
+    principal: &Principal,
+) -> Result<Option<Idempotent<'a>>, Error> {
+    let (Some(store), Some(header)) = (store, header) else {
         return Ok(None);
     };
-    match entry.meta.side_effect {
-        SideEffect::Read => return Ok(None),
-        SideEffect::Export => {
-            return Err(Error::invalid_argument(format!(
-                "Idempotency-Key: `{}` returns secret material, which is never stored for replay; retry without \
-                 the header (a retried create makes a second key: revoke the one you did not receive)",
-                entry.meta.id
-            )))
-        }
-        SideEffect::Write | SideEffect::Destructive => {}
+    let side_effect = entry.meta.side_effect;
+    if side_effect.returns_secrets() {
+        return Err(Error::invalid_argument(format!(
+            "Idempotency-Key: `{}` returns secret material, which is never stored for replay; retry without \
+             the header (a retried create makes a second key: revoke the one you did not receive)",
+            entry.meta.id
+        )));
+    }
+    if !side_effect.is_idempotent() {
+        debug_assert_eq!(side_effect, SideEffect::Read);
+        return Ok(None);
     }
     let key = header
         .to_str()
         .ok()
         .filter(|k| {
-            !k.is_empty() && k.len() <= MAX_KEY_LEN && k.bytes().all(|b| b.is_ascii_graphic())
+            !k.is_empty()
+                && k.len() <= MAX_IDEMPOTENCY_KEY_LEN
+                && k.bytes().all(|b| b.is_ascii_graphic())
         })
         .ok_or_else(|| {
             Error::invalid_argument(format!(
-                "Idempotency-Key: must be 1 to {MAX_KEY_LEN} visible ASCII characters"
+                "Idempotency-Key: must be 1 to {MAX_IDEMPOTENCY_KEY_LEN} visible ASCII characters"
             ))
         })?;
-    Ok(Some(key.to_owned()))
+    let owner = principal.unique_key();
+    // Claimed before the body is read: a retry arriving while the first request still uploads or runs gets
+    // 409 rather than running twice.
+    let claim = inflight
+        .claim(format!("{owner}\n{key}"))
+        .ok_or_else(|| {
+            Error::conflict(
+                "Idempotency-Key: a request with this key is still in progress; retry after it completes",
+            )
+        })?;
+    Ok(Some(Idempotent {
+        store,
+        owner,
+        key: key.to_owned(),
+        hash: [0; 32],
+        _claim: claim,
+    }))
 }
 
-/// Who a key belongs to: keys of different principals never collide, including session subjects of the same
-/// name in different organizations.
-pub fn owner(principal: &Principal) -> String {
-    format!(
-        "{}:{}:{}",
-        principal.kind.as_str(),
-        principal.org,
-        principal.id
-    )
-}
+impl Idempotent<'_> {
+    /// The stored response for this key if the same operation and body made it; 422 for another body.
+    pub async fn lookup(&mut self, entry: &Entry, body: &[u8]) -> Result<Option<Replay>, Error> {
+        let mut h = Sha256::new();
+        h.update(entry.meta.id.as_bytes());
+        h.update([0]);
+        h.update(body);
+        self.hash = h.finalize().into();
+        let not_before = Timestamp::now().unix() - IDEMPOTENCY_RETENTION_SECS;
+        match self.store.get(&self.owner, &self.key, not_before).await? {
+            None => Ok(None),
+            Some(stored) if stored.request_hash == self.hash => Ok(Some(Replay {
+                status: stored.status,
+                body: Bytes::from(stored.body),
+            })),
+            Some(_) => Err(Error::new(
+                Code::IdempotencyMismatch,
+                "Idempotency-Key: this key was used with a different request body or operation",
+            )),
+        }
+    }
 
-/// What a stored response must match: the operation and the exact body.
-pub fn request_hash(entry: &Entry, body: &[u8]) -> [u8; 32] {
-    let mut h = Sha256::new();
-    h.update(entry.meta.id.as_bytes());
-    h.update([0]);
-    h.update(body);
-    h.finalize().into()
-}
-
-/// The 409 for a key whose first request is still running.
-pub fn in_progress() -> Error {
-    Error::conflict(
-        "Idempotency-Key: a request with this key is still in progress; retry after it completes",
-    )
-}
-
-/// The 422 for a key reused with another body.
-pub fn mismatch() -> Error {
-    Error::new(
-        Code::IdempotencyMismatch,
-        "Idempotency-Key: this key was used with a different request body or operation",
-    )
-}
-
-/// Whether a response is kept for replay: definitive answers only, not failures worth retrying.
-pub fn keep(status: u16) -> bool {
-    status < 500 && status != 429 && status != 409
+    /// Stores a definitive answer (2xx, or a 4xx other than 409 and 429) for replay; failures worth retrying
+    /// are not kept.
+    pub async fn keep(&self, status: u16, body: &[u8], request_id: &str) {
+        if status >= 500 || status == 429 || status == 409 {
+            return;
+        }
+        let stored = StoredResponse {
+            request_hash: self.hash,
+            status,
+            body: body.to_vec(),
+            created_at: Timestamp::now().unix(),
+        };
+        if let Err(e) = self.store.put(&self.owner, &self.key, stored).await {
+            tracing::error!(request_id, error = %e, "storing an idempotent response failed");
+        }
+    }
 }

@@ -3,24 +3,27 @@
 //! the operation registry (`opgate_core::Registry`); it knows no operation by name.
 
 mod client_addr;
+mod conn;
 mod http_io;
 mod idempotency;
 pub mod metrics;
 mod pipeline;
 pub mod rate_limit;
+mod refusals;
+mod slots;
 mod tls;
 
+pub use http_io::Resp;
+pub use pipeline::RequestBody;
 pub use tls::Tls;
 
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use opgate_core::{AuditSink, Authenticator, IdempotencyStore, Registry};
 use tokio::net::TcpListener;
 
@@ -36,16 +39,32 @@ pub struct ServerConfig {
     pub default_rate_limit: Option<u32>,
     /// Largest request body accepted; larger ones get 413.
     pub max_body_bytes: usize,
-    /// Time a client has to send its request headers; also how long an idle keep-alive connection is kept.
+    /// Time a client has from connecting (TLS handshake and protocol detection included) to its first request
+    /// head, and the time after which a connection with nothing under way (HTTP/1 keep-alive or HTTP/2) is
+    /// closed.
     pub header_read_timeout: Duration,
+    /// Time a whole request body may take to arrive once its head is in; past it the client gets 400 and the
+    /// connection closes (a trickled body cannot hold a request slot).
+    pub body_read_timeout: Duration,
+    /// Time a response write may make no progress (the client reads nothing) before the connection is dropped.
+    pub write_timeout: Duration,
     /// Time a request may take from its headers to its response head; past it the client gets 503.
     pub request_timeout: Duration,
     /// Largest request head (request line and headers) accepted.
     pub max_header_bytes: usize,
     /// Requests handled at once at most; more get 503 `unavailable` at once rather than queueing.
     pub max_concurrent_requests: usize,
+    /// Requests one principal may have in flight at once; more get 503, so no one key takes every slot.
+    pub max_concurrent_requests_per_principal: usize,
+    /// Streamed responses one principal may have open at once; more get 503.
+    pub max_streams_per_principal: usize,
     /// Open connections at most; past it new connections are closed at once (file descriptors stay bounded).
     pub max_connections: usize,
+    /// Open connections from one client address at most (trusted proxies are exempt); past it new
+    /// connections from that address are closed at once, so a flood from one address cannot starve others.
+    pub max_connections_per_ip: usize,
+    /// How often refused calls are written to the audit log, one record per principal, operation and status.
+    pub refusal_audit_interval: Duration,
     /// How long in-flight requests may run after shutdown begins.
     pub shutdown_grace: Duration,
     /// How long the server keeps accepting after a shutdown signal while `GET /readyz` answers 503, so that load
@@ -61,10 +80,16 @@ impl Default for ServerConfig {
             default_rate_limit: None,
             max_body_bytes: 1024 * 1024,
             header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(10),
+            write_timeout: Duration::from_secs(30),
             request_timeout: Duration::from_secs(30),
             max_header_bytes: 64 * 1024,
             max_concurrent_requests: 1024,
+            max_concurrent_requests_per_principal: 64,
+            max_streams_per_principal: 8,
             max_connections: 10_000,
+            max_connections_per_ip: 512,
+            refusal_audit_interval: Duration::from_secs(60),
             shutdown_grace: Duration::from_secs(30),
             shutdown_delay: Duration::ZERO,
         }
@@ -75,12 +100,17 @@ impl Default for ServerConfig {
 /// responses, and the config.
 pub struct Gateway {
     registry: Arc<Registry>,
+    scopes: Arc<opgate_core::scope::Catalog>,
     authenticator: Arc<dyn Authenticator>,
     audit: Option<Arc<dyn AuditSink>>,
     idempotency: Option<Arc<dyn IdempotencyStore>>,
     inflight: idempotency::InFlight,
     rate_limiter: rate_limit::RateLimiter,
     admission: Arc<tokio::sync::Semaphore>,
+    request_slots: Arc<slots::Slots<String>>,
+    stream_slots: Arc<slots::Slots<String>>,
+    address_slots: Arc<slots::Slots<IpAddr>>,
+    refusals: Arc<refusals::Refusals>,
     draining: std::sync::atomic::AtomicBool,
     metrics: Option<metrics::Metrics>,
     config: ServerConfig,
@@ -95,6 +125,7 @@ impl Gateway {
         config: ServerConfig,
     ) -> Self {
         Gateway {
+            scopes: Arc::new(registry.scopes()),
             registry,
             authenticator,
             audit: None,
@@ -102,6 +133,10 @@ impl Gateway {
             inflight: idempotency::InFlight::default(),
             rate_limiter: rate_limit::RateLimiter::new(config.default_rate_limit),
             admission: Arc::new(tokio::sync::Semaphore::new(config.max_concurrent_requests)),
+            request_slots: slots::Slots::new(config.max_concurrent_requests_per_principal),
+            stream_slots: slots::Slots::new(config.max_streams_per_principal),
+            address_slots: slots::Slots::new(config.max_connections_per_ip),
+            refusals: Arc::default(),
             draining: std::sync::atomic::AtomicBool::new(false),
             metrics: None,
             config,
@@ -131,8 +166,27 @@ impl Gateway {
         self
     }
 
-    /// Accepts connections on `listener` (HTTP/1.1 and h2c on the same port) until `shutdown` resolves, then
-    /// stops accepting and lets in-flight requests finish for up to [`ServerConfig::shutdown_grace`].
+    /// Handles one request as if it came from `peer`, without a socket: the whole pipeline, for any body type
+    /// (tests and in-process callers).
+    pub async fn handle<B: RequestBody>(
+        self: &Arc<Self>,
+        peer: SocketAddr,
+        req: hyper::Request<B>,
+    ) -> Resp {
+        pipeline::handle(self, peer, req).await
+    }
+
+    /// Writes the refused calls tallied so far to the audit log (also done every
+    /// [`ServerConfig::refusal_audit_interval`] while serving, and when serving ends).
+    pub async fn flush_refusals(&self) {
+        if let Some(sink) = &self.audit {
+            self.refusals.flush(&**sink).await;
+        }
+    }
+
+    /// Accepts connections on `listener` (HTTP/1.1 and h2c on the same port, or HTTPS) until `shutdown`
+    /// resolves, then stops accepting and lets in-flight requests finish for up to
+    /// [`ServerConfig::shutdown_grace`].
     pub async fn serve(self: Arc<Self>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
@@ -145,9 +199,14 @@ impl Gateway {
             .timer(TokioTimer::new())
             .max_header_list_size(self.config.max_header_bytes as u32)
             .max_concurrent_streams(256)
-            .keep_alive_interval(Some(Duration::from_secs(30)));
-        let graceful = GracefulShutdown::new();
+            .keep_alive_interval(Some(Duration::from_secs(30)))
+            .keep_alive_timeout(Duration::from_secs(20));
+        let refusal_flusher = self.audit.as_ref().map(|sink| {
+            self.refusals
+                .spawn_flusher(Arc::clone(sink), self.config.refusal_audit_interval)
+        });
         let connections = Arc::new(tokio::sync::Semaphore::new(self.config.max_connections));
+        let (stop_connections, connections_stop) = tokio::sync::watch::channel(false);
         tokio::pin!(shutdown);
         let shutdown_deadline = tokio::time::sleep(Duration::from_secs(10 * 365 * 86_400));
         tokio::pin!(shutdown_deadline);
@@ -164,44 +223,40 @@ impl Gateway {
                     };
                     let Ok(slot) = Arc::clone(&connections).try_acquire_owned() else {
                         tracing::warn!(%peer, "connection limit reached; closing the new connection");
-                        drop(stream);
                         continue;
                     };
-                    let _ = stream.set_nodelay(true);
-                    let gateway = Arc::clone(&self);
-                    let service = service_fn(move |req| {
-                        let gateway = Arc::clone(&gateway);
-                        async move { Ok::<_, std::convert::Infallible>(Arc::clone(&gateway).handle(peer, req).await) }
-                    });
-                    match &self.config.tls {
-                        None => {
-                            let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), service).into_owned());
-                            tokio::spawn(async move {
-                                let _slot = slot;
-                                if let Err(e) = conn.await {
-                                    tracing::debug!(error = %e, %peer, "connection ended with an error");
-                                }
-                            });
+                    let address_slot = if client_addr::is_trusted(peer.ip(), &self.config.trusted_proxies) {
+                        None
+                    } else {
+                        match self.address_slots.claim(peer.ip()) {
+                            Some(slot) => Some(slot),
+                            None => {
+                                ::metrics::counter!("opgate_connections_refused_total", "reason" => "per_ip").increment(1);
+                                tracing::debug!(%peer, "per-address connection limit reached; closing the new connection");
+                                continue;
+                            }
                         }
-                        Some(tls) => {
-                            // The handshake runs in the connection's task, bounded by the header timeout, so a
-                            // slow handshake never holds up the accept loop.
-                            let (acceptor, builder, watcher) = (tls.0.clone(), builder.clone(), graceful.watcher());
-                            let handshake_timeout = self.config.header_read_timeout;
-                            tokio::spawn(async move {
-                                let _slot = slot;
-                                let stream = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                    };
+                    let _ = stream.set_nodelay(true);
+                    let accepted_at = Instant::now();
+                    let (gateway, builder, stop) = (Arc::clone(&self), builder.clone(), connections_stop.clone());
+                    tokio::spawn(async move {
+                        let _slots = (slot, address_slot);
+                        match gateway.config.tls.clone() {
+                            None => conn::serve(gateway, builder, stream, peer, accepted_at, stop).await,
+                            Some(tls) => {
+                                // The handshake runs in the connection's task, within the time the client has for
+                                // its first request, so a slow handshake never holds up the accept loop.
+                                let deadline = accepted_at + gateway.config.header_read_timeout;
+                                let stream = match tokio::time::timeout_at(deadline.into(), tls.0.accept(stream)).await {
                                     Ok(Ok(stream)) => stream,
                                     Ok(Err(e)) => return tracing::debug!(error = %e, %peer, "TLS handshake failed"),
                                     Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
                                 };
-                                let conn = watcher.watch(builder.serve_connection(TokioIo::new(stream), service).into_owned());
-                                if let Err(e) = conn.await {
-                                    tracing::debug!(error = %e, %peer, "connection ended with an error");
-                                }
-                            });
+                                conn::serve(gateway, builder, stream, peer, accepted_at, stop).await
+                            }
                         }
-                    }
+                    });
                 }
                 _ = &mut shutdown, if !self.is_draining() => {
                     self.draining.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -213,20 +268,71 @@ impl Gateway {
         }
         drop(listener);
         tracing::info!("shutting down: no longer accepting, waiting for in-flight requests");
-        if tokio::time::timeout(self.config.shutdown_grace, graceful.shutdown())
+        let _ = stop_connections.send(true);
+        let all = u32::try_from(self.config.max_connections).unwrap_or(u32::MAX);
+        if tokio::time::timeout(self.config.shutdown_grace, connections.acquire_many(all))
             .await
             .is_err()
         {
             tracing::warn!("shutdown grace period over; dropping the remaining connections");
         }
+        if let Some(flusher) = refusal_flusher {
+            flusher.abort();
+        }
+        self.flush_refusals().await;
     }
+}
 
-    /// The pipeline for one request.
-    async fn handle(
-        self: Arc<Self>,
-        peer: SocketAddr,
-        req: hyper::Request<hyper::body::Incoming>,
-    ) -> http_io::Resp {
-        pipeline::handle(&self, peer, req).await
+/// Serves only `GET /metrics` (Prometheus text format) on `listener` until `shutdown` resolves: for
+/// `--metrics-listen`, so that metrics stay off the API port.
+pub async fn serve_metrics(
+    metrics: metrics::Metrics,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) {
+    use http_body_util::BodyExt;
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(conn) => conn,
+                Err(_) => continue,
+            },
+            _ = &mut shutdown => return,
+        };
+        let metrics = metrics.clone();
+        let service =
+            hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                let metrics = metrics.clone();
+                async move {
+                    let resp = if req.uri().path() == "/metrics"
+                        && req.method() == http::Method::GET
+                    {
+                        hyper::Response::builder()
+                            .header(
+                                http::header::CONTENT_TYPE,
+                                "text/plain; version=0.0.4; charset=utf-8",
+                            )
+                            .body(
+                                http_body_util::Full::new(bytes::Bytes::from(metrics.render()))
+                                    .boxed_unsync(),
+                            )
+                    } else {
+                        hyper::Response::builder().status(404).body(
+                            http_body_util::Full::new(bytes::Bytes::from_static(b"not found\n"))
+                                .boxed_unsync(),
+                        )
+                    };
+                    Ok::<_, std::convert::Infallible>(resp.expect("a valid response"))
+                }
+            });
+        tokio::spawn(async move {
+            let io = hyper_util::rt::TokioIo::new(stream);
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(10))
+                .serve_connection(io, service);
+            let _ = tokio::time::timeout(Duration::from_secs(60), conn).await;
+        });
     }
 }

@@ -1,62 +1,121 @@
-//! One request, one straight path: request id → route → authenticate → rate-limit → authorize →
-//! idempotency → read body → decode → handler → audit → encode. Each stage is one function and reads the
-//! operation's declaration (scope, side-effect class, streaming), never its name.
+//! One request, one straight path. Each stage is one function and reads the operation's declaration (scope,
+//! side-effect class, streaming), never its name:
+//!
+//! route → admit → authenticate → limit → authorize → claim slots → idempotency key → read body → decode
+//! → replay? → invoke → record → respond → settle the body
+//!
+//! A stage that refuses returns a [`Failure`]; the headers a refusal implies (`WWW-Authenticate`, `Allow`,
+//! `RateLimit-*`, `Retry-After`, `Connection: close`) are set in [`respond`] and [`settle`] only.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures_util::FutureExt;
+use futures_util::{FutureExt, StreamExt};
 use http::header::{
     HeaderValue, ALLOW, AUTHORIZATION, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, USER_AGENT,
 };
-use http::{HeaderMap, Method};
+use http::request::Parts;
+use http::{HeaderMap, Method, Version};
 use http_body_util::{BodyExt, Limited};
-use hyper::body::{Body as _, Incoming};
+use hyper::body::Body;
 use hyper::Request;
 use opgate_core::{
-    scope, AuditRecord, Code, Context, Entry, Error, ErrorBody, Principal, Reply, RequestInfo,
-    SideEffect, StoredResponse, Timestamp,
+    scope, AuditRecord, Code, Context, Entry, Error, Principal, Reply, RequestInfo, Timestamp,
 };
 
 use crate::http_io::{self, Resp, X_REQUEST_ID};
-use crate::{client_addr, idempotency, Gateway};
+use crate::idempotency::{self, Replay};
+use crate::rate_limit::Decision;
+use crate::{client_addr, Gateway};
+
+/// A request body the pipeline can read: hyper's, or any other for in-process calls.
+pub trait RequestBody: Body<Data = Bytes, Error = Self::E> + Send + Unpin + 'static {
+    /// The body's error type.
+    type E: Into<Box<dyn std::error::Error + Send + Sync>> + Send;
+}
+
+impl<B> RequestBody for B
+where
+    B: Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send,
+{
+    type E = B::Error;
+}
 
 /// Longest bearer token looked at; longer ones are refused unread.
 const MAX_TOKEN_LEN: usize = 4096;
+/// A body left unread by an early answer is drained before answering when it is at most this big, so that
+/// the keep-alive connection stays usable; a bigger one closes the connection (`Connection: close`).
+const SMALL_BODY_BYTES: usize = 64 * 1024;
+/// How long draining a small unread body may take.
+const SMALL_BODY_TIME: Duration = Duration::from_secs(1);
 /// How much of an over-limit body is still read (and discarded) before the 413 goes out, at most: a client
 /// still sending would otherwise hit a reset connection instead of reading the 413.
 const DRAIN_MAX_BYTES: usize = 8 * 1024 * 1024;
 /// How long that draining may take, at most.
 const DRAIN_MAX_TIME: Duration = Duration::from_secs(2);
 
-pub async fn handle(gw: &Arc<Gateway>, peer: SocketAddr, req: Request<Incoming>) -> Resp {
-    let started = Instant::now();
-    let request_id = request_id(req.headers());
-    let mut trace = Trace::default();
-    let resp = match route(gw, &req) {
-        Route::Health => health(&req, &request_id),
-        Route::Ready => ready(gw, &req, &request_id),
-        Route::Metrics => metrics_page(gw, &req, &request_id),
-        Route::NotFound => http_io::error(
-            &Error::not_found(format!("no route for {}", req.uri().path())),
-            &request_id,
-        ),
-        Route::Operation(Err(e)) => {
-            let mut resp = http_io::error(&e, &request_id);
-            if e.code == Code::MethodNotAllowed {
-                resp.headers_mut()
-                    .insert(ALLOW, HeaderValue::from_static("POST"));
-            }
-            resp
+/// A refusal on its way to the client.
+pub(crate) struct Failure {
+    error: Error,
+    /// `Allow` for a 405.
+    allow: Option<&'static str>,
+    /// The request body was left half-read: the connection cannot be reused.
+    close: bool,
+}
+
+impl From<Error> for Failure {
+    fn from(error: Error) -> Self {
+        Failure {
+            error,
+            allow: None,
+            close: false,
         }
-        Route::Operation(Ok(entry)) => {
-            trace.op = Some(entry.meta.id);
-            admit(gw, entry.clone(), peer, req, &request_id, &mut trace).await
+    }
+}
+
+/// How a call ended well.
+enum Answer {
+    Reply(Reply),
+    /// A stored response replayed for an idempotent retry.
+    Replay(Replay),
+}
+
+/// What the log line, the metrics and the audit record know of a call.
+#[derive(Default)]
+pub(crate) struct Trace {
+    op: Option<&'static str>,
+    principal: Option<Arc<Principal>>,
+}
+
+/// The whole pipeline for one request; never fails (every failure is a response).
+pub async fn handle<B: RequestBody>(gw: &Arc<Gateway>, peer: SocketAddr, req: Request<B>) -> Resp {
+    let started = Instant::now();
+    let (parts, body) = req.into_parts();
+    let request_id: Arc<str> = Arc::from(request_id(&parts.headers));
+    let (resp, trace) = match route(gw, &parts) {
+        Route::Service(endpoint) => {
+            let mut resp = service(gw, endpoint, &request_id);
+            settle(Some(body), &parts, &mut resp).await;
+            (resp, Trace::default())
+        }
+        Route::Refused(failure) => {
+            let mut resp = respond(Err(failure), None, &request_id);
+            settle(Some(body), &parts, &mut resp).await;
+            (resp, Trace::default())
+        }
+        Route::Operation(entry) => {
+            admit(gw, entry.clone(), peer, parts, body, request_id.clone()).await
         }
     };
-    let status = resp.status().as_u16();
+    log(&request_id, &trace, resp.status().as_u16(), started);
+    resp
+}
+
+/// One line and the metrics of a finished request.
+fn log(request_id: &str, trace: &Trace, status: u16, started: Instant) {
     let elapsed = started.elapsed();
     let op = trace.op.unwrap_or("none");
     metrics::counter!("opgate_requests_total", "operation" => op, "status" => status_label(status))
@@ -67,14 +126,13 @@ pub async fn handle(gw: &Arc<Gateway>, peer: SocketAddr, req: Request<Incoming>)
         metrics::counter!("opgate_rate_limited_total").increment(1);
     }
     tracing::info!(
-        request_id = %request_id,
+        request_id,
         op = trace.op.unwrap_or("-"),
         principal = trace.principal.as_ref().map_or("-", |p| p.id.as_str()),
         status,
         latency_us = elapsed.as_micros() as u64,
         "request"
     );
-    resp
 }
 
 /// Statuses as static labels (no allocation per request).
@@ -97,301 +155,41 @@ fn status_label(status: u16) -> &'static str {
     }
 }
 
-/// Admission: a bounded number of requests at once (503 past it, never a queue), each bounded in time.
-///
-/// A call that may change state runs as its own task, so that nothing the client does can cancel it half-way:
-/// a client that disconnects, resets its stream or outlasts the request timeout still gets its committed change
-/// followed by the cache invalidation and the audit record. A panic in a handler becomes a 500 with the
-/// request id.
-async fn admit(
-    gw: &Arc<Gateway>,
-    entry: Entry,
-    peer: SocketAddr,
-    req: Request<Incoming>,
-    request_id: &str,
-    trace: &mut Trace,
-) -> Resp {
-    let Ok(permit) = Arc::clone(&gw.admission).try_acquire_owned() else {
-        let e =
-            Error::unavailable("the server is at its limit of concurrent requests; retry shortly")
-                .with_reason("overloaded");
-        return http_io::error(&e, request_id);
-    };
-    let gauge = metrics::gauge!("opgate_requests_in_flight");
-    gauge.increment(1.0);
-    let timeout = gw.config.request_timeout;
-    let read_only = entry.meta.side_effect == SideEffect::Read;
-    let gw_task = Arc::clone(gw);
-    let rid = request_id.to_owned();
-    let mut task_trace = Trace {
-        op: trace.op,
-        principal: None,
-    };
-    let work = async move {
-        let resp = call(&gw_task, &entry, peer, req, &rid, &mut task_trace).await;
-        drop(permit);
-        (resp, task_trace)
-    };
-    // Reads have nothing to finish if cancelled, so they run inline (no task spawn on the hot path); a call
-    // that may change state runs as its own task.
-    let outcome = if read_only {
-        tokio::time::timeout(timeout, std::panic::AssertUnwindSafe(work).catch_unwind())
-            .await
-            .map(|r| r.map_err(|_| "the handler panicked".to_owned()))
-    } else {
-        tokio::time::timeout(timeout, tokio::spawn(work))
-            .await
-            .map(|r| r.map_err(|e| e.to_string()))
-    };
-    let resp = match outcome {
-        Ok(Ok((resp, task_trace))) => {
-            *trace = task_trace;
-            resp
-        }
-        Ok(Err(failure)) => {
-            tracing::error!(request_id = %request_id, error = %failure, "the request failed unexpectedly");
-            http_io::error(&Error::internal(), request_id)
-        }
-        Err(_) => http_io::error(
-            &Error::unavailable(format!(
-                "the request did not complete within {} s",
-                timeout.as_secs()
-            )),
-            request_id,
-        ),
-    };
-    gauge.decrement(1.0);
-    resp
-}
-
-/// What the request log line and the audit record need to know of a call.
-#[derive(Default)]
-struct Trace {
-    op: Option<&'static str>,
-    principal: Option<Arc<Principal>>,
-}
-
-/// How a call ended, before it becomes a response.
-enum Answer {
-    Reply(Reply),
-    Failed(Error),
-    /// A stored response replayed for an idempotent retry.
-    Replay {
-        status: u16,
-        body: Bytes,
-    },
-}
-
-/// Authenticate → rate-limit → authorize → idempotency key → read body → decode → handler, then the audit
-/// record for state-changing operations, then the response.
-async fn call(
-    gw: &Gateway,
-    entry: &Entry,
-    peer: SocketAddr,
-    req: Request<Incoming>,
-    request_id: &str,
-    trace: &mut Trace,
-) -> Resp {
-    let info = RequestInfo {
-        client_ip: Some(client_addr::client_ip(
-            peer.ip(),
-            req.headers(),
-            &gw.config.trusted_proxies,
-        )),
-        user_agent: user_agent(req.headers()),
-    };
-    let principal = match authenticate(gw, req.headers(), &info).await {
-        Ok(principal) => principal,
-        Err(e) => {
-            let reason = e.reason.unwrap_or(e.code.as_str());
-            metrics::counter!("opgate_auth_failures_total", "reason" => reason).increment(1);
-            return http_io::error(&e, request_id);
-        }
-    };
-    trace.principal = Some(Arc::clone(&principal));
-    let limit = gw.rate_limiter.check(&principal);
-    let ctx = Context {
-        principal: Arc::clone(&principal),
-        request_id: Arc::from(request_id),
-        client_ip: info.client_ip,
-        target: Arc::default(),
-    };
-    let answer = match limit.filter(|d| !d.allowed) {
-        Some(_) => Answer::Failed(Error::new(
-            Code::RateLimited,
-            format!(
-                "the rate limit of {} requests per minute is spent; retry after the Retry-After delay",
-                limit.map_or(0, |d| d.limit)
-            ),
-        )),
-        None => run(gw, entry, req, ctx.clone()).await,
-    };
-    let status = match &answer {
-        Answer::Reply(_) => 200,
-        Answer::Failed(e) => e.code.status(),
-        Answer::Replay { status, .. } => *status,
-    };
-    if entry.meta.side_effect != SideEffect::Read {
-        let error_code = match &answer {
-            Answer::Failed(e) => Some(e.code.as_str().to_owned()),
-            Answer::Replay { status, body } if *status >= 400 => {
-                serde_json::from_slice::<ErrorBody>(body)
-                    .ok()
-                    .map(|b| b.error.code.as_str().to_owned())
-            }
-            _ => None,
-        };
-        audit(gw, entry, &ctx, status, error_code).await;
-    }
-    let mut resp = match answer {
-        Answer::Reply(Reply::Json(body)) => http_io::json(body, request_id),
-        Answer::Reply(Reply::Stream(lines)) => http_io::ndjson(lines, request_id),
-        Answer::Replay { status, body } => http_io::replay(status, body, request_id),
-        Answer::Failed(e) => {
-            let mut resp = http_io::error(&e, request_id);
-            if e.code == Code::PayloadTooLarge {
-                // The rest of the body may be unread: never reuse this connection.
-                resp.headers_mut()
-                    .insert(CONNECTION, HeaderValue::from_static("close"));
-            }
-            resp
-        }
-    };
-    if let Some(decision) = limit {
-        http_io::rate_limit_headers(resp.headers_mut(), &decision);
-    }
-    resp
-}
-
-/// The stages after admission: authorize, idempotency, body, decode, handler.
-async fn run(gw: &Gateway, entry: &Entry, req: Request<Incoming>, ctx: Context) -> Answer {
-    let principal = Arc::clone(&ctx.principal);
-    let owner = idempotency::owner(&principal);
-    let prepared = async {
-        authorize(&principal, entry)?;
-        let key = match gw.idempotency.as_ref() {
-            Some(_) => idempotency::key_for(req.headers().get("idempotency-key"), entry)?,
-            None => None,
-        };
-        // The key is claimed before the body is read: a retry arriving while the first request is still
-        // uploading or running gets 409 rather than running twice.
-        let claim = match &key {
-            Some(key) => Some(
-                gw.inflight
-                    .claim(format!("{owner}\n{key}"))
-                    .ok_or_else(idempotency::in_progress)?,
-            ),
-            None => None,
-        };
-        let body = read_body(gw, req).await?;
-        Ok::<_, Error>((key, claim, body))
-    };
-    let (key, _claim, body) = match prepared.await {
-        Ok(prepared) => prepared,
-        Err(e) => return Answer::Failed(e),
-    };
-    let (Some(key), Some(store)) = (key, gw.idempotency.as_ref()) else {
-        return invoke(entry, ctx, &body).await;
-    };
-    let hash = idempotency::request_hash(entry, &body);
-    let now = Timestamp::now().unix();
-    match store
-        .get(&owner, &key, now - idempotency::RETENTION_SECS)
-        .await
-    {
-        Err(e) => return Answer::Failed(e),
-        Ok(Some(stored)) if stored.request_hash == hash => {
-            return Answer::Replay {
-                status: stored.status,
-                body: Bytes::from(stored.body),
-            };
-        }
-        Ok(Some(_)) => return Answer::Failed(idempotency::mismatch()),
-        Ok(None) => {}
-    }
-    let request_id = Arc::clone(&ctx.request_id);
-    let answer = invoke(entry, ctx, &body).await;
-    // Streams are not replayable; only whole answers are kept.
-    let kept = match &answer {
-        Answer::Reply(Reply::Json(body)) => Some((200, body.to_vec())),
-        Answer::Failed(e) if idempotency::keep(e.code.status()) => Some((
-            e.code.status(),
-            serde_json::to_vec(&e.body(&request_id)).expect("error bodies serialize"),
-        )),
-        _ => None,
-    };
-    if let Some((status, body)) = kept {
-        let stored = StoredResponse {
-            request_hash: hash,
-            status,
-            body,
-            created_at: now,
-        };
-        if let Err(e) = store.put(&owner, &key, stored).await {
-            tracing::error!(request_id = %request_id, error = %e, "storing an idempotent response failed");
-        }
-    }
-    answer
-}
-
-async fn invoke(entry: &Entry, ctx: Context, body: &[u8]) -> Answer {
-    match entry.invoke(ctx, body) {
-        Err(e) => Answer::Failed(e),
-        Ok(running) => match running.await {
-            Ok(reply) => Answer::Reply(reply),
-            Err(e) => Answer::Failed(e),
-        },
-    }
-}
-
-/// Appends the audit record of a state-changing call, durably, before the response goes out.
-async fn audit(
-    gw: &Gateway,
-    entry: &Entry,
-    ctx: &Context,
-    status: u16,
-    error_code: Option<String>,
-) {
-    let Some(sink) = gw.audit.as_ref() else {
-        return;
-    };
-    let p = &ctx.principal;
-    let record = AuditRecord {
-        at: Timestamp::now().unix(),
-        request_id: ctx.request_id.to_string(),
-        principal_kind: p.kind.as_str().to_owned(),
-        principal_id: p.id.clone(),
-        org_id: p.org.clone(),
-        operation: entry.meta.id.to_owned(),
-        target_id: ctx.target.get().cloned(),
-        client_ip: ctx.client_ip.map(|a| a.to_string()),
-        status,
-        error_code,
-    };
-    if let Err(e) = sink.append(record).await {
-        tracing::error!(request_id = %ctx.request_id, error = %e, "appending to the audit log failed");
-    }
-}
-
-enum Route<'a> {
+enum Endpoint {
     Health,
     Ready,
     Metrics,
-    Operation(Result<&'a Entry, Error>),
-    NotFound,
 }
 
-/// Maps the path to an operation: `/v1/op/<id>` or `/v1/<resource>/<action>`; only POST is allowed there.
-fn route<'a>(gw: &'a Gateway, req: &Request<Incoming>) -> Route<'a> {
-    let path = req.uri().path();
-    match path {
-        "/healthz" => return Route::Health,
-        "/readyz" => return Route::Ready,
-        "/metrics" if gw.metrics.is_some() => return Route::Metrics,
-        _ => {}
+enum Route<'a> {
+    Service(Endpoint),
+    Operation(&'a Entry),
+    Refused(Failure),
+}
+
+/// Route: `/v1/op/<id>` or `/v1/<resource>/<action>` to an operation (POST only: 405 with `Allow`), the
+/// service endpoints (GET or HEAD), anything else 404.
+fn route<'a>(gw: &'a Gateway, parts: &Parts) -> Route<'a> {
+    let path = parts.uri.path();
+    let endpoint = match path {
+        "/healthz" => Some(Endpoint::Health),
+        "/readyz" => Some(Endpoint::Ready),
+        "/metrics" if gw.metrics.is_some() => Some(Endpoint::Metrics),
+        _ => None,
+    };
+    if let Some(endpoint) = endpoint {
+        if parts.method != Method::GET && parts.method != Method::HEAD {
+            return Route::Refused(Failure {
+                error: Error::new(Code::MethodNotAllowed, format!("use GET for {path}")),
+                allow: Some("GET, HEAD"),
+                close: false,
+            });
+        }
+        return Route::Service(endpoint);
     }
+    let not_found = || Route::Refused(Error::not_found(format!("no route for {path}")).into());
     let Some(rest) = path.strip_prefix("/v1/") else {
-        return Route::NotFound;
+        return not_found();
     };
     let id = match rest.split_once('/') {
         Some(("op", id)) if !id.is_empty() && !id.contains('/') => id.to_owned(),
@@ -400,97 +198,337 @@ fn route<'a>(gw: &'a Gateway, req: &Request<Incoming>) -> Route<'a> {
         {
             format!("{resource}.{action}")
         }
-        _ => return Route::NotFound,
+        _ => return not_found(),
     };
-    if req.method() != Method::POST {
-        return Route::Operation(Err(Error::new(
-            Code::MethodNotAllowed,
-            format!("use POST to call an operation, not {}", req.method()),
-        )));
+    if parts.method != Method::POST {
+        return Route::Refused(Failure {
+            error: Error::new(
+                Code::MethodNotAllowed,
+                format!("use POST to call an operation, not {}", parts.method),
+            ),
+            allow: Some("POST"),
+            close: false,
+        });
     }
-    Route::Operation(
-        gw.registry
-            .get(&id)
-            .ok_or_else(|| Error::not_found(format!("no operation `{id}`"))),
-    )
+    match gw.registry.get(&id) {
+        Some(entry) => Route::Operation(entry),
+        None => Route::Refused(Error::not_found(format!("no operation `{id}`")).into()),
+    }
 }
 
-/// `GET /readyz`: 200 while serving, 503 once shutdown has begun (load balancers stop sending).
-fn ready(gw: &Gateway, req: &Request<Incoming>, request_id: &str) -> Resp {
-    if let Some(resp) = get_only(req, request_id) {
-        return resp;
-    }
-    if gw.is_draining() {
-        return http_io::error(
+/// The service endpoints: `GET /healthz`, `GET /readyz` (503 once shutdown began), `GET /metrics`.
+fn service(gw: &Gateway, endpoint: Endpoint, request_id: &str) -> Resp {
+    match endpoint {
+        Endpoint::Health => http_io::json(Bytes::from_static(br#"{"status":"ok"}"#), request_id),
+        Endpoint::Ready if gw.is_draining() => http_io::error(
             &Error::unavailable("the server is shutting down"),
             request_id,
-        );
-    }
-    http_io::json(Bytes::from_static(br#"{"status":"ready"}"#), request_id)
-}
-
-/// `GET /metrics`: Prometheus text format.
-fn metrics_page(gw: &Gateway, req: &Request<Incoming>, request_id: &str) -> Resp {
-    if let Some(resp) = get_only(req, request_id) {
-        return resp;
-    }
-    let text = gw.metrics.as_ref().map(|m| m.render()).unwrap_or_default();
-    http_io::text(
-        Bytes::from(text),
-        "text/plain; version=0.0.4; charset=utf-8",
-        request_id,
-    )
-}
-
-/// The 405 for anything but GET or HEAD on the service endpoints.
-fn get_only(req: &Request<Incoming>, request_id: &str) -> Option<Resp> {
-    if req.method() == Method::GET || req.method() == Method::HEAD {
-        return None;
-    }
-    let e = Error::new(
-        Code::MethodNotAllowed,
-        format!("use GET for {}", req.uri().path()),
-    );
-    let mut resp = http_io::error(&e, request_id);
-    resp.headers_mut()
-        .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
-    Some(resp)
-}
-
-fn health(req: &Request<Incoming>, request_id: &str) -> Resp {
-    if req.method() != Method::GET && req.method() != Method::HEAD {
-        let mut resp = http_io::error(
-            &Error::new(Code::MethodNotAllowed, "use GET for /healthz"),
+        ),
+        Endpoint::Ready => http_io::json(Bytes::from_static(br#"{"status":"ready"}"#), request_id),
+        Endpoint::Metrics => http_io::text(
+            Bytes::from(gw.metrics.as_ref().map(|m| m.render()).unwrap_or_default()),
+            "text/plain; version=0.0.4; charset=utf-8",
             request_id,
-        );
-        resp.headers_mut()
-            .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
-        return resp;
+        ),
     }
-    http_io::json(Bytes::from_static(br#"{"status":"ok"}"#), request_id)
 }
 
-async fn authenticate(
+/// Admit: a bounded number of requests at once (503 past it, never a queue), each bounded in time.
+///
+/// A call whose side effect [runs detached](opgate_core::SideEffect::runs_detached) runs as its own task,
+/// so that nothing the client does can cancel it half-way: a client that disconnects, resets its stream or
+/// outlasts the request timeout still gets its committed change followed by the cache invalidation and the
+/// audit record. A panic in a handler becomes a 500 with the request id.
+async fn admit<B: RequestBody>(
+    gw: &Arc<Gateway>,
+    entry: Entry,
+    peer: SocketAddr,
+    parts: Parts,
+    body: B,
+    request_id: Arc<str>,
+) -> (Resp, Trace) {
+    let trace = Trace {
+        op: Some(entry.meta.id),
+        principal: None,
+    };
+    let Ok(permit) = Arc::clone(&gw.admission).try_acquire_owned() else {
+        let e =
+            Error::unavailable("the server is at its limit of concurrent requests; retry shortly")
+                .with_reason("overloaded");
+        let mut resp = respond(Err(e.into()), None, &request_id);
+        settle(Some(body), &parts, &mut resp).await;
+        return (resp, trace);
+    };
+    let gauge = metrics::gauge!("opgate_requests_in_flight");
+    gauge.increment(1.0);
+    let timeout = gw.config.request_timeout;
+    let detached = entry.meta.side_effect.runs_detached();
+    let work = {
+        let (gw, request_id) = (Arc::clone(gw), Arc::clone(&request_id));
+        async move {
+            let result = operation(&gw, &entry, peer, parts, body, request_id).await;
+            drop(permit);
+            result
+        }
+    };
+    let outcome = if detached {
+        tokio::time::timeout(timeout, tokio::spawn(work))
+            .await
+            .map(|r| r.map_err(|e| e.to_string()))
+    } else {
+        // Reads have nothing to finish if cancelled: they run inline, without a task spawn on the hot path.
+        tokio::time::timeout(timeout, std::panic::AssertUnwindSafe(work).catch_unwind())
+            .await
+            .map(|r| r.map_err(|_| "the handler panicked".to_owned()))
+    };
+    gauge.decrement(1.0);
+    match outcome {
+        Ok(Ok(done)) => done,
+        Ok(Err(failure)) => {
+            tracing::error!(request_id = %request_id, error = %failure, "the request failed unexpectedly");
+            (http_io::error(&Error::internal(), &request_id), trace)
+        }
+        Err(_) => {
+            let e = Error::unavailable(format!(
+                "the request did not complete within {} s",
+                timeout.as_secs()
+            ));
+            let mut resp = respond(Err(e.into()), None, &request_id);
+            // The body's state is unknown: the connection cannot be trusted for another request.
+            close(&mut resp, Version::HTTP_11);
+            (resp, trace)
+        }
+    }
+}
+
+/// Everything after admission, for one operation call.
+async fn operation<B: RequestBody>(
     gw: &Gateway,
-    headers: &HeaderMap,
-    info: &RequestInfo,
-) -> Result<Arc<Principal>, Error> {
-    let header = headers
-        .get(AUTHORIZATION)
-        .ok_or_else(|| Error::unauthenticated("missing `Authorization: Bearer <token>` header"))?;
-    let token = header
-        .to_str()
-        .ok()
-        .and_then(|v| v.split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, token)| token.trim())
-        .filter(|token| !token.is_empty() && token.len() <= MAX_TOKEN_LEN)
-        .ok_or_else(|| {
-            Error::unauthenticated("the Authorization header must be `Bearer <token>`")
-        })?;
-    gw.authenticator.authenticate(token, info).await
+    entry: &Entry,
+    peer: SocketAddr,
+    parts: Parts,
+    body: B,
+    request_id: Arc<str>,
+) -> (Resp, Trace) {
+    let mut call = Call {
+        gw,
+        entry,
+        request_id,
+        client_ip: client_addr::client_ip(peer.ip(), &parts.headers, &gw.config.trusted_proxies),
+        principal: None,
+        limit: None,
+        handled: false,
+        target: None,
+        stream_slot: None,
+    };
+    let mut body = Some(body);
+    let outcome = call.run(&parts, &mut body).await;
+    let (status, code) = match &outcome {
+        Ok(Answer::Reply(_)) => (200, None),
+        Ok(Answer::Replay(replay)) => (replay.status, None),
+        Err(f) => (f.error.code.status(), Some(f.error.code)),
+    };
+    call.record(status, code).await;
+    let close_after = matches!(&outcome, Err(f) if f.close);
+    let mut resp = respond(outcome, call.stream_slot.take(), &call.request_id);
+    if let Some(decision) = &call.limit {
+        http_io::rate_limit_headers(resp.headers_mut(), decision);
+    }
+    if close_after {
+        close(&mut resp, parts.version);
+    }
+    settle(body, &parts, &mut resp).await;
+    let trace = Trace {
+        op: Some(entry.meta.id),
+        principal: call.principal,
+    };
+    (resp, trace)
 }
 
+/// One operation call as it goes through the stages.
+struct Call<'a> {
+    gw: &'a Gateway,
+    entry: &'a Entry,
+    request_id: Arc<str>,
+    client_ip: IpAddr,
+    principal: Option<Arc<Principal>>,
+    limit: Option<Decision>,
+    /// Whether the handler ran: its outcome is audited one by one; refusals before it are tallied.
+    handled: bool,
+    /// The object the handler acted on, for the audit record.
+    target: Option<String>,
+    /// Held by a streamed response until it ends.
+    stream_slot: Option<crate::slots::Slot<String>>,
+}
+
+impl Call<'_> {
+    /// The stages from authentication to the handler's answer.
+    async fn run<B: RequestBody>(
+        &mut self,
+        parts: &Parts,
+        body: &mut Option<B>,
+    ) -> Result<Answer, Failure> {
+        let (gw, entry) = (self.gw, self.entry);
+        let principal = self.authenticate(&parts.headers).await?;
+        self.limit(&principal)?;
+        authorize(&principal, entry)?;
+        let _request_slot = self.claim_slots(&principal)?;
+        let mut idempotent = idempotency::begin(
+            gw.idempotency.as_ref(),
+            &gw.inflight,
+            entry,
+            parts.headers.get("idempotency-key"),
+            &principal,
+        )?;
+        let bytes = read_body(gw, parts, body.take()).await?;
+        let input = entry.decode(&bytes)?;
+        if let Some(idempotent) = idempotent.as_mut() {
+            if let Some(replay) = idempotent.lookup(entry, &bytes).await? {
+                return Ok(Answer::Replay(replay));
+            }
+        }
+        self.handled = true;
+        let ctx = Context {
+            principal,
+            request_id: Arc::clone(&self.request_id),
+            client_ip: Some(self.client_ip),
+            target: Arc::default(),
+            scopes: Arc::clone(&gw.scopes),
+        };
+        let target = Arc::clone(&ctx.target);
+        let result = entry.run(ctx, input).await;
+        if let Some(target) = target.get() {
+            self.target = Some(target.clone());
+        }
+        if let Some(idempotent) = &idempotent {
+            match &result {
+                Ok(Reply::Json(body)) => idempotent.keep(200, body, &self.request_id).await,
+                // Streams are not replayable; only whole answers are kept.
+                Ok(Reply::Stream(_)) => {}
+                Err(e) => {
+                    let body = serde_json::to_vec(&e.body(&self.request_id)).unwrap_or_default();
+                    idempotent
+                        .keep(e.code.status(), &body, &self.request_id)
+                        .await
+                }
+            }
+        }
+        Ok(Answer::Reply(result?))
+    }
+
+    /// Authenticate: the bearer token becomes a principal (401; 403 for a disallowed address).
+    async fn authenticate(&mut self, headers: &HeaderMap) -> Result<Arc<Principal>, Failure> {
+        let info = RequestInfo {
+            client_ip: Some(self.client_ip),
+            user_agent: user_agent(headers),
+        };
+        let result = async {
+            let header = headers.get(AUTHORIZATION).ok_or_else(|| {
+                Error::unauthenticated("missing `Authorization: Bearer <token>` header")
+            })?;
+            let token = header
+                .to_str()
+                .ok()
+                .and_then(|v| v.split_once(' '))
+                .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+                .map(|(_, token)| token.trim())
+                .filter(|token| !token.is_empty() && token.len() <= MAX_TOKEN_LEN)
+                .ok_or_else(|| {
+                    Error::unauthenticated("the Authorization header must be `Bearer <token>`")
+                })?;
+            self.gw.authenticator.authenticate(token, &info).await
+        }
+        .await;
+        match result {
+            Ok(principal) => {
+                self.principal = Some(Arc::clone(&principal));
+                Ok(principal)
+            }
+            Err(e) => {
+                let reason = e.reason.unwrap_or(e.code.as_str());
+                metrics::counter!("opgate_auth_failures_total", "reason" => reason).increment(1);
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Limit: the principal's rate limit (429). A refused request still counts.
+    fn limit(&mut self, principal: &Principal) -> Result<(), Error> {
+        self.limit = self.gw.rate_limiter.check(principal);
+        match self.limit.filter(|d| !d.allowed) {
+            None => Ok(()),
+            Some(d) => Err(Error::new(
+                Code::RateLimited,
+                format!(
+                    "the rate limit of {} requests per minute is spent; retry after the Retry-After delay",
+                    d.limit
+                ),
+            )),
+        }
+    }
+
+    /// Claim slots: one of the principal's concurrent requests, and for a stream one of its open streams
+    /// (503 past either cap), so that one principal cannot take every slot of the gateway.
+    fn claim_slots(&mut self, principal: &Principal) -> Result<crate::slots::Slot<String>, Error> {
+        let gw = self.gw;
+        let key = principal.unique_key();
+        if self.entry.streaming {
+            let slot = gw.stream_slots.claim(key.clone()).ok_or_else(|| {
+                Error::unavailable(format!(
+                    "this principal already has {} streams open; finish one first",
+                    gw.stream_slots.max()
+                ))
+                .with_reason("principal_streams")
+            })?;
+            self.stream_slot = Some(slot);
+        }
+        gw.request_slots.claim(key).ok_or_else(|| {
+            Error::unavailable(format!(
+                "this principal already has {} requests in flight; retry shortly",
+                gw.request_slots.max()
+            ))
+            .with_reason("principal_overloaded")
+        })
+    }
+
+    /// Record: the audit record of a state-changing call by an authenticated principal. A call its handler
+    /// answered is appended at once, durably, before the response; a refusal before the handler is tallied
+    /// and written with its count once per interval.
+    async fn record(&self, status: u16, code: Option<Code>) {
+        let Some(principal) = &self.principal else {
+            return;
+        };
+        if !self.entry.meta.side_effect.is_audited() {
+            return;
+        }
+        let error_code = code.map(|c| c.as_str().to_owned());
+        let record = AuditRecord {
+            at: Timestamp::now().unix(),
+            request_id: self.request_id.to_string(),
+            principal_kind: principal.kind.as_str().to_owned(),
+            principal_id: principal.id.clone(),
+            org_id: principal.org.clone(),
+            operation: self.entry.meta.id.to_owned(),
+            target_id: self.target.clone(),
+            client_ip: Some(self.client_ip.to_string()),
+            status,
+            error_code,
+            count: 1,
+        };
+        let Some(sink) = self.gw.audit.as_ref() else {
+            return;
+        };
+        if self.handled {
+            if let Err(e) = sink.append(record).await {
+                tracing::error!(request_id = %self.request_id, error = %e, "appending to the audit log failed");
+            }
+        } else {
+            self.gw.refusals.note(principal, record, self.entry.meta.id);
+        }
+    }
+}
+
+/// Authorize: a pure function of the principal's permissions and the declared scope (403).
 fn authorize(principal: &Principal, entry: &Entry) -> Result<(), Error> {
     if scope::holds(&principal.permissions, entry.meta.scope) {
         Ok(())
@@ -502,15 +540,19 @@ fn authorize(principal: &Principal, entry: &Entry) -> Result<(), Error> {
     }
 }
 
-/// Reads the body after checking its type (JSON or none) and size (refused early on `Content-Length`).
-async fn read_body(gw: &Gateway, req: Request<Incoming>) -> Result<Bytes, Error> {
-    let headers = req.headers();
-    let declared = headers
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    // An empty body means `{}` whatever its declared type (curl -d '' sends a form type). Empty: declared
-    // `Content-Length: 0`, or no length and no chunked encoding at all (what many clients send for no body).
-    let empty = req.body().size_hint().exact() == Some(0);
+/// Read body: its type (JSON or none: 415), its size (413, refused early on `Content-Length`) and its pace
+/// (the whole body within the body timeout, else 400: a trickled body cannot hold a slot).
+async fn read_body<B: RequestBody>(
+    gw: &Gateway,
+    parts: &Parts,
+    body: Option<B>,
+) -> Result<Bytes, Failure> {
+    let Some(mut body) = body else {
+        return Ok(Bytes::new());
+    };
+    let headers = &parts.headers;
+    // An empty body means `{}` whatever its declared type (curl -d '' sends a form type).
+    let empty = body.size_hint().exact() == Some(0);
     if let Some(ct) = headers.get(CONTENT_TYPE).filter(|_| !empty) {
         let essence = ct
             .to_str()
@@ -521,54 +563,152 @@ async fn read_body(gw: &Gateway, req: Request<Incoming>) -> Result<Bytes, Error>
             .trim()
             .to_ascii_lowercase();
         if essence != "application/json" {
-            return Err(Error::new(
-                Code::UnsupportedMediaType,
-                format!(
-                    "Content-Type must be application/json, not `{}`",
-                    ct.to_str().unwrap_or("(binary)")
+            let shown = ct.to_str().unwrap_or("(binary)");
+            let shown: String = shown.chars().take(100).collect();
+            return Err(put_back(
+                Error::new(
+                    Code::UnsupportedMediaType,
+                    format!(
+                        "Content-Type must be application/json, not `{shown}`: send the header \
+                         `Content-Type: application/json` (curl: -H 'Content-Type: application/json')"
+                    ),
                 ),
-            ));
+                body,
+            )
+            .await);
         }
     }
     let limit = gw.config.max_body_bytes;
     let too_large = || {
-        Error::new(
-            Code::PayloadTooLarge,
-            format!("the request body is larger than {limit} bytes"),
-        )
+        Failure {
+            error: Error::new(
+                Code::PayloadTooLarge,
+                format!("the request body is larger than {limit} bytes"),
+            ),
+            allow: None,
+            // The rest of the body may be unread: never reuse this connection.
+            close: true,
+        }
     };
-    let mut body = req.into_body();
+    let declared = headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     if let Some(declared) = declared.filter(|&n| n > limit as u64) {
         if declared - limit as u64 <= DRAIN_MAX_BYTES as u64 {
-            drain(body).await;
+            drain(&mut body, DRAIN_MAX_BYTES, DRAIN_MAX_TIME).await;
         }
         return Err(too_large());
     }
-    match Limited::new(&mut body, limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-            drain(body).await;
+    let timeout = gw.config.body_read_timeout;
+    match tokio::time::timeout(timeout, Limited::new(&mut body, limit).collect()).await {
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+            drain(&mut body, DRAIN_MAX_BYTES, DRAIN_MAX_TIME).await;
             Err(too_large())
         }
-        Err(_) => Err(Error::invalid_argument(
-            "the request body could not be read",
-        )),
+        Ok(Err(_)) => Err(Failure {
+            error: Error::invalid_argument("the request body could not be read"),
+            allow: None,
+            close: true,
+        }),
+        Err(_) => Err(Failure {
+            error: Error::invalid_argument(format!(
+                "the request body did not arrive within {} s; send it at once",
+                timeout.as_secs()
+            )),
+            allow: None,
+            close: true,
+        }),
     }
 }
 
-/// Reads and discards what is left of a refused body, bounded in size and time, so that the client gets to
-/// read the error response rather than a connection reset.
-async fn drain(mut body: Incoming) {
+/// A refusal found before the body was read: the body is settled like any unread one.
+async fn put_back<B: RequestBody>(error: Error, mut body: B) -> Failure {
+    let close = !drain_small(&mut body).await;
+    Failure {
+        error,
+        allow: None,
+        close,
+    }
+}
+
+/// Reads and discards up to `max` bytes of a body within `time`; whether the body ended.
+async fn drain<B: RequestBody>(body: &mut B, max: usize, time: Duration) -> bool {
     let discard = async {
         let mut seen = 0;
-        while let Some(Ok(frame)) = body.frame().await {
-            seen += frame.data_ref().map_or(0, Bytes::len);
-            if seen > DRAIN_MAX_BYTES {
-                break;
+        loop {
+            match body.frame().await {
+                None => return true,
+                Some(Err(_)) => return false,
+                Some(Ok(frame)) => {
+                    seen += frame.data_ref().map_or(0, Bytes::len);
+                    if seen > max {
+                        return false;
+                    }
+                }
             }
         }
     };
-    let _ = tokio::time::timeout(DRAIN_MAX_TIME, discard).await;
+    tokio::time::timeout(time, discard).await.unwrap_or(false)
+}
+
+/// Drains an unread body when it is small (declared or not); whether it ended.
+async fn drain_small<B: RequestBody>(body: &mut B) -> bool {
+    if body.is_end_stream() || body.size_hint().exact() == Some(0) {
+        return true;
+    }
+    if body.size_hint().lower() > SMALL_BODY_BYTES as u64 {
+        return false;
+    }
+    drain(body, SMALL_BODY_BYTES, SMALL_BODY_TIME).await
+}
+
+/// Settle the body: an answer given before the body was read must not leave it in the connection. A small
+/// body is drained so the keep-alive connection stays usable; otherwise the response says
+/// `Connection: close` (HTTP/1; an HTTP/2 stream is reset on its own).
+async fn settle<B: RequestBody>(body: Option<B>, parts: &Parts, resp: &mut Resp) {
+    let Some(mut body) = body else {
+        return;
+    };
+    if !drain_small(&mut body).await {
+        close(resp, parts.version);
+    }
+}
+
+/// Marks an HTTP/1 response as the connection's last.
+fn close(resp: &mut Resp, version: Version) {
+    if version <= Version::HTTP_11 {
+        resp.headers_mut()
+            .insert(CONNECTION, HeaderValue::from_static("close"));
+    }
+}
+
+/// Respond: the answer, or the contract's error body, as an HTTP response.
+fn respond(
+    outcome: Result<Answer, Failure>,
+    stream_slot: Option<crate::slots::Slot<String>>,
+    request_id: &str,
+) -> Resp {
+    match outcome {
+        Ok(Answer::Reply(Reply::Json(body))) => http_io::json(body, request_id),
+        Ok(Answer::Reply(Reply::Stream(lines))) => {
+            // The principal's stream slot is held until the stream ends or the client goes away.
+            let lines = lines.map(move |chunk| {
+                let _held = &stream_slot;
+                chunk
+            });
+            http_io::ndjson(lines, request_id)
+        }
+        Ok(Answer::Replay(replay)) => http_io::replay(replay.status, replay.body, request_id),
+        Err(failure) => {
+            let mut resp = http_io::error(&failure.error, request_id);
+            if let Some(allow) = failure.allow {
+                resp.headers_mut()
+                    .insert(ALLOW, HeaderValue::from_static(allow));
+            }
+            resp
+        }
+    }
 }
 
 /// The client's `X-Request-Id` when it is sane (1–128 of `[A-Za-z0-9._:-]`), else a new `req_<ulid>`.

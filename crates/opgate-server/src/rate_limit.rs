@@ -55,15 +55,13 @@ impl RateLimiter {
             .or(self.default_limit)
             .filter(|&l| l > 0)?;
         let now = self.epoch.elapsed().as_secs_f64();
-        // The organization is part of the key: session subjects are only unique within one.
-        let id = format!("{}/{}", principal.org, principal.id);
-        Some(self.check_at(principal.kind.as_str(), &id, limit, now))
+        // Kind and organization are part of the key: session subjects are only unique within one.
+        Some(self.check_at(principal.unique_key(), limit, now))
     }
 
-    fn check_at(&self, kind: &str, id: &str, limit: u32, now: f64) -> Decision {
+    fn check_at(&self, key: String, limit: u32, now: f64) -> Decision {
         let interval = 60.0 / f64::from(limit);
         let tolerance = interval * f64::from(limit - 1);
-        let key = format!("{kind}:{id}");
         let shard = &self.shards[self.hasher.hash_one(&key) as usize % SHARDS];
         let mut tats = shard.lock().expect("rate limit shard lock");
         let tat = tats.get(&key).copied().unwrap_or(now).max(now);
@@ -112,23 +110,23 @@ mod tests {
         let rl = RateLimiter::new(None);
         // 60 per minute: a burst of 60, then one per second.
         for i in 0..60 {
-            let d = rl.check_at("api_key", "k", 60, 0.0);
+            let d = rl.check_at("k".into(), 60, 0.0);
             assert!(d.allowed, "request {i}");
             assert_eq!(d.remaining, 59 - i);
         }
-        let refused = rl.check_at("api_key", "k", 60, 0.0);
+        let refused = rl.check_at("k".into(), 60, 0.0);
         assert!(!refused.allowed);
         assert_eq!(refused.retry_after_secs, Some(1));
         assert_eq!(refused.reset_secs, 60);
-        assert!(!rl.check_at("api_key", "k", 60, 0.5).allowed);
-        let later = rl.check_at("api_key", "k", 60, 1.0);
+        assert!(!rl.check_at("k".into(), 60, 0.5).allowed);
+        let later = rl.check_at("k".into(), 60, 1.0);
         assert!(later.allowed);
         assert_eq!(later.remaining, 0);
         assert!(
-            rl.check_at("api_key", "other", 60, 1.0).allowed,
+            rl.check_at("other".into(), 60, 1.0).allowed,
             "limits are per principal"
         );
-        let rested = rl.check_at("api_key", "k", 60, 120.0);
+        let rested = rl.check_at("k".into(), 60, 120.0);
         assert_eq!(
             rested.remaining, 59,
             "a full minute idle restores the whole burst"
@@ -140,11 +138,11 @@ mod tests {
         let rl = RateLimiter::new(None);
         let n = SHARDS * SWEEP_AT;
         for i in 0..n {
-            rl.check_at("api_key", &format!("old{i}"), 600, 0.0);
+            rl.check_at(format!("old{i}"), 600, 0.0);
         }
         // Much later every old entry is idle: new principals sweep them out as their shards fill up.
         for i in 0..n {
-            rl.check_at("api_key", &format!("new{i}"), 600, 1000.0);
+            rl.check_at(format!("new{i}"), 600, 1000.0);
         }
         assert!(rl.tracked() < n * 3 / 2, "{} tracked", rl.tracked());
     }

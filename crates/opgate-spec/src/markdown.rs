@@ -207,7 +207,7 @@ fn v_text(v: &Value) -> String {
     v.as_str().map_or_else(|| v.to_string(), str::to_owned)
 }
 
-/// Range and length constraints as words, e.g. `1–128 characters`.
+/// Range, length and pattern constraints as words, e.g. `1–128 characters`.
 fn constraints(schema: &Value) -> Vec<String> {
     let num = |k: &str| schema.get(k).and_then(Value::as_f64).map(|n| n.to_string());
     let mut out = Vec::new();
@@ -221,6 +221,12 @@ fn constraints(schema: &Value) -> Vec<String> {
     let min = num("minimum").filter(|m| m != "0" || schema.get("maximum").is_some());
     out.extend(pair(min, num("maximum"), ""));
     out.extend(pair(num("minItems"), num("maxItems"), " items"));
+    out.extend(
+        schema
+            .get("pattern")
+            .and_then(Value::as_str)
+            .map(|p| format!("pattern `{p}`")),
+    );
     out
 }
 

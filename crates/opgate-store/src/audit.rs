@@ -6,11 +6,13 @@ use rusqlite::{params, OptionalExtension, Row};
 
 use crate::{SqliteStore, StoreError};
 
-/// An audit record as stored, with its position.
+/// An audit record as stored, with its id and position.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditEntry {
-    /// Insertion order; the `before` cursor.
+    /// Insertion order; the paging cursor inside the store.
     pub seq: i64,
+    /// Public id: `aud_` and a lowercase ULID (`aud_<n>` for records written before ids were random).
+    pub id: String,
     /// The record.
     pub record: AuditRecord,
 }
@@ -31,6 +33,7 @@ pub struct AuditPage<'a> {
 fn entry_from_row(row: &Row<'_>) -> rusqlite::Result<AuditEntry> {
     Ok(AuditEntry {
         seq: row.get(0)?,
+        id: row.get(11)?,
         record: AuditRecord {
             at: row.get(1)?,
             request_id: row.get(2)?,
@@ -42,6 +45,7 @@ fn entry_from_row(row: &Row<'_>) -> rusqlite::Result<AuditEntry> {
             client_ip: row.get(8)?,
             status: row.get(9)?,
             error_code: row.get(10)?,
+            count: row.get(12)?,
         },
     })
 }
@@ -51,6 +55,8 @@ fn entry_from_row(row: &Row<'_>) -> rusqlite::Result<AuditEntry> {
 pub trait AuditLog: Send + Sync + 'static {
     /// One page of an organization's audit log, newest first.
     async fn list_audit(&self, page: AuditPage<'_>) -> Result<Vec<AuditEntry>, StoreError>;
+    /// The position of record `id` if it belongs to `org_id` (the `before` cursor).
+    async fn audit_seq(&self, org_id: &str, id: &str) -> Result<Option<i64>, StoreError>;
 }
 
 #[async_trait::async_trait]
@@ -62,7 +68,7 @@ impl AuditLog for SqliteStore {
         self.read(move |conn| {
             let mut stmt = conn.prepare_cached(
                 "SELECT seq, at, request_id, principal_kind, principal_id, org_id, operation, target_id,
-                        client_ip, status, error_code
+                        client_ip, status, error_code, id, count
                  FROM audit_log
                  WHERE org_id = ?1 AND seq < ?2 AND (?3 IS NULL OR operation = ?3)
                  ORDER BY seq DESC LIMIT ?4",
@@ -72,28 +78,73 @@ impl AuditLog for SqliteStore {
         })
         .await
     }
-}
 
-impl SqliteStore {
-    /// Deletes idempotency records created before `cutoff` (unix seconds); returns how many.
-    pub async fn expire_idempotency(&self, cutoff: i64) -> Result<usize, StoreError> {
-        self.write(move |conn| {
-            Ok(conn.execute("DELETE FROM idempotency WHERE created_at < ?1", [cutoff])?)
+    async fn audit_seq(&self, org_id: &str, id: &str) -> Result<Option<i64>, StoreError> {
+        let (org, id) = (org_id.to_owned(), id.to_owned());
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached("SELECT seq FROM audit_log WHERE id = ?1 AND org_id = ?2")?
+                .query_row(params![id, org], |r| r.get(0))
+                .optional()?)
         })
         .await
     }
 }
 
+/// Rows deleted per write by the expiry sweeps: other writes wait at most one such batch.
+const SWEEP_BATCH: i64 = 5_000;
+
+impl SqliteStore {
+    /// Deletes idempotency records created before `cutoff` (unix seconds); returns how many.
+    pub async fn expire_idempotency(&self, cutoff: i64) -> Result<usize, StoreError> {
+        self.sweep(
+            "DELETE FROM idempotency WHERE rowid IN
+               (SELECT rowid FROM idempotency WHERE created_at < ?1 LIMIT ?2)",
+            cutoff,
+        )
+        .await
+    }
+
+    /// Deletes audit records older than `cutoff` (unix seconds), the retention setting; returns how many.
+    pub async fn expire_audit(&self, cutoff: i64) -> Result<usize, StoreError> {
+        self.sweep(
+            "DELETE FROM audit_log WHERE seq IN (SELECT seq FROM audit_log WHERE at < ?1 LIMIT ?2)",
+            cutoff,
+        )
+        .await
+    }
+
+    /// Runs a batched `DELETE` (parameters: cutoff, batch size) until nothing is left to delete.
+    async fn sweep(&self, sql: &'static str, cutoff: i64) -> Result<usize, StoreError> {
+        let mut total = 0;
+        loop {
+            let n = self
+                .write(move |conn| {
+                    Ok(conn
+                        .prepare_cached(sql)?
+                        .execute(params![cutoff, SWEEP_BATCH])?)
+                })
+                .await?;
+            total += n;
+            if n < SWEEP_BATCH as usize {
+                return Ok(total);
+            }
+        }
+    }
+}
+
 impl AuditSink for SqliteStore {
     fn append(&self, r: AuditRecord) -> BoxFuture<'_, Result<(), Error>> {
+        let id = format!("aud_{}", self.next_ulid());
         Box::pin(async move {
             self.write(move |conn| {
                 conn.prepare_cached(
-                    "INSERT INTO audit_log (at, request_id, principal_kind, principal_id, org_id, operation,
-                                            target_id, client_ip, status, error_code)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                    "INSERT INTO audit_log (id, at, request_id, principal_kind, principal_id, org_id, operation,
+                                            target_id, client_ip, status, error_code, count)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
                 )?
                 .execute(params![
+                    id,
                     r.at,
                     r.request_id,
                     r.principal_kind,
@@ -103,7 +154,8 @@ impl AuditSink for SqliteStore {
                     r.target_id,
                     r.client_ip,
                     r.status,
-                    r.error_code
+                    r.error_code,
+                    r.count
                 ])?;
                 Ok(())
             })

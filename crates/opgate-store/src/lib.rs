@@ -232,6 +232,15 @@ pub struct KeyPage<'a> {
     pub now: i64,
 }
 
+/// Keys changed since a position of the change log.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeyChanges {
+    /// The position to ask from next time.
+    pub last: i64,
+    /// The keyed hashes of the keys that changed (revoked, rotated, updated), oldest first.
+    pub hashes: Vec<Vec<u8>>,
+}
+
 /// Storage of API keys. Every write is durable (committed and synced) when its future resolves.
 #[async_trait::async_trait]
 pub trait KeyStore: Send + Sync + 'static {
@@ -274,4 +283,11 @@ pub trait KeyStore: Send + Sync + 'static {
     ) -> Result<Rotation, StoreError>;
     /// Records the latest use of each key; older observations never overwrite newer ones.
     async fn record_usage(&self, usage: Vec<KeyUsage>) -> Result<(), StoreError>;
+    /// The key `id` in whichever organization holds it (offline administration).
+    async fn find_key(&self, id: &str) -> Result<Option<KeyRecord>, StoreError>;
+    /// The key changes logged after position `after` (at most a bounded number per call; `after = 0` from
+    /// the start). With no newer change, `last` is the newest position, so a follower can start from there.
+    async fn key_changes(&self, after: i64) -> Result<KeyChanges, StoreError>;
+    /// Deletes change-log entries older than `before` (unix seconds).
+    async fn trim_key_changes(&self, before: i64) -> Result<(), StoreError>;
 }

@@ -55,6 +55,18 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (principal, key)
     ) WITHOUT ROWID;
     CREATE INDEX idempotency_by_age ON idempotency (created_at);",
+    // 4: audit ids that tell tenants nothing of each other (random, time-ordered; old rows keep theirs),
+    // folded refusals (`count`), retention by age, and the log of key changes other processes follow.
+    "ALTER TABLE audit_log ADD COLUMN id TEXT;
+    UPDATE audit_log SET id = 'aud_' || seq;
+    CREATE UNIQUE INDEX audit_log_by_id ON audit_log (id);
+    ALTER TABLE audit_log ADD COLUMN count INTEGER NOT NULL DEFAULT 1;
+    CREATE INDEX audit_log_by_age ON audit_log (at);
+    CREATE TABLE key_changes (
+        seq      INTEGER PRIMARY KEY AUTOINCREMENT,
+        key_hash BLOB    NOT NULL,
+        at       INTEGER NOT NULL
+    );",
 ];
 
 /// The schema version this build writes.

@@ -11,8 +11,8 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row};
 use tokio::sync::oneshot;
 
 use crate::{
-    migrations, KeyPage, KeyPatch, KeyRecord, KeyStatus, KeyStore, KeyUsage, NewKey, Rotation,
-    StoreError, Update,
+    migrations, KeyChanges, KeyPage, KeyPatch, KeyRecord, KeyStatus, KeyStore, KeyUsage, NewKey,
+    Rotation, StoreError, Update,
 };
 
 /// Writes waiting at once that go into one transaction, at most.
@@ -68,6 +68,8 @@ struct Inner {
     writer: mpsc::Sender<Msg>,
     writer_thread: Mutex<Option<JoinHandle<()>>>,
     readers: Mutex<Vec<Connection>>,
+    /// Monotonic ULIDs: ids minted within one millisecond still ascend in the order they were made.
+    ulids: Mutex<ulid::Generator>,
 }
 
 /// The SQLite store. Cheap to clone; all clones share the writer thread and the reader pool.
@@ -79,6 +81,7 @@ pub struct SqliteStore {
 impl SqliteStore {
     /// Opens (creating if needed) the database at `path`, applies migrations and starts the writer thread.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
+        restrict_permissions(path)?;
         let mut conn = Connection::open(path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         // FULL: a commit is on disk before its caller hears of it, so an acknowledged write survives power loss.
@@ -98,8 +101,21 @@ impl SqliteStore {
                 writer: tx,
                 writer_thread: Mutex::new(Some(thread)),
                 readers: Mutex::new(Vec::new()),
+                ulids: Mutex::new(ulid::Generator::new()),
             }),
         })
+    }
+
+    /// A new lowercase ULID, later than every one this store minted before.
+    pub fn next_ulid(&self) -> String {
+        let ulid = self
+            .inner
+            .ulids
+            .lock()
+            .expect("ulid generator lock")
+            .generate()
+            .unwrap_or_else(|_| ulid::Ulid::new());
+        ulid.to_string().to_lowercase()
     }
 
     /// Finishes queued writes, closes the write connection and waits for the writer thread.
@@ -180,6 +196,34 @@ impl SqliteStore {
         })
         .await
     }
+}
+
+/// The database and its `-wal` / `-shm` companions are readable by their owner only: created 0600 (SQLite
+/// gives the companions the database file's mode) and tightened if an older build left them wider.
+fn restrict_permissions(path: &Path) -> Result<(), StoreError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        if path.as_os_str() == ":memory:" || path.as_os_str().is_empty() {
+            return Ok(());
+        }
+        let io = |e: std::io::Error| StoreError::Corrupt(format!("{}: {e}", path.display()));
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(io)?;
+        for suffix in ["", "-wal", "-shm"] {
+            let mut file = path.as_os_str().to_owned();
+            file.push(suffix);
+            match std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(e)),
+                _ => {}
+            }
+        }
+    }
+    Ok(())
 }
 
 fn open_reader(path: &Path) -> Result<Connection, StoreError> {
@@ -311,6 +355,14 @@ fn insert(conn: &Connection, key: &NewKey) -> Result<i64, StoreError> {
     Ok(conn.last_insert_rowid())
 }
 
+/// Records, in the change's own transaction, that the key with this hash changed: every process that caches
+/// keys (this server, or another on the same database) follows this log and drops the entry.
+fn log_change(conn: &Connection, key_hash: &[u8], now: i64) -> Result<(), StoreError> {
+    conn.prepare_cached("INSERT INTO key_changes (key_hash, at) VALUES (?1, ?2)")?
+        .execute(params![key_hash, now])?;
+    Ok(())
+}
+
 fn select_one(
     conn: &Connection,
     filter: &str,
@@ -380,11 +432,16 @@ impl KeyStore for SqliteStore {
     ) -> Result<Option<KeyRecord>, StoreError> {
         let (org_id, id) = (org_id.to_owned(), id.to_owned());
         self.write(move |conn| {
-            conn.prepare_cached(
-                "UPDATE api_keys SET revoked_at = ?3 WHERE id = ?1 AND org_id = ?2 AND revoked_at IS NULL",
-            )?
-            .execute(params![id, org_id, now])?;
-            select_one(conn, "id = ?1 AND org_id = ?2", [&id, &org_id])
+            let changed = conn
+                .prepare_cached(
+                    "UPDATE api_keys SET revoked_at = ?3 WHERE id = ?1 AND org_id = ?2 AND revoked_at IS NULL",
+                )?
+                .execute(params![id, org_id, now])?;
+            let record = select_one(conn, "id = ?1 AND org_id = ?2", [&id, &org_id])?;
+            if let (1, Some(record)) = (changed, &record) {
+                log_change(conn, &record.key_hash, now)?;
+            }
+            Ok(record)
         })
         .await
     }
@@ -435,6 +492,9 @@ impl KeyStore for SqliteStore {
                 ":org": org_id,
             })?;
             let updated = select_one(conn, "id = ?1 AND org_id = ?2", [&id, &org_id])?;
+            if let Some(record) = &updated {
+                log_change(conn, &record.key_hash, opgate_core::Timestamp::now().unix())?;
+            }
             Ok(updated.map_or(Update::NotFound, |r| Update::Updated(Box::new(r))))
         })
         .await
@@ -468,6 +528,7 @@ impl KeyStore for SqliteStore {
             .execute(params![old.seq, new.id, grace_expires_at])?;
             let old = select_one(conn, "seq = ?1", [old.seq])?
                 .ok_or_else(|| StoreError::Corrupt("rotated key vanished".into()))?;
+            log_change(conn, &old.key_hash, now)?;
             let new = select_one(conn, "seq = ?1", [seq])?
                 .ok_or_else(|| StoreError::Corrupt("inserted key vanished".into()))?;
             Ok(Rotation::Rotated {
@@ -487,6 +548,49 @@ impl KeyStore for SqliteStore {
             for u in &usage {
                 stmt.execute(params![u.key_id, u.at, u.ip, u.user_agent])?;
             }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn find_key(&self, id: &str) -> Result<Option<KeyRecord>, StoreError> {
+        let id = id.to_owned();
+        self.read(move |conn| select_one(conn, "id = ?1", [id]))
+            .await
+    }
+
+    async fn key_changes(&self, after: i64) -> Result<KeyChanges, StoreError> {
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT seq, key_hash FROM key_changes WHERE seq > ?1 ORDER BY seq LIMIT 10000",
+            )?;
+            let rows = stmt.query_map([after], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?))
+            })?;
+            let mut changes = KeyChanges {
+                last: after,
+                hashes: Vec::new(),
+            };
+            for row in rows {
+                let (seq, hash) = row?;
+                changes.last = seq;
+                changes.hashes.push(hash);
+            }
+            if changes.hashes.is_empty() {
+                changes.last =
+                    conn.query_row("SELECT coalesce(max(seq), 0) FROM key_changes", [], |r| {
+                        r.get(0)
+                    })?;
+            }
+            Ok(changes)
+        })
+        .await
+    }
+
+    async fn trim_key_changes(&self, before: i64) -> Result<(), StoreError> {
+        self.write(move |conn| {
+            conn.prepare_cached("DELETE FROM key_changes WHERE at < ?1")?
+                .execute([before])?;
             Ok(())
         })
         .await

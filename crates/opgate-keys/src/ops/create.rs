@@ -3,7 +3,7 @@ use std::sync::Arc;
 use opgate_core::{scope, Context, Error, OpMeta, Operation, SideEffect, Timestamp};
 
 use crate::types::{CreateKeyInput, CreateKeyOutput, KeyDetails};
-use crate::{dedup, grants, ApiKeys, KeySpec};
+use crate::{check_known, dedup, grants, ApiKeys, KeySpec};
 
 /// `api_keys.create`: mints a key in the caller's organization and returns its secret once.
 pub struct CreateKey(pub Arc<ApiKeys>);
@@ -21,6 +21,9 @@ impl Operation for CreateKey {
 
     async fn call(&self, ctx: Context, input: CreateKeyInput) -> Result<CreateKeyOutput, Error> {
         let caller = &ctx.principal;
+        if let Some(permissions) = &input.permissions {
+            check_known(&ctx.scopes, permissions)?;
+        }
         let permissions = input
             .permissions
             .unwrap_or_else(|| caller.permissions.clone());

@@ -1,12 +1,10 @@
 use std::sync::Arc;
 
-use opgate_core::{
-    scope, Code, Context, Error, OpMeta, Operation, PrincipalKind, SideEffect, Timestamp,
-};
+use opgate_core::{Code, Context, Error, OpMeta, Operation, PrincipalKind, SideEffect, Timestamp};
 use opgate_store::Rotation;
 
 use crate::types::{KeyDetails, RotateKeyInput, RotateKeyOutput};
-use crate::{grants, not_found, token, ApiKeys, KeySpec};
+use crate::{check_target, grants, not_found, token, ApiKeys, KeySpec};
 
 /// Grace period when the request names none: 24 hours.
 const DEFAULT_GRACE_SECONDS: u32 = 86_400;
@@ -40,15 +38,7 @@ impl Operation for RotateKey {
             .ok_or_else(|| not_found(&input.key_id))?;
         // The replacement is a new grant of the old key's permissions, handed to the caller: like a create, it
         // may not exceed what the caller holds.
-        if let Some(excess) = old
-            .permissions
-            .iter()
-            .find(|p| !scope::covers(&ctx.principal.permissions, p))
-        {
-            return Err(Error::permission_denied(format!(
-                "key_id: the key holds `{excess}`, which exceeds the caller's own permissions"
-            )));
-        }
+        check_target(&ctx.principal, &old)?;
         let now = Timestamp::now().unix();
         let grace_expires_at =
             now + i64::from(input.grace_period_seconds.unwrap_or(DEFAULT_GRACE_SECONDS));

@@ -4,7 +4,7 @@ use opgate_core::{scope, Code, Context, Error, OpMeta, Operation, PrincipalKind,
 use opgate_store::{KeyPatch, Update};
 
 use crate::types::{KeyDetails, UpdateKeyInput};
-use crate::{dedup, grants, not_found, ApiKeys};
+use crate::{check_known, check_target, dedup, grants, not_found, ApiKeys};
 
 /// `api_keys.update`: renames, re-describes, re-limits, re-fences or narrows a key.
 pub struct UpdateKey(pub Arc<ApiKeys>);
@@ -23,6 +23,9 @@ impl Operation for UpdateKey {
 
     async fn call(&self, ctx: Context, input: UpdateKeyInput) -> Result<KeyDetails, Error> {
         ctx.set_target(&input.key_id);
+        if let Some(permissions) = &input.permissions {
+            check_known(&ctx.scopes, permissions)?;
+        }
         let org = &ctx.principal.org;
         let caller = &ctx.principal;
         // An unknown key is a 404 before anything is said about permissions or restrictions.
@@ -33,15 +36,7 @@ impl Operation for UpdateKey {
             .await
             .map_err(Error::from)?
             .ok_or_else(|| not_found(&input.key_id))?;
-        if let Some(p) = current
-            .permissions
-            .iter()
-            .find(|p| !scope::covers(&caller.permissions, p))
-        {
-            return Err(Error::permission_denied(format!(
-                "key_id: the key holds `{p}`, beyond the caller's own permissions"
-            )));
-        }
+        check_target(caller, &current)?;
         if let Some(p) = input
             .permissions
             .iter()

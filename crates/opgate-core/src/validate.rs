@@ -1,0 +1,168 @@
+//! Input rules shared by every operation: text a human reads holds no control characters, and ids have their
+//! exact shape. Each rule is a `garde` validator (the runtime check, with a message naming the cause) beside
+//! the pattern the spec publishes for the same rule (`#[schemars(pattern(...))]`), so spec and server agree.
+
+/// Pattern of text without C0 or C1 control characters (what [`printable`] accepts).
+pub const PRINTABLE_PATTERN: &str = r"^[^\u0000-\u001f\u007f-\u009f]*$";
+
+/// Whether `c` is a C0 or C1 control character (including DEL): terminal escapes start with these.
+pub fn is_control(c: char) -> bool {
+    matches!(c, '\u{0}'..='\u{1f}' | '\u{7f}'..='\u{9f}')
+}
+
+/// Refuses text with control characters: names and descriptions are printed to terminals and logs, where
+/// ESC, BEL, CR or NUL would rewrite what a human sees.
+pub fn printable(value: &str, _: &()) -> garde::Result {
+    match value.chars().find(|c| is_control(*c)) {
+        None => Ok(()),
+        Some(c) => Err(garde::Error::new(format!(
+            "must not contain control characters (found U+{:04X})",
+            c as u32
+        ))),
+    }
+}
+
+/// The characters of a lowercase Crockford base32 ULID, as ids carry them.
+const ULID_CHARS: &str = "0123456789abcdefghjkmnpqrstvwxyz";
+
+/// Pattern of a ULID-based id with the given prefix, e.g. `id_pattern!("key")` for `key_` + 26 characters
+/// (the first at most `7`: a ULID is 128 bits).
+#[macro_export]
+macro_rules! id_pattern {
+    ($prefix:literal) => {
+        concat!("^", $prefix, "_[0-7][0-9a-hjkmnp-tv-z]{25}$")
+    };
+}
+
+/// Whether `value` is `<prefix>_` followed by a 26-character lowercase ULID.
+pub fn is_id(prefix: &str, value: &str) -> bool {
+    value
+        .strip_prefix(prefix)
+        .and_then(|rest| rest.strip_prefix('_'))
+        .is_some_and(|ulid| {
+            ulid.len() == 26
+                && ulid.bytes().all(|b| ULID_CHARS.as_bytes().contains(&b))
+                // The first character of a 128-bit ULID is at most 7.
+                && ulid.as_bytes()[0] <= b'7'
+        })
+}
+
+/// A validator for ids with `prefix`, e.g. `#[garde(custom(id("key")))]`.
+pub fn id(prefix: &'static str) -> impl FnOnce(&str, &()) -> garde::Result {
+    move |value, _| {
+        if is_id(prefix, value) {
+            Ok(())
+        } else {
+            Err(garde::Error::new(format!(
+                "must be an id of the form `{prefix}_` followed by 26 lowercase letters and digits"
+            )))
+        }
+    }
+}
+
+/// Pattern of an organization id: letters, digits, `.`, `_` and `-`, starting with a letter or digit.
+pub const ORG_ID_PATTERN: &str = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$";
+
+/// Whether `value` is an organization id ([`ORG_ID_PATTERN`]): organizations partition every object, so
+/// their ids hold no separator, space or control character that could blur one into another.
+pub fn is_org_id(value: &str) -> bool {
+    let b = value.as_bytes();
+    !b.is_empty()
+        && b.len() <= 128
+        && b[0].is_ascii_alphanumeric()
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || b"._-".contains(c))
+}
+
+/// Pattern of an operation id, `<resource>.<action>`.
+pub const OPERATION_ID_PATTERN: &str = r"^[a-z][a-z0-9_]{0,63}\.[a-z][a-z0-9_]{0,63}$";
+
+/// Whether `value` is an operation id (`<resource>.<action>`, lowercase identifiers).
+pub fn is_operation_id(value: &str) -> bool {
+    fn ident(s: &str) -> bool {
+        let mut chars = s.chars();
+        matches!(chars.next(), Some('a'..='z'))
+            && s.len() <= 64
+            && chars.all(|c| matches!(c, 'a'..='z' | '0'..='9' | '_'))
+    }
+    value
+        .split_once('.')
+        .is_some_and(|(r, a)| ident(r) && ident(a))
+}
+
+/// A validator for operation ids.
+pub fn operation_id(value: &str, _: &()) -> garde::Result {
+    if is_operation_id(value) {
+        Ok(())
+    } else {
+        Err(garde::Error::new(
+            "must be an operation id, `<resource>.<action>` in lowercase",
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_are_refused_and_named() {
+        assert!(printable("ci deploy – ünïcode ✓", &()).is_ok());
+        for bad in [
+            "a\u{1b}[31m",
+            "bell\u{7}",
+            "cr\r",
+            "nul\0",
+            "del\u{7f}",
+            "c1\u{9b}",
+        ] {
+            assert!(printable(bad, &()).is_err(), "{bad:?}");
+        }
+        let e = printable("x\u{1b}]52;c;ZXZpbA==\u{7}", &()).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "must not contain control characters (found U+001B)"
+        );
+    }
+
+    #[test]
+    fn ids_have_their_exact_shape() {
+        assert!(is_id("key", "key_01jf3m8v6k2x9q4w7e5r1t0y8z"));
+        assert_eq!(id_pattern!("key"), "^key_[0-7][0-9a-hjkmnp-tv-z]{25}$");
+        for bad in [
+            "key_01jf3m8v6k2x9q4w7e5r1t0y8",
+            "key_01jf3m8v6k2x9q4w7e5r1t0y8zz",
+            "key_01JF3M8V6K2X9Q4W7E5R1T0Y8Z",
+            "key_01jf3m8v6k2x9q4w7e5r1t0y8i",
+            "ws_01jf3m8v6k2x9q4w7e5r1t0y8z",
+            "key_81jf3m8v6k2x9q4w7e5r1t0y8z",
+            "key-01jf3m8v6k2x9q4w7e5r1t0y8z",
+        ] {
+            assert!(!is_id("key", bad), "{bad}");
+        }
+        let real = format!("key_{}", ulid_like());
+        assert!(is_id("key", &real), "{real}");
+    }
+
+    fn ulid_like() -> String {
+        "7zzzzzzzzzzzzzzzzzzzzzzzzz".into()
+    }
+
+    #[test]
+    fn org_ids() {
+        for ok in ["default", "acme-corp", "a.b_c-9", "0rg"] {
+            assert!(is_org_id(ok), "{ok}");
+        }
+        for bad in ["", "a:b", "a/b", "a b", "-x", "é", &"a".repeat(129)] {
+            assert!(!is_org_id(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn operation_ids() {
+        assert!(is_operation_id("api_keys.revoke"));
+        for bad in ["api_keys", "Api.x", "a.b.c", ".x", "a.", "a .b"] {
+            assert!(!is_operation_id(bad), "{bad}");
+        }
+    }
+}
