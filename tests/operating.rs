@@ -5,44 +5,10 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{op_path, TestServer};
+use common::{op_path, read_all, start_upload, TestServer};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-/// Opens a connection and sends a request head for `op` announcing a body of `len` bytes, plus `first` of it.
-async fn start_upload(
-    s: &TestServer,
-    token: &str,
-    op: &str,
-    len: usize,
-    first: &[u8],
-) -> TcpStream {
-    let mut conn = TcpStream::connect(s.addr()).await.unwrap();
-    let head = format!(
-        "POST {} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\n\
-         Content-Length: {len}\r\n\r\n",
-        op_path(op),
-        s.addr()
-    );
-    conn.write_all(head.as_bytes()).await.unwrap();
-    conn.write_all(first).await.unwrap();
-    conn
-}
-
-/// Reads until the server closes the connection or `limit` passes; returns what was read.
-async fn read_all(conn: &mut TcpStream, limit: Duration) -> String {
-    let mut out = Vec::new();
-    let mut buf = [0u8; 8192];
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        match tokio::time::timeout(deadline - Instant::now(), conn.read(&mut buf)).await {
-            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
-            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
 
 #[tokio::test]
 async fn a_slowloris_client_is_cut_off_after_the_header_timeout() {

@@ -14,6 +14,8 @@ use reqwest::header::HeaderMap;
 use reqwest::Method;
 use serde_json::{json, Value};
 use tempfile::TempDir;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
 const BIN: &str = env!("CARGO_BIN_EXE_opgate");
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -21,7 +23,9 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// A running `opgate serve` over a temporary data directory; killed on drop.
 pub struct TestServer {
-    dir: TempDir,
+    /// Kept alive (and deleted on drop) when the server made its own data directory.
+    _temp: Option<TempDir>,
+    path: std::path::PathBuf,
     extra_args: Vec<String>,
     extra_env: Vec<(String, String)>,
     child: Child,
@@ -46,16 +50,32 @@ impl TestServer {
     /// `OPGATE_SESSION_SECRET`), both kept across restarts and passed to [`TestServer::mint_session`].
     pub fn start_with_env(extra_args: &[&str], env: &[(&str, &str)]) -> TestServer {
         let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().to_owned();
+        Self::launch(Some(dir), path, extra_args, env)
+    }
+
+    /// Starts a server on the data directory `path` (which the caller cleans up).
+    pub fn start_in(path: &str, extra_args: &[&str]) -> TestServer {
+        Self::launch(None, path.into(), extra_args, &[])
+    }
+
+    fn launch(
+        temp: Option<TempDir>,
+        path: std::path::PathBuf,
+        extra_args: &[&str],
+        env: &[(&str, &str)],
+    ) -> TestServer {
         let log = Arc::new(Mutex::new(Vec::new()));
         let extra_args: Vec<String> = extra_args.iter().map(|a| a.to_string()).collect();
         let extra_env: Vec<(String, String)> = env
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        let (child, base, admin_key) = spawn(dir.path(), &extra_args, &extra_env, &log);
+        let (child, base, admin_key) = spawn(&path, &extra_args, &extra_env, &log);
         let admin_key = admin_key.expect("the first start prints `admin key: opg_...`");
         TestServer {
-            dir,
+            _temp: temp,
+            path,
             extra_args,
             extra_env,
             child,
@@ -74,14 +94,15 @@ impl TestServer {
         self.respawn();
     }
 
+    /// Starts the server again after [`TestServer::terminate`] and [`TestServer::wait_exit`].
+    pub fn restart_stopped(&mut self) {
+        self.respawn();
+    }
+
     /// Starts the server again on the same data directory, flags and environment, with fresh connections.
     fn respawn(&mut self) {
-        let (child, base, admin_key) = spawn(
-            self.dir.path(),
-            &self.extra_args,
-            &self.extra_env,
-            &self.log,
-        );
+        let (child, base, admin_key) =
+            spawn(&self.path, &self.extra_args, &self.extra_env, &self.log);
         assert_eq!(admin_key, None, "the admin key is printed only once");
         self.child = child;
         self.base = base;
@@ -140,7 +161,7 @@ impl TestServer {
     }
 
     pub fn data_dir(&self) -> &Path {
-        self.dir.path()
+        &self.path
     }
 
     pub fn admin_key(&self) -> &str {
@@ -646,4 +667,38 @@ pub fn now_unix() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .expect("clock after 1970")
         .as_secs() as i64
+}
+
+/// Opens a connection and sends a request head for `op` announcing a body of `len` bytes, plus `first` of it.
+pub async fn start_upload(
+    s: &TestServer,
+    token: &str,
+    op: &str,
+    len: usize,
+    first: &[u8],
+) -> TcpStream {
+    let mut conn = TcpStream::connect(s.addr()).await.unwrap();
+    let head = format!(
+        "POST {} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\n\
+         Content-Length: {len}\r\n\r\n",
+        op_path(op),
+        s.addr()
+    );
+    conn.write_all(head.as_bytes()).await.unwrap();
+    conn.write_all(first).await.unwrap();
+    conn
+}
+
+/// Reads until the server closes the connection or `limit` passes; returns what was read.
+pub async fn read_all(conn: &mut TcpStream, limit: Duration) -> String {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 8192];
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        match tokio::time::timeout(deadline - Instant::now(), conn.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
+            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
