@@ -4,6 +4,9 @@
 //! `<resource>:*` holds every scope of that resource, and `<resource>:write` implies `<resource>:read`.
 //! Authorization is a pure function of the principal's permissions and the operation's declared scope.
 
+/// The name of the schema of a granted scope; the spec lists the gateway's [`Catalog`] under it.
+pub const SCHEMA_NAME: &str = "Scope";
+
 /// The "scope" of operations that need no permission beyond a valid token: every principal holds it.
 pub const AUTHENTICATED: &str = "";
 

@@ -432,7 +432,7 @@ struct ScopeString;
 
 impl JsonSchema for ScopeString {
     fn schema_name() -> std::borrow::Cow<'static, str> {
-        "Scope".into()
+        scope::SCHEMA_NAME.into()
     }
 
     fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {

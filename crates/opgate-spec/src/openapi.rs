@@ -108,6 +108,16 @@ pub fn openapi(registry: &Registry, info: &ApiInfo) -> Value {
         }
         schemas.insert(name, schema);
     }
+    // Which scopes a grant may name depends on the operations served: the schema lists exactly those.
+    if let Some(scope) = schemas.get_mut(opgate_core::scope::SCHEMA_NAME) {
+        let catalog = registry.scopes();
+        let known: Vec<&str> = catalog.iter().collect();
+        *scope = json!({
+            "description": "A scope some operation of this gateway requires, or a wildcard over such a resource (`*` holds every scope, `<resource>:*` every scope of the resource).",
+            "type": "string",
+            "enum": known,
+        });
+    }
     schemas.sort_keys();
 
     let mut responses = Map::new();
