@@ -36,6 +36,8 @@ pub struct DataDir {
     pub keys: Arc<ApiKeys>,
     /// How session tokens are signed and checked (secret, issuer, audience).
     pub sessions: SessionConfig,
+    /// The clock every time decision reads (the system's, or a test's manual one).
+    pub clock: Arc<dyn opgate_core::Clock>,
 }
 
 impl DataDir {
@@ -54,17 +56,33 @@ impl DataDir {
         secret_override: Option<&str>,
         sessions: &SessionSettings,
     ) -> Result<Self, BoxError> {
+        Self::open_with_clock(
+            path,
+            secret_override,
+            sessions,
+            opgate_core::SystemClock::shared(),
+        )
+    }
+
+    /// Like [`DataDir::open_with`], telling time by `clock` (tests move a [`opgate_core::ManualClock`]).
+    pub fn open_with_clock(
+        path: &Path,
+        secret_override: Option<&str>,
+        sessions: &SessionSettings,
+        clock: Arc<dyn opgate_core::Clock>,
+    ) -> Result<Self, BoxError> {
         create_data_dir(path)?;
         let hasher = KeyHasher::load(path, secret_override)?;
         let sessions = SessionConfig::load(path, sessions)?;
         let store = SqliteStore::open(&path.join(DB_FILE))
             .map_err(|e| format!("cannot open database {}: {e}", path.join(DB_FILE).display()))?;
-        let keys = ApiKeys::new(Arc::new(store.clone()), hasher);
+        let keys = ApiKeys::new(Arc::new(store.clone()), hasher, Arc::clone(&clock));
         Ok(DataDir {
             path: path.to_owned(),
             store,
             keys,
             sessions,
+            clock,
         })
     }
 
@@ -82,12 +100,12 @@ impl DataDir {
         metrics: Option<opgate_server::metrics::Metrics>,
     ) -> Arc<Gateway> {
         let keys = Arc::new(ApiKeyAuthenticator::new(Arc::clone(&self.keys)));
-        let sessions = SessionAuthenticator::new(self.sessions.clone());
+        let sessions = SessionAuthenticator::new(self.sessions.clone(), Arc::clone(&self.clock));
         let authenticator = Arc::new(TokenRouter::new(keys, sessions));
         let store = Arc::new(self.store.clone());
         let mut gateway = Gateway::new(Arc::new(registry), authenticator, config)
-            .with_audit(store.clone())
-            .with_idempotency(store);
+            .with_journal(store)
+            .with_clock(Arc::clone(&self.clock));
         if let Some(metrics) = metrics {
             gateway = gateway.with_metrics(metrics);
         }
@@ -137,12 +155,12 @@ impl DataDir {
         &self,
         audit_retention_days: Option<u32>,
     ) -> tokio::task::JoinHandle<()> {
-        let store = self.store.clone();
+        let (store, clock) = (self.store.clone(), Arc::clone(&self.clock));
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(std::time::Duration::from_secs(3600));
             loop {
                 tick.tick().await;
-                let now = opgate_core::Timestamp::now().unix();
+                let now = clock.now().unix();
                 let cutoff = now - opgate_core::IDEMPOTENCY_RETENTION_SECS;
                 if let Err(e) = store.expire_idempotency(cutoff).await {
                     tracing::warn!(error = %e, "expiring idempotency records failed");
@@ -185,7 +203,11 @@ pub fn session_config(path: &Path, settings: &SessionSettings) -> Result<Session
 /// the API (spec, docs), never for serving it.
 pub fn describe_registry() -> Result<Registry, BoxError> {
     let store = Arc::new(SqliteStore::open(Path::new(":memory:"))?);
-    let keys = ApiKeys::new(store.clone(), KeyHasher::new(&[0u8; 32])?);
+    let keys = ApiKeys::new(
+        store.clone(),
+        KeyHasher::new(&[0u8; 32])?,
+        opgate_core::SystemClock::shared(),
+    );
     Ok(registry(&keys, store)?)
 }
 

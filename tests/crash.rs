@@ -1,6 +1,7 @@
-//! Crash safety: a storm of creates and revokes, the server killed with SIGKILL at random moments and
-//! restarted. Every create the client saw acknowledged must still authenticate, every acknowledged revoke must
-//! still hold (401), and the database must pass `PRAGMA integrity_check`.
+//! Crash safety: a storm of creates and revokes (under idempotency keys), the server killed with SIGKILL at
+//! random moments and restarted. Every create the client saw acknowledged must still authenticate, every
+//! acknowledged revoke must still hold (401), each acknowledged change must have its audit record, each
+//! acknowledged idempotent revoke must replay byte for byte, and the database must pass `PRAGMA integrity_check`.
 //!
 //! `CRASH_CYCLES` (default 4) sets the number of kills; `scripts/crash-test` runs a longer storm.
 
@@ -17,8 +18,8 @@ use serde_json::json;
 struct Ledger {
     /// Secrets of keys whose create was acknowledged, by key id.
     created: HashMap<String, String>,
-    /// Key ids whose revoke was acknowledged.
-    revoked: Vec<String>,
+    /// Key ids whose revoke was acknowledged, with its idempotency key and the body acknowledged.
+    revoked: HashMap<String, (String, Vec<u8>)>,
     /// Key ids whose revoke was sent but not acknowledged: either outcome is correct.
     in_doubt: Vec<String>,
     requests: u64,
@@ -61,22 +62,25 @@ async fn storm(base: String, admin: String, ledger: Arc<Mutex<Ledger>>, worker: 
         let Some(id) = id else { continue };
         if i.is_multiple_of(2) {
             ledger.lock().unwrap().in_doubt.push(id.clone());
+            let key = format!("revoke-{id}");
             let revoked = client
                 .post(format!("{base}{}", op_path("api_keys.revoke")))
                 .bearer_auth(&admin)
+                .header("idempotency-key", &key)
                 .json(&json!({ "key_id": id }))
                 .send()
                 .await;
             let Ok(resp) = revoked else { return };
             let status = resp.status().as_u16();
-            let ok = resp.bytes().await.is_ok();
+            let body = resp.bytes().await;
             let mut l = ledger.lock().unwrap();
             l.requests += 1;
-            if status == 200 && ok {
-                l.in_doubt.retain(|d| d != &id);
-                l.revoked.push(id);
-            } else {
-                l.failures += 1;
+            match body {
+                Ok(body) if status == 200 => {
+                    l.in_doubt.retain(|d| d != &id);
+                    l.revoked.insert(id, (key, body.to_vec()));
+                }
+                _ => l.failures += 1,
             }
         }
     }
@@ -117,7 +121,7 @@ async fn acknowledged_writes_survive_sigkill() {
         let r = s
             .post(&op_path("auth.whoami"), Some(secret), &json!({}))
             .await;
-        if l.revoked.contains(id) {
+        if l.revoked.contains_key(id) {
             r.error_with(401, "unauthenticated", &["revoked"]);
         } else if l.in_doubt.contains(id) {
             assert!(r.status == 200 || r.status == 401, "{}", r.text());
@@ -126,14 +130,61 @@ async fn acknowledged_writes_survive_sigkill() {
             checked_created += 1;
         }
     }
+    // Each acknowledged idempotent revoke replays: the same status and body, marked as a replay.
+    for (id, (key, body)) in &l.revoked {
+        let replay = common::send(
+            s.request(
+                reqwest::Method::POST,
+                &op_path("api_keys.revoke"),
+                Some(&admin),
+            )
+            .header("idempotency-key", key)
+            .json(&json!({ "key_id": id })),
+        )
+        .await;
+        assert_eq!(replay.status, 200, "{}", replay.text());
+        assert_eq!(
+            replay.header("idempotent-replayed"),
+            Some("true"),
+            "{id}: not a replay"
+        );
+        assert_eq!(
+            &replay.body, body,
+            "{id}: the replay differs from the acknowledged answer"
+        );
+    }
+    // Each acknowledged change has its audit record: it committed with the change.
     let db = rusqlite::Connection::open(s.data_dir().join("opgate.db")).unwrap();
+    let audited = |operation: &str| -> std::collections::HashSet<String> {
+        let mut stmt = db
+            .prepare("SELECT target_id FROM audit_log WHERE operation = ?1 AND status = 200")
+            .unwrap();
+        stmt.query_map([operation], |r| r.get::<_, String>(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    };
+    let (creates, revokes) = (audited("api_keys.create"), audited("api_keys.revoke"));
+    for id in l.created.keys() {
+        assert!(
+            creates.contains(id),
+            "acknowledged create of {id} has no audit record"
+        );
+    }
+    for id in l.revoked.keys() {
+        assert!(
+            revokes.contains(id),
+            "acknowledged revoke of {id} has no audit record"
+        );
+    }
     let check: String = db
         .query_row("PRAGMA integrity_check", [], |r| r.get(0))
         .unwrap();
     assert_eq!(check, "ok");
     println!(
         "crash test: {cycles} kills, {} requests acknowledged or refused, {} failures, {} acknowledged creates \
-         ({checked_created} checked live), {} acknowledged revokes ({} revokes in doubt), integrity_check {check}",
+         ({checked_created} checked live), {} acknowledged idempotent revokes (all replayed), {} revokes in doubt, \
+         every acknowledged change audited, integrity_check {check}",
         l.requests,
         l.failures,
         l.created.len(),

@@ -142,7 +142,10 @@ mod tests {
                 ttl_seconds: 60,
             })
             .unwrap();
-        let router = TokenRouter::new(keys.clone(), SessionAuthenticator::new(config));
+        let router = TokenRouter::new(
+            keys.clone(),
+            SessionAuthenticator::new(config, opgate_core::SystemClock::shared()),
+        );
         let info = RequestInfo {
             client_ip: None,
             user_agent: None,

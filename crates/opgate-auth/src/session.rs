@@ -194,7 +194,8 @@ impl SessionConfig {
         self.mint_at(session, Timestamp::now().unix())
     }
 
-    fn mint_at(&self, session: &NewSession, now: i64) -> Result<String, MintError> {
+    /// Signs a token for `session`, issued at `now` (unix seconds).
+    pub fn mint_at(&self, session: &NewSession, now: i64) -> Result<String, MintError> {
         if !sane_id(&session.sub) {
             return Err(MintError::BadId("sub"));
         }
@@ -228,7 +229,9 @@ impl SessionConfig {
         self.verify_at(token, Timestamp::now().unix())
     }
 
-    fn verify_at(&self, token: &str, now: i64) -> Result<Principal, Error> {
+    /// Verifies `token` as of `now` (unix seconds): what [`SessionConfig::verify`] does with the gateway's
+    /// clock instead of the system's.
+    pub fn verify_at(&self, token: &str, now: i64) -> Result<Principal, Error> {
         check_header(token)?;
         // Signature and algorithm only; the claims are checked below, each with its own message.
         let mut validation = Validation::new(Algorithm::HS256);
@@ -445,16 +448,18 @@ fn shown(text: &str) -> String {
 }
 
 /// Verifies session tokens for the gateway.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct SessionAuthenticator {
     config: Arc<SessionConfig>,
+    clock: Arc<dyn opgate_core::Clock>,
 }
 
 impl SessionAuthenticator {
-    /// An authenticator checking tokens against `config`.
-    pub fn new(config: SessionConfig) -> Self {
+    /// An authenticator checking tokens against `config`, with `exp`, `iat` and `nbf` read by `clock`.
+    pub fn new(config: SessionConfig, clock: Arc<dyn opgate_core::Clock>) -> Self {
         SessionAuthenticator {
             config: Arc::new(config),
+            clock,
         }
     }
 }
@@ -465,7 +470,10 @@ impl Authenticator for SessionAuthenticator {
         token: &'a str,
         _request: &'a RequestInfo,
     ) -> Pin<Box<dyn Future<Output = Result<Arc<Principal>, Error>> + Send + 'a>> {
-        let result = self.config.verify(token).map(Arc::new);
+        let result = self
+            .config
+            .verify_at(token, self.clock.now().unix())
+            .map(Arc::new);
         Box::pin(std::future::ready(result))
     }
 }

@@ -113,8 +113,11 @@ impl Code {
     }
 }
 
+/// The internal cause of an [`Error`]: kept for the server log, never sent to a client.
+pub type Cause = std::sync::Arc<dyn std::error::Error + Send + Sync>;
+
 /// An error an operation or a pipeline stage returns: a contract code and a human sentence naming the cause.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[error("{}: {message}", code.as_str())]
 pub struct Error {
     /// What kind of failure this is; decides the HTTP status.
@@ -123,9 +126,27 @@ pub struct Error {
     pub message: String,
     /// A short machine label of the cause (e.g. `revoked`), for metrics; never sent to the client.
     pub reason: Option<&'static str>,
+    /// What went wrong inside (a storage or encoding failure): the pipeline logs it once, with the request id,
+    /// so that the id a client quotes finds the failure in the log. Never sent to the client.
+    pub cause: Option<Cause>,
 }
 
+/// Errors are equal when a client would see them as equal: the cause is internal.
+impl PartialEq for Error {
+    fn eq(&self, other: &Self) -> bool {
+        self.code == other.code && self.message == other.message && self.reason == other.reason
+    }
+}
+
+impl Eq for Error {}
+
 impl Error {
+    /// The same error, carrying `cause` for the server log.
+    pub fn with_cause(mut self, cause: impl std::error::Error + Send + Sync + 'static) -> Self {
+        self.cause = Some(std::sync::Arc::new(cause));
+        self
+    }
+
     /// The same error, labelled with `reason` for metrics.
     pub fn with_reason(mut self, reason: &'static str) -> Self {
         self.reason = Some(reason);
@@ -138,6 +159,7 @@ impl Error {
             code,
             message: message.into(),
             reason: None,
+            cause: None,
         }
     }
 

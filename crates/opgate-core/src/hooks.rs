@@ -1,8 +1,11 @@
-//! Storage the dispatcher itself needs, as traits so that the server knows no database: the audit log it
-//! appends to for every state-changing call, and the idempotency records it replays.
+//! Storage the dispatcher itself needs, as traits so that the server knows no database: the [`Journal`] that
+//! keeps each state-changing call's records (its audit record, its idempotent response), and the [`Unit`] of
+//! work that commits a handler's change together with those records.
 
+use std::any::Any;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::Error;
 
@@ -37,12 +40,6 @@ pub struct AuditRecord {
     pub count: u32,
 }
 
-/// Where the dispatcher appends audit records; an append is durable when its future resolves.
-pub trait AuditSink: Send + Sync + 'static {
-    /// Appends one record.
-    fn append(&self, record: AuditRecord) -> BoxFuture<'_, Result<(), Error>>;
-}
-
 /// A response kept for replay under an idempotency key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredResponse {
@@ -56,20 +53,176 @@ pub struct StoredResponse {
     pub created_at: i64,
 }
 
-/// Durable storage of idempotent responses, per principal and key.
-pub trait IdempotencyStore: Send + Sync + 'static {
-    /// The response stored for `(principal, key)` at or after `not_before` (unix seconds), if any.
-    fn get<'a>(
-        &'a self,
-        principal: &'a str,
-        key: &'a str,
+/// A response to keep for `(owner, key)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotentResponse {
+    /// The principal the key belongs to ([`crate::Principal::unique_key`]).
+    pub owner: String,
+    /// The `Idempotency-Key`.
+    pub key: String,
+    /// What to replay.
+    pub response: StoredResponse,
+}
+
+/// What a call leaves behind, written in one transaction (with the handler's change when there is one).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Records {
+    /// The audit record of a state-changing call.
+    pub audit: Option<AuditRecord>,
+    /// The response to replay for a retry under the same `Idempotency-Key`.
+    pub idempotency: Option<IdempotentResponse>,
+}
+
+/// Where the dispatcher keeps each call's records. A store that implements it also joins the [`Unit`] of the
+/// running call, so that a handler's change commits with the records.
+#[async_trait::async_trait]
+pub trait Journal: Send + Sync + 'static {
+    /// Writes `records` in one transaction; durable when the future resolves.
+    async fn record(&self, records: Records) -> Result<(), Error>;
+    /// The response stored for `(owner, key)` at or after `not_before` (unix seconds), if any.
+    async fn stored_response(
+        &self,
+        owner: &str,
+        key: &str,
         not_before: i64,
-    ) -> BoxFuture<'a, Result<Option<StoredResponse>, Error>>;
-    /// Stores (or replaces) the response for `(principal, key)`.
-    fn put<'a>(
-        &'a self,
-        principal: &'a str,
-        key: &'a str,
-        response: StoredResponse,
-    ) -> BoxFuture<'a, Result<(), Error>>;
+    ) -> Result<Option<StoredResponse>, Error>;
+}
+
+/// Completes a held unit: writes the records, then commits the change with them.
+pub type Finisher = Box<dyn FnOnce(Records) -> BoxFuture<'static, Result<(), Error>> + Send>;
+
+tokio::task_local! {
+    static CURRENT: Arc<Unit>;
+}
+
+/// The unit of work of one state-changing call. The pipeline opens it around the handler ([`Unit::scope`]);
+/// the store's first write inside claims it ([`Unit::claim`]) and commits the call's records in the same
+/// transaction as the change. The response goes out only after that commit.
+///
+/// Without an idempotency key the audit record is known before the change (status 200, the target read at
+/// write time) and is written right after it, in the same savepoint. With one, the response body is needed
+/// too: the store holds the transaction open after the change and the pipeline completes it with the records
+/// through the [`Finisher`].
+pub struct Unit {
+    audit: Option<AuditRecord>,
+    target: Arc<OnceLock<String>>,
+    idempotent: bool,
+    state: Mutex<State>,
+}
+
+enum State {
+    Open,
+    Claimed,
+    /// The change and the audit record are committed.
+    Committed,
+    /// The change ran; the transaction waits for the records.
+    Held {
+        finish: Finisher,
+        store: Box<dyn Any + Send>,
+    },
+    /// Taken by the pipeline.
+    Finished,
+}
+
+/// What the first write of a unit must do beside its change.
+#[derive(Debug)]
+pub enum Claim {
+    /// Write this audit record (its target completed from the call) right after the change, in its savepoint.
+    Audit(Box<AuditRecord>),
+    /// Keep the transaction open after the change and wait for the [`Finisher`]'s records.
+    Hold,
+}
+
+/// How a unit ended, for the pipeline's record stage.
+pub enum Outcome {
+    /// No write claimed it: the records are written on their own.
+    Open,
+    /// The change and its audit record are committed; nothing is left to write.
+    Committed,
+    /// The change waits in an open transaction for these records.
+    Held(Finisher),
+}
+
+impl Unit {
+    /// A unit for a call whose audit record, on success, reads `audit` (target filled from `target`), and
+    /// whose response is kept for replay when `idempotent`.
+    pub fn new(
+        audit: Option<AuditRecord>,
+        target: Arc<OnceLock<String>>,
+        idempotent: bool,
+    ) -> Arc<Self> {
+        Arc::new(Unit {
+            audit,
+            target,
+            idempotent,
+            state: Mutex::new(State::Open),
+        })
+    }
+
+    /// Runs `fut` (the handler) with this unit as the current one.
+    pub async fn scope<F: Future>(self: Arc<Self>, fut: F) -> F::Output {
+        CURRENT.scope(self, fut).await
+    }
+
+    /// The unit of the running call, if any.
+    pub fn current() -> Option<Arc<Unit>> {
+        CURRENT.try_with(Arc::clone).ok()
+    }
+
+    /// The object the call acts on, as the handler named it.
+    pub fn target(&self) -> Option<String> {
+        self.target.get().cloned()
+    }
+
+    /// Claims the unit for a write about to run: `Some` for the first write of an open unit, saying what it
+    /// must do beside the change; `None` otherwise (the write is an ordinary one).
+    pub fn claim(&self) -> Option<Claim> {
+        let mut state = self.state.lock().expect("unit lock");
+        if !matches!(*state, State::Open) {
+            return None;
+        }
+        *state = State::Claimed;
+        if self.idempotent {
+            return Some(Claim::Hold);
+        }
+        let audit = self.audit.clone()?;
+        Some(Claim::Audit(Box::new(AuditRecord {
+            target_id: self.target(),
+            ..audit
+        })))
+    }
+
+    /// The claimed write failed and was rolled back: the unit is open again.
+    pub fn release(&self) {
+        *self.state.lock().expect("unit lock") = State::Open;
+    }
+
+    /// The claimed write committed with its audit record.
+    pub fn committed(&self) {
+        *self.state.lock().expect("unit lock") = State::Committed;
+    }
+
+    /// The claimed write ran and its transaction is held: `finish` completes it; `store` is the store's own
+    /// handle on it (later writes of the same call join it through [`Unit::held`]).
+    pub fn hold(&self, finish: Finisher, store: Box<dyn Any + Send>) {
+        *self.state.lock().expect("unit lock") = State::Held { finish, store };
+    }
+
+    /// The store's handle on a held transaction, for another write of the same call.
+    pub fn held<T: Any + Clone>(&self) -> Option<T> {
+        match &*self.state.lock().expect("unit lock") {
+            State::Held { store, .. } => store.downcast_ref::<T>().cloned(),
+            _ => None,
+        }
+    }
+
+    /// How the unit ended; called once by the pipeline after the handler.
+    pub fn outcome(&self) -> Outcome {
+        let state = std::mem::replace(&mut *self.state.lock().expect("unit lock"), State::Finished);
+        match state {
+            State::Held { finish, .. } => Outcome::Held(finish),
+            State::Committed => Outcome::Committed,
+            State::Open | State::Claimed | State::Finished => Outcome::Open,
+        }
+    }
 }

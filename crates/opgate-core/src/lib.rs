@@ -2,6 +2,7 @@
 //! types) and the [`Registry`] turns those declarations into a dispatch table that the HTTP server, the spec
 //! generator and the CLI all read. Nothing here knows about HTTP, SQLite or API keys.
 
+pub mod clock;
 mod error;
 mod hooks;
 mod operation;
@@ -12,8 +13,12 @@ pub mod secret_file;
 mod timestamp;
 pub mod validate;
 
-pub use error::{Code, Error, ErrorBody, ErrorDetail};
-pub use hooks::{AuditRecord, AuditSink, BoxFuture, IdempotencyStore, StoredResponse};
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use error::{Cause, Code, Error, ErrorBody, ErrorDetail};
+pub use hooks::{
+    AuditRecord, BoxFuture, Claim, Finisher, IdempotentResponse, Journal, Outcome, Records,
+    StoredResponse, Unit,
+};
 pub use operation::{
     Context, ItemStream, OpMeta, Operation, SideEffect, StreamOperation,
     IDEMPOTENCY_RETENTION_SECS, MAX_IDEMPOTENCY_KEY_LEN,

@@ -90,7 +90,7 @@ impl OpMeta {
 }
 
 /// What a handler knows of the request besides its typed input; handlers never see HTTP.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Context {
     /// The authenticated caller.
     pub principal: Arc<Principal>,
@@ -102,9 +102,16 @@ pub struct Context {
     pub target: Arc<std::sync::OnceLock<String>>,
     /// Every scope the gateway's operations require: grants are checked against it.
     pub scopes: Arc<crate::scope::Catalog>,
+    /// The gateway's clock: handlers read the time here, never from the system directly.
+    pub clock: Arc<dyn crate::Clock>,
 }
 
 impl Context {
+    /// Now, by the gateway's clock.
+    pub fn now(&self) -> crate::Timestamp {
+        self.clock.now()
+    }
+
     /// Records the id of the object this call acts on (the audit log's `target_id`); the first call wins.
     pub fn set_target(&self, id: impl Into<String>) {
         let _ = self.target.set(id.into());

@@ -276,7 +276,7 @@ fn strip_position(message: &str) -> String {
 fn encode_json<T: Serialize>(value: &T) -> Result<Bytes, Error> {
     serde_json::to_vec(value)
         .map(Bytes::from)
-        .map_err(|_| Error::internal())
+        .map_err(|e| Error::internal().with_cause(e))
 }
 
 struct Unary<O>(Arc<O>);
@@ -339,8 +339,11 @@ fn encode_lines<T: Serialize>(items: Vec<Result<T, Error>>) -> (Bytes, Option<Er
     for item in items {
         match item {
             Ok(item) => {
-                if serde_json::to_writer(&mut buf, &item).is_err() {
-                    return (buf.into_inner().freeze(), Some(Error::internal()));
+                if let Err(e) = serde_json::to_writer(&mut buf, &item) {
+                    return (
+                        buf.into_inner().freeze(),
+                        Some(Error::internal().with_cause(e)),
+                    );
                 }
                 buf.get_mut().put_u8(b'\n');
             }
@@ -503,6 +506,7 @@ mod tests {
             client_ip: None,
             target: Default::default(),
             scopes: Default::default(),
+            clock: crate::SystemClock::shared(),
         }
     }
 

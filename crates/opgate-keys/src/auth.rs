@@ -54,7 +54,7 @@ impl ApiKeyAuthenticator {
                 key
             }
         };
-        let now = Timestamp::now().unix();
+        let now = self.keys.clock.now().unix();
         if let Some((at, why)) = key.ends.filter(|(at, _)| now >= *at) {
             let when = Timestamp(at).to_rfc3339();
             return Err(match why {

@@ -47,8 +47,9 @@ pub const DEFAULT_ORG: &str = "default";
 #[cfg(feature = "server")]
 pub struct ApiKeys {
     store: Arc<dyn KeyStore>,
+    clock: Arc<dyn opgate_core::Clock>,
     hasher: KeyHasher,
-    cache: cache::KeyCache,
+    cache: Arc<cache::KeyCache>,
     usage: Arc<UsageRecorder>,
     /// Monotonic ULIDs: ids minted within one millisecond still ascend in the order they were made.
     ids: Mutex<ulid::Generator>,
@@ -78,13 +79,22 @@ pub struct KeySpec {
 
 #[cfg(feature = "server")]
 impl ApiKeys {
-    /// The key service over `store`, hashing with `hasher`.
-    pub fn new(store: Arc<dyn KeyStore>, hasher: KeyHasher) -> Arc<Self> {
+    /// The key service over `store`, hashing with `hasher`, telling time by `clock`.
+    pub fn new(
+        store: Arc<dyn KeyStore>,
+        hasher: KeyHasher,
+        clock: Arc<dyn opgate_core::Clock>,
+    ) -> Arc<Self> {
+        // Every commit that changes a key drops it from the cache before the change is acknowledged.
+        let cache = Arc::new(cache::KeyCache::new());
+        let forget = Arc::clone(&cache);
+        store.on_change(Arc::new(move |hash: &[u8]| forget.forget(hash)));
         Arc::new(ApiKeys {
             usage: Arc::new(UsageRecorder::new(Arc::clone(&store))),
             store,
+            clock,
             hasher,
-            cache: cache::KeyCache::new(),
+            cache,
             ids: Mutex::new(ulid::Generator::new()),
         })
     }
@@ -130,19 +140,13 @@ impl ApiKeys {
                 }
                 if trimmed_at.elapsed() > Duration::from_secs(600) {
                     trimmed_at = std::time::Instant::now();
-                    let cutoff = Timestamp::now().unix() - KEEP_SECS;
+                    let cutoff = keys.clock.now().unix() - KEEP_SECS;
                     if let Err(e) = keys.store.trim_key_changes(cutoff).await {
                         tracing::warn!(error = %e, "trimming the key change log failed");
                     }
                 }
             }
         })
-    }
-
-    /// Drops a key from the verification cache so the next request re-reads it; called before a change to
-    /// the key is acknowledged.
-    pub(crate) fn forget(&self, record: &KeyRecord) {
-        self.cache.forget(&record.key_hash);
     }
 
     /// Registers every `api_keys.*` operation.
@@ -214,7 +218,7 @@ impl ApiKeys {
             rate_limit: spec.rate_limit,
             allowed_ips: spec.allowed_ips,
             created_by: spec.created_by,
-            created_at: Timestamp::now().unix(),
+            created_at: self.clock.now().unix(),
             expires_at: spec.expires_at.map(Timestamp::unix),
         }
     }

@@ -135,11 +135,6 @@ impl KeyDetails {
             status,
         }
     }
-
-    /// The metadata of a stored key, with its status now.
-    pub fn now(r: KeyRecord) -> Self {
-        Self::at(r, Timestamp::now().unix())
-    }
 }
 
 /// Input of `api_keys.create`.

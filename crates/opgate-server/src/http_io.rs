@@ -55,7 +55,10 @@ pub fn ndjson(
         Ok::<_, Infallible>(Frame::data(match chunk {
             Ok(lines) => lines,
             Err(e) => {
-                tracing::warn!(request_id = %rid, code = e.code.as_str(), "stream ended with an error");
+                match &e.cause {
+                    Some(cause) => tracing::error!(request_id = %rid, code = e.code.as_str(), error = %cause, "stream ended with an error"),
+                    None => tracing::warn!(request_id = %rid, code = e.code.as_str(), "stream ended with an error"),
+                }
                 let mut line = serde_json::to_vec(&e.body(&rid)).expect("error bodies serialize");
                 line.push(b'\n');
                 Bytes::from(line)

@@ -1,7 +1,7 @@
 //! Idempotent retries, as one wrapper around the handler: [`begin`] checks the `Idempotency-Key` header and
 //! claims it (a retry while the first request still runs is a 409), [`Idempotent::lookup`] replays a stored
-//! response for the same body (or refuses another body with 422), and [`Idempotent::keep`] stores the answer
-//! for [`IDEMPOTENCY_RETENTION_SECS`]. Which operations take part is the side effect's decision
+//! response for the same body (or refuses another body with 422), and [`Idempotent::response`] is the record
+//! that keeps the answer for [`IDEMPOTENCY_RETENTION_SECS`], committed with the call's change. Which operations take part is the side effect's decision
 //! ([`SideEffect::is_idempotent`]).
 
 use std::collections::HashSet;
@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use opgate_core::{
-    Code, Entry, Error, IdempotencyStore, Principal, SideEffect, StoredResponse, Timestamp,
+    Clock, Code, Entry, Error, IdempotentResponse, Journal, Principal, SideEffect, StoredResponse,
     IDEMPOTENCY_RETENTION_SECS, MAX_IDEMPOTENCY_KEY_LEN,
 };
 use sha2::{Digest, Sha256};
@@ -51,7 +51,8 @@ impl InFlight {
 
 /// A request under an `Idempotency-Key`, claimed until dropped.
 pub(crate) struct Idempotent<'a> {
-    store: &'a Arc<dyn IdempotencyStore>,
+    journal: &'a Arc<dyn Journal>,
+    clock: &'a Arc<dyn Clock>,
     owner: String,
     key: String,
     hash: [u8; 32],
@@ -68,13 +69,14 @@ pub(crate) struct Replay {
 /// reads, or no store is configured; 400 for a malformed key or an operation returning secrets; 409 when a
 /// request with the same key is still running.
 pub(crate) fn begin<'a>(
-    store: Option<&'a Arc<dyn IdempotencyStore>>,
+    journal: Option<&'a Arc<dyn Journal>>,
     inflight: &'a InFlight,
+    clock: &'a Arc<dyn Clock>,
     entry: &Entry,
     header: Option<&http::HeaderValue>,
     principal: &Principal,
 ) -> Result<Option<Idempotent<'a>>, Error> {
-    let (Some(store), Some(header)) = (store, header) else {
+    let (Some(journal), Some(header)) = (journal, header) else {
         return Ok(None);
     };
     let side_effect = entry.meta.side_effect;
@@ -113,7 +115,8 @@ pub(crate) fn begin<'a>(
             )
         })?;
     Ok(Some(Idempotent {
-        store,
+        journal,
+        clock,
         owner,
         key: key.to_owned(),
         hash: [0; 32],
@@ -129,8 +132,12 @@ impl Idempotent<'_> {
         h.update([0]);
         h.update(body);
         self.hash = h.finalize().into();
-        let not_before = Timestamp::now().unix() - IDEMPOTENCY_RETENTION_SECS;
-        match self.store.get(&self.owner, &self.key, not_before).await? {
+        let not_before = self.clock.now().unix() - IDEMPOTENCY_RETENTION_SECS;
+        match self
+            .journal
+            .stored_response(&self.owner, &self.key, not_before)
+            .await?
+        {
             None => Ok(None),
             Some(stored) if stored.request_hash == self.hash => Ok(Some(Replay {
                 status: stored.status,
@@ -143,20 +150,21 @@ impl Idempotent<'_> {
         }
     }
 
-    /// Stores a definitive answer (2xx, or a 4xx other than 409 and 429) for replay; failures worth retrying
-    /// are not kept.
-    pub async fn keep(&self, status: u16, body: &[u8], request_id: &str) {
+    /// The record keeping a definitive answer (2xx, or a 4xx other than 409 and 429) for replay; `None` for
+    /// failures worth retrying, which are not kept.
+    pub fn response(&self, status: u16, body: &[u8]) -> Option<IdempotentResponse> {
         if status >= 500 || status == 429 || status == 409 {
-            return;
+            return None;
         }
-        let stored = StoredResponse {
-            request_hash: self.hash,
-            status,
-            body: body.to_vec(),
-            created_at: Timestamp::now().unix(),
-        };
-        if let Err(e) = self.store.put(&self.owner, &self.key, stored).await {
-            tracing::error!(request_id, error = %e, "storing an idempotent response failed");
-        }
+        Some(IdempotentResponse {
+            owner: self.owner.clone(),
+            key: self.key.clone(),
+            response: StoredResponse {
+                request_hash: self.hash,
+                status,
+                body: body.to_vec(),
+                created_at: self.clock.now().unix(),
+            },
+        })
     }
 }

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
-use opgate_core::{AuditSink, Authenticator, IdempotencyStore, Registry};
+use opgate_core::{Authenticator, Journal, Registry};
 use tokio::net::TcpListener;
 
 /// How the server treats every request: limits, timeouts and which proxies it trusts.
@@ -102,8 +102,7 @@ pub struct Gateway {
     registry: Arc<Registry>,
     scopes: Arc<opgate_core::scope::Catalog>,
     authenticator: Arc<dyn Authenticator>,
-    audit: Option<Arc<dyn AuditSink>>,
-    idempotency: Option<Arc<dyn IdempotencyStore>>,
+    journal: Option<Arc<dyn Journal>>,
     inflight: idempotency::InFlight,
     rate_limiter: rate_limit::RateLimiter,
     admission: Arc<tokio::sync::Semaphore>,
@@ -113,6 +112,7 @@ pub struct Gateway {
     refusals: Arc<refusals::Refusals>,
     draining: std::sync::atomic::AtomicBool,
     metrics: Option<metrics::Metrics>,
+    clock: Arc<dyn opgate_core::Clock>,
     config: ServerConfig,
 }
 
@@ -128,10 +128,10 @@ impl Gateway {
             scopes: Arc::new(registry.scopes()),
             registry,
             authenticator,
-            audit: None,
-            idempotency: None,
+            journal: None,
             inflight: idempotency::InFlight::default(),
             rate_limiter: rate_limit::RateLimiter::new(config.default_rate_limit),
+            clock: opgate_core::SystemClock::shared(),
             admission: Arc::new(tokio::sync::Semaphore::new(config.max_concurrent_requests)),
             request_slots: slots::Slots::new(config.max_concurrent_requests_per_principal),
             stream_slots: slots::Slots::new(config.max_streams_per_principal),
@@ -141,6 +141,12 @@ impl Gateway {
             metrics: None,
             config,
         }
+    }
+
+    /// Tells time by `clock` (audit timestamps, idempotency retention, rate limits, handlers' `ctx.now()`).
+    pub fn with_clock(mut self, clock: Arc<dyn opgate_core::Clock>) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// Serves Prometheus metrics on `GET /metrics` from this recorder.
@@ -154,15 +160,10 @@ impl Gateway {
         self.draining.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// Appends a record of every `write`, `export` and `destructive` call to `sink`.
-    pub fn with_audit(mut self, sink: Arc<dyn AuditSink>) -> Self {
-        self.audit = Some(sink);
-        self
-    }
-
-    /// Keeps responses to `Idempotency-Key` requests in `store` for replay.
-    pub fn with_idempotency(mut self, store: Arc<dyn IdempotencyStore>) -> Self {
-        self.idempotency = Some(store);
+    /// Keeps each state-changing call's records in `journal`: the audit record of every `write`, `export` and
+    /// `destructive` call, and the responses to `Idempotency-Key` requests, committed with the call's change.
+    pub fn with_journal(mut self, journal: Arc<dyn Journal>) -> Self {
+        self.journal = Some(journal);
         self
     }
 
@@ -179,8 +180,8 @@ impl Gateway {
     /// Writes the refused calls tallied so far to the audit log (also done every
     /// [`ServerConfig::refusal_audit_interval`] while serving, and when serving ends).
     pub async fn flush_refusals(&self) {
-        if let Some(sink) = &self.audit {
-            self.refusals.flush(&**sink).await;
+        if let Some(journal) = &self.journal {
+            self.refusals.flush(&**journal).await;
         }
     }
 
@@ -201,9 +202,9 @@ impl Gateway {
             .max_concurrent_streams(256)
             .keep_alive_interval(Some(Duration::from_secs(30)))
             .keep_alive_timeout(Duration::from_secs(20));
-        let refusal_flusher = self.audit.as_ref().map(|sink| {
+        let refusal_flusher = self.journal.as_ref().map(|journal| {
             self.refusals
-                .spawn_flusher(Arc::clone(sink), self.config.refusal_audit_interval)
+                .spawn_flusher(Arc::clone(journal), self.config.refusal_audit_interval)
         });
         let connections = Arc::new(tokio::sync::Semaphore::new(self.config.max_connections));
         let (stop_connections, connections_stop) = tokio::sync::watch::channel(false);

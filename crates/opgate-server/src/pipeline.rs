@@ -22,11 +22,12 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Body;
 use hyper::Request;
 use opgate_core::{
-    scope, AuditRecord, Code, Context, Entry, Error, Principal, Reply, RequestInfo, Timestamp,
+    scope, AuditRecord, Code, Context, Entry, Error, Outcome, Principal, Records, Reply,
+    RequestInfo, Unit,
 };
 
 use crate::http_io::{self, Resp, X_REQUEST_ID};
-use crate::idempotency::{self, Replay};
+use crate::idempotency::{self, Idempotent, Replay};
 use crate::rate_limit::Decision;
 use crate::{client_addr, Gateway};
 
@@ -102,7 +103,7 @@ pub async fn handle<B: RequestBody>(gw: &Arc<Gateway>, peer: SocketAddr, req: Re
             (resp, Trace::default())
         }
         Route::Refused(failure) => {
-            let mut resp = respond(Err(failure), None, &request_id);
+            let mut resp = respond(Err(failure), None, None, &request_id, parts.version);
             settle(Some(body), &parts, &mut resp).await;
             (resp, Trace::default())
         }
@@ -255,7 +256,7 @@ async fn admit<B: RequestBody>(
         let e =
             Error::unavailable("the server is at its limit of concurrent requests; retry shortly")
                 .with_reason("overloaded");
-        let mut resp = respond(Err(e.into()), None, &request_id);
+        let mut resp = respond(Err(e.into()), None, None, &request_id, parts.version);
         settle(Some(body), &parts, &mut resp).await;
         return (resp, trace);
     };
@@ -293,10 +294,16 @@ async fn admit<B: RequestBody>(
                 "the request did not complete within {} s",
                 timeout.as_secs()
             ));
-            let mut resp = respond(Err(e.into()), None, &request_id);
             // The body's state is unknown: the connection cannot be trusted for another request.
-            close(&mut resp, Version::HTTP_11);
-            (resp, trace)
+            let failure = Failure {
+                error: e,
+                allow: None,
+                close: true,
+            };
+            (
+                respond(Err(failure), None, None, &request_id, Version::HTTP_11),
+                trace,
+            )
         }
     }
 }
@@ -310,72 +317,88 @@ async fn operation<B: RequestBody>(
     body: B,
     request_id: Arc<str>,
 ) -> (Resp, Trace) {
-    let mut call = Call {
+    let mut exchange = Exchange {
         gw,
         entry,
         request_id,
         client_ip: client_addr::client_ip(peer.ip(), &parts.headers, &gw.config.trusted_proxies),
         principal: None,
         limit: None,
-        handled: false,
-        target: None,
         stream_slot: None,
     };
     let mut body = Some(body);
-    let outcome = call.run(&parts, &mut body).await;
-    let (status, code) = match &outcome {
-        Ok(Answer::Reply(_)) => (200, None),
-        Ok(Answer::Replay(replay)) => (replay.status, None),
-        Err(f) => (f.error.code.status(), Some(f.error.code)),
+    let outcome = match exchange.stages(&parts, &mut body).await {
+        Ok(Stage::Handled(handled)) => exchange.record(handled).await,
+        Ok(Stage::Replayed(replay)) => {
+            exchange.tally(replay.status, None);
+            Ok(Answer::Replay(replay))
+        }
+        Err(failure) => {
+            exchange.tally(failure.error.code.status(), Some(failure.error.code));
+            Err(failure)
+        }
     };
-    call.record(status, code).await;
-    let close_after = matches!(&outcome, Err(f) if f.close);
-    let mut resp = respond(outcome, call.stream_slot.take(), &call.request_id);
-    if let Some(decision) = &call.limit {
-        http_io::rate_limit_headers(resp.headers_mut(), decision);
-    }
-    if close_after {
-        close(&mut resp, parts.version);
-    }
+    let mut resp = respond(
+        outcome,
+        exchange.limit.as_ref(),
+        exchange.stream_slot.take(),
+        &exchange.request_id,
+        parts.version,
+    );
     settle(body, &parts, &mut resp).await;
     let trace = Trace {
         op: Some(entry.meta.id),
-        principal: call.principal,
+        principal: exchange.principal,
     };
     (resp, trace)
 }
 
 /// One operation call as it goes through the stages.
-struct Call<'a> {
+struct Exchange<'a> {
     gw: &'a Gateway,
     entry: &'a Entry,
     request_id: Arc<str>,
     client_ip: IpAddr,
     principal: Option<Arc<Principal>>,
     limit: Option<Decision>,
-    /// Whether the handler ran: its outcome is audited one by one; refusals before it are tallied.
-    handled: bool,
-    /// The object the handler acted on, for the audit record.
-    target: Option<String>,
     /// Held by a streamed response until it ends.
     stream_slot: Option<crate::slots::Slot<String>>,
 }
 
-impl Call<'_> {
-    /// The stages from authentication to the handler's answer.
-    async fn run<B: RequestBody>(
+/// How the stages before the record ended well.
+enum Stage<'a> {
+    /// The handler ran.
+    Handled(Handled<'a>),
+    /// A stored response answers an idempotent retry.
+    Replayed(Replay),
+}
+
+/// A handler's answer, with what the record stage needs to commit it.
+struct Handled<'a> {
+    result: Result<Reply, Error>,
+    /// The call's unit of work (state-changing operations).
+    unit: Option<Arc<Unit>>,
+    /// The claimed idempotency key: held until the record commits, so no retry runs in between.
+    idempotent: Option<Idempotent<'a>>,
+    target: Option<String>,
+}
+
+impl<'a> Exchange<'a> {
+    /// The stages from authentication to the handler's answer; a refusal is a [`Failure`].
+    async fn stages<B: RequestBody>(
         &mut self,
         parts: &Parts,
         body: &mut Option<B>,
-    ) -> Result<Answer, Failure> {
+    ) -> Result<Stage<'a>, Failure> {
         let (gw, entry) = (self.gw, self.entry);
         let principal = self.authenticate(&parts.headers).await?;
         self.limit(&principal)?;
         authorize(&principal, entry)?;
         let _request_slot = self.claim_slots(&principal)?;
         let mut idempotent = idempotency::begin(
-            gw.idempotency.as_ref(),
+            gw.journal.as_ref(),
             &gw.inflight,
+            &gw.clock,
             entry,
             parts.headers.get("idempotency-key"),
             &principal,
@@ -384,36 +407,128 @@ impl Call<'_> {
         let input = entry.decode(&bytes)?;
         if let Some(idempotent) = idempotent.as_mut() {
             if let Some(replay) = idempotent.lookup(entry, &bytes).await? {
-                return Ok(Answer::Replay(replay));
+                return Ok(Stage::Replayed(replay));
             }
         }
-        self.handled = true;
         let ctx = Context {
             principal,
             request_id: Arc::clone(&self.request_id),
             client_ip: Some(self.client_ip),
             target: Arc::default(),
             scopes: Arc::clone(&gw.scopes),
+            clock: Arc::clone(&gw.clock),
         };
         let target = Arc::clone(&ctx.target);
-        let result = entry.run(ctx, input).await;
-        if let Some(target) = target.get() {
-            self.target = Some(target.clone());
-        }
-        if let Some(idempotent) = &idempotent {
-            match &result {
-                Ok(Reply::Json(body)) => idempotent.keep(200, body, &self.request_id).await,
-                // Streams are not replayable; only whole answers are kept.
-                Ok(Reply::Stream(_)) => {}
-                Err(e) => {
-                    let body = serde_json::to_vec(&e.body(&self.request_id)).unwrap_or_default();
-                    idempotent
-                        .keep(e.code.status(), &body, &self.request_id)
-                        .await
+        // Invoke, inside the call's unit of work when the operation changes state: the store commits the
+        // handler's change together with the records below.
+        let unit = (entry.meta.side_effect.is_audited() && gw.journal.is_some()).then(|| {
+            Unit::new(
+                self.audit(200, None, None),
+                Arc::clone(&target),
+                idempotent.is_some(),
+            )
+        });
+        let result = match &unit {
+            Some(unit) => Arc::clone(unit).scope(entry.run(ctx, input)).await,
+            None => entry.run(ctx, input).await,
+        };
+        Ok(Stage::Handled(Handled {
+            result,
+            unit,
+            idempotent,
+            target: target.get().cloned(),
+        }))
+    }
+
+    /// Record: the handler's audit record and, under an idempotency key, its response, committed with its
+    /// change (the unit of work) or on their own when it changed nothing. The response goes out after.
+    async fn record(&self, handled: Handled<'a>) -> Result<Answer, Failure> {
+        let Handled {
+            result,
+            unit,
+            idempotent,
+            target,
+        } = handled;
+        let (status, code, body) = match &result {
+            Ok(Reply::Json(body)) => (200, None, Some(body.clone())),
+            Ok(Reply::Stream(_)) => (200, None, None),
+            Err(e) => (
+                e.code.status(),
+                Some(e.code),
+                Some(Bytes::from(
+                    serde_json::to_vec(&e.body(&self.request_id)).unwrap_or_default(),
+                )),
+            ),
+        };
+        let records = Records {
+            audit: self.audit(status, code, target),
+            // Streams are not replayable; only whole answers are kept.
+            idempotency: idempotent
+                .as_ref()
+                .zip(body)
+                .and_then(|(i, body)| i.response(status, &body)),
+        };
+        let outcome = unit.as_ref().map_or(Outcome::Open, |u| u.outcome());
+        match outcome {
+            Outcome::Committed => {
+                if let Err(e) = &result {
+                    tracing::error!(request_id = %self.request_id, code = e.code.as_str(), "the handler failed after its change committed");
+                }
+            }
+            Outcome::Held(finish) => {
+                if let Err(e) = finish(records).await {
+                    // The change was rolled back, or its commit failed: the client must not see success.
+                    return Err(
+                        Error::unavailable("storage could not commit the change; retry")
+                            .with_cause(e)
+                            .into(),
+                    );
+                }
+            }
+            Outcome::Open => {
+                let empty = records.audit.is_none() && records.idempotency.is_none();
+                if let (Some(journal), false) = (&self.gw.journal, empty) {
+                    if let Err(e) = journal.record(records).await {
+                        tracing::error!(request_id = %self.request_id, error = %e, "writing the call's records failed");
+                    }
                 }
             }
         }
+        drop(idempotent);
         Ok(Answer::Reply(result?))
+    }
+
+    /// The audit record of this call with `status`, if its operation is audited and its caller known.
+    fn audit(
+        &self,
+        status: u16,
+        code: Option<Code>,
+        target: Option<String>,
+    ) -> Option<AuditRecord> {
+        let principal = self.principal.as_ref()?;
+        if !self.entry.meta.side_effect.is_audited() {
+            return None;
+        }
+        Some(AuditRecord {
+            at: self.gw.clock.now().unix(),
+            request_id: self.request_id.to_string(),
+            principal_kind: principal.kind.as_str().to_owned(),
+            principal_id: principal.id.clone(),
+            org_id: principal.org.clone(),
+            operation: self.entry.meta.id.to_owned(),
+            target_id: target,
+            client_ip: Some(self.client_ip.to_string()),
+            status,
+            error_code: code.map(|c| c.as_str().to_owned()),
+            count: 1,
+        })
+    }
+
+    /// A refusal before the handler (or a replay): tallied, and written with its count once per interval.
+    fn tally(&self, status: u16, code: Option<Code>) {
+        if let (Some(principal), Some(record)) = (&self.principal, self.audit(status, code, None)) {
+            self.gw.refusals.note(principal, record, self.entry.meta.id);
+        }
     }
 
     /// Authenticate: the bearer token becomes a principal (401; 403 for a disallowed address).
@@ -454,7 +569,10 @@ impl Call<'_> {
 
     /// Limit: the principal's rate limit (429). A refused request still counts.
     fn limit(&mut self, principal: &Principal) -> Result<(), Error> {
-        self.limit = self.gw.rate_limiter.check(principal);
+        self.limit = self
+            .gw
+            .rate_limiter
+            .check(principal, self.gw.clock.monotonic());
         match self.limit.filter(|d| !d.allowed) {
             None => Ok(()),
             Some(d) => Err(Error::new(
@@ -489,42 +607,6 @@ impl Call<'_> {
             ))
             .with_reason("principal_overloaded")
         })
-    }
-
-    /// Record: the audit record of a state-changing call by an authenticated principal. A call its handler
-    /// answered is appended at once, durably, before the response; a refusal before the handler is tallied
-    /// and written with its count once per interval.
-    async fn record(&self, status: u16, code: Option<Code>) {
-        let Some(principal) = &self.principal else {
-            return;
-        };
-        if !self.entry.meta.side_effect.is_audited() {
-            return;
-        }
-        let error_code = code.map(|c| c.as_str().to_owned());
-        let record = AuditRecord {
-            at: Timestamp::now().unix(),
-            request_id: self.request_id.to_string(),
-            principal_kind: principal.kind.as_str().to_owned(),
-            principal_id: principal.id.clone(),
-            org_id: principal.org.clone(),
-            operation: self.entry.meta.id.to_owned(),
-            target_id: self.target.clone(),
-            client_ip: Some(self.client_ip.to_string()),
-            status,
-            error_code,
-            count: 1,
-        };
-        let Some(sink) = self.gw.audit.as_ref() else {
-            return;
-        };
-        if self.handled {
-            if let Err(e) = sink.append(record).await {
-                tracing::error!(request_id = %self.request_id, error = %e, "appending to the audit log failed");
-            }
-        } else {
-            self.gw.refusals.note(principal, record, self.entry.meta.id);
-        }
     }
 }
 
@@ -683,13 +765,17 @@ fn close(resp: &mut Resp, version: Version) {
     }
 }
 
-/// Respond: the answer, or the contract's error body, as an HTTP response.
+/// Respond: the answer, or the contract's error body, as an HTTP response with every header it implies:
+/// `WWW-Authenticate` (401), `Allow` (405), `RateLimit-*` and `Retry-After` for a limited principal,
+/// `Connection: close` when the body was left half-read.
 fn respond(
     outcome: Result<Answer, Failure>,
+    limit: Option<&Decision>,
     stream_slot: Option<crate::slots::Slot<String>>,
     request_id: &str,
+    version: Version,
 ) -> Resp {
-    match outcome {
+    let mut resp = match outcome {
         Ok(Answer::Reply(Reply::Json(body))) => http_io::json(body, request_id),
         Ok(Answer::Reply(Reply::Stream(lines))) => {
             // The principal's stream slot is held until the stream ends or the client goes away.
@@ -701,14 +787,25 @@ fn respond(
         }
         Ok(Answer::Replay(replay)) => http_io::replay(replay.status, replay.body, request_id),
         Err(failure) => {
+            // The one log line of an internal failure, with the request id the client will quote.
+            if let Some(cause) = &failure.error.cause {
+                tracing::error!(request_id, code = failure.error.code.as_str(), error = %cause, "request failed");
+            }
             let mut resp = http_io::error(&failure.error, request_id);
             if let Some(allow) = failure.allow {
                 resp.headers_mut()
                     .insert(ALLOW, HeaderValue::from_static(allow));
             }
+            if failure.close {
+                close(&mut resp, version);
+            }
             resp
         }
+    };
+    if let Some(decision) = limit {
+        http_io::rate_limit_headers(resp.headers_mut(), decision);
     }
+    resp
 }
 
 /// The client's `X-Request-Id` when it is sane (1–128 of `[A-Za-z0-9._:-]`), else a new `req_<ulid>`.

@@ -6,7 +6,6 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::Mutex;
-use std::time::Instant;
 
 use opgate_core::Principal;
 
@@ -34,7 +33,6 @@ pub struct RateLimiter {
     shards: Vec<Mutex<HashMap<String, f64>>>,
     hasher: RandomState,
     default_limit: Option<u32>,
-    epoch: Instant,
 }
 
 impl RateLimiter {
@@ -44,17 +42,16 @@ impl RateLimiter {
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
             hasher: RandomState::new(),
             default_limit,
-            epoch: Instant::now(),
         }
     }
 
-    /// Counts one request of `principal`; `None` when the principal is not limited.
-    pub fn check(&self, principal: &Principal) -> Option<Decision> {
+    /// Counts one request of `principal` at `now` (monotonic time); `None` when the principal is not limited.
+    pub fn check(&self, principal: &Principal, now: std::time::Duration) -> Option<Decision> {
         let limit = principal
             .rate_limit
             .or(self.default_limit)
             .filter(|&l| l > 0)?;
-        let now = self.epoch.elapsed().as_secs_f64();
+        let now = now.as_secs_f64();
         // Kind and organization are part of the key: session subjects are only unique within one.
         Some(self.check_at(principal.unique_key(), limit, now))
     }

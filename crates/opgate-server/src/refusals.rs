@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use opgate_core::{AuditRecord, AuditSink, Principal};
+use opgate_core::{AuditRecord, Journal, Principal, Records};
 
 /// Distinct (principal, operation, outcome) tallies held at most before an early flush.
 const MAX_PENDING: usize = 10_000;
@@ -59,7 +59,7 @@ impl Refusals {
     }
 
     /// Writes every pending tally as one audit record each.
-    pub async fn flush(&self, sink: &dyn AuditSink) {
+    pub async fn flush(&self, journal: &dyn Journal) {
         let pending = std::mem::take(&mut self.pending.lock().expect("refusals lock").0);
         let mut tallies: Vec<Tally> = pending.into_values().collect();
         tallies.sort_by_key(|t| t.order);
@@ -68,7 +68,11 @@ impl Refusals {
                 count: tally.count,
                 ..tally.last
             };
-            if let Err(e) = sink.append(record).await {
+            let records = Records {
+                audit: Some(record),
+                idempotency: None,
+            };
+            if let Err(e) = journal.record(records).await {
                 tracing::error!(error = %e, "writing refused calls to the audit log failed");
             }
         }
@@ -77,7 +81,7 @@ impl Refusals {
     /// Flushes every `interval`, or sooner when too many tallies are pending; runs until aborted.
     pub fn spawn_flusher(
         self: &Arc<Self>,
-        sink: Arc<dyn AuditSink>,
+        journal: Arc<dyn Journal>,
         interval: Duration,
     ) -> tokio::task::JoinHandle<()> {
         let refusals = Arc::clone(self);
@@ -87,7 +91,7 @@ impl Refusals {
                     _ = tokio::time::sleep(interval) => {}
                     _ = refusals.full.notified() => {}
                 }
-                refusals.flush(&*sink).await;
+                refusals.flush(&*journal).await;
             }
         })
     }

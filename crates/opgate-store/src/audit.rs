@@ -1,7 +1,7 @@
-//! The audit log and idempotent responses on SQLite: appends go through the writer thread (durable when the
-//! future resolves, sharing the group commit with other writes); reads page newest first.
+//! The audit log and idempotent responses on SQLite: the [`Journal`] writes a call's records through the writer
+//! thread (with the call's change when there is one); `audit.list` reads page newest first.
 
-use opgate_core::{AuditRecord, AuditSink, BoxFuture, Error, IdempotencyStore, StoredResponse};
+use opgate_core::{AuditRecord, Error, Journal, Records, StoredResponse};
 use rusqlite::{params, OptionalExtension, Row};
 
 use crate::{SqliteStore, StoreError};
@@ -133,99 +133,49 @@ impl SqliteStore {
     }
 }
 
-impl AuditSink for SqliteStore {
-    fn append(&self, r: AuditRecord) -> BoxFuture<'_, Result<(), Error>> {
-        let id = format!("aud_{}", self.next_ulid());
-        Box::pin(async move {
-            self.write(move |conn| {
-                conn.prepare_cached(
-                    "INSERT INTO audit_log (id, at, request_id, principal_kind, principal_id, org_id, operation,
-                                            target_id, client_ip, status, error_code, count)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-                )?
-                .execute(params![
-                    id,
-                    r.at,
-                    r.request_id,
-                    r.principal_kind,
-                    r.principal_id,
-                    r.org_id,
-                    r.operation,
-                    r.target_id,
-                    r.client_ip,
-                    r.status,
-                    r.error_code,
-                    r.count
-                ])?;
-                Ok(())
-            })
+#[async_trait::async_trait]
+impl Journal for SqliteStore {
+    async fn record(&self, records: Records) -> Result<(), Error> {
+        self.write(move |conn| crate::writer::write_records(conn, &records))
             .await
             .map_err(Error::from)
-        })
     }
-}
 
-impl IdempotencyStore for SqliteStore {
-    fn get<'a>(
-        &'a self,
-        principal: &'a str,
-        key: &'a str,
+    async fn stored_response(
+        &self,
+        owner: &str,
+        key: &str,
         not_before: i64,
-    ) -> BoxFuture<'a, Result<Option<StoredResponse>, Error>> {
-        let (principal, key) = (principal.to_owned(), key.to_owned());
-        Box::pin(async move {
-            self.read(move |conn| {
-                let mut stmt = conn.prepare_cached(
-                    "SELECT request_hash, status, body, created_at FROM idempotency
-                     WHERE principal = ?1 AND key = ?2 AND created_at >= ?3",
-                )?;
-                let row = stmt
-                    .query_row(params![principal, key, not_before], |row| {
-                        let hash: Vec<u8> = row.get(0)?;
-                        Ok((
-                            hash,
-                            row.get::<_, u16>(1)?,
-                            row.get::<_, Vec<u8>>(2)?,
-                            row.get::<_, i64>(3)?,
-                        ))
-                    })
-                    .optional()?;
-                row.map(|(hash, status, body, created_at)| {
-                    let request_hash = <[u8; 32]>::try_from(hash.as_slice()).map_err(|_| {
-                        StoreError::Corrupt("idempotency hash is not 32 bytes".into())
-                    })?;
-                    Ok(StoredResponse {
-                        request_hash,
-                        status,
-                        body,
-                        created_at,
-                    })
+    ) -> Result<Option<StoredResponse>, Error> {
+        let (owner, key) = (owner.to_owned(), key.to_owned());
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT request_hash, status, body, created_at FROM idempotency
+                 WHERE principal = ?1 AND key = ?2 AND created_at >= ?3",
+            )?;
+            let row = stmt
+                .query_row(params![owner, key, not_before], |row| {
+                    Ok((
+                        row.get::<_, Vec<u8>>(0)?,
+                        row.get::<_, u16>(1)?,
+                        row.get::<_, Vec<u8>>(2)?,
+                        row.get::<_, i64>(3)?,
+                    ))
                 })
-                .transpose()
+                .optional()?;
+            row.map(|(hash, status, body, created_at)| {
+                let request_hash = <[u8; 32]>::try_from(hash.as_slice())
+                    .map_err(|_| StoreError::Corrupt("idempotency hash is not 32 bytes".into()))?;
+                Ok(StoredResponse {
+                    request_hash,
+                    status,
+                    body,
+                    created_at,
+                })
             })
-            .await
-            .map_err(Error::from)
+            .transpose()
         })
-    }
-
-    fn put<'a>(
-        &'a self,
-        principal: &'a str,
-        key: &'a str,
-        r: StoredResponse,
-    ) -> BoxFuture<'a, Result<(), Error>> {
-        let (principal, key) = (principal.to_owned(), key.to_owned());
-        Box::pin(async move {
-            self.write(move |conn| {
-                conn.prepare_cached(
-                    "INSERT OR REPLACE INTO idempotency (principal, key, request_hash, status, body, created_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                )?
-                .execute(params![principal, key, r.request_hash.to_vec(), r.status, r.body, r.created_at])?;
-                Ok(())
-            })
-            .await
-            .map_err(Error::from)
-        })
+        .await
+        .map_err(Error::from)
     }
 }

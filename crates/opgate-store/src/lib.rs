@@ -4,11 +4,13 @@
 mod audit;
 mod migrations;
 mod sqlite;
+mod writer;
 
 use std::sync::Arc;
 
 pub use audit::{AuditEntry, AuditLog, AuditPage};
 pub use sqlite::SqliteStore;
+pub use writer::ChangeListener;
 
 /// A storage failure. Cloneable because one commit failure is reported to every write in its batch.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -32,11 +34,13 @@ pub enum StoreError {
     },
 }
 
-/// A storage failure as the contract shows it: the cause goes to the log, the client sees `unavailable`.
+/// A storage failure as the contract shows it: the client sees `unavailable`, the failure itself travels as the
+/// error's cause to the one log line the pipeline writes for the request.
 impl From<StoreError> for opgate_core::Error {
     fn from(e: StoreError) -> Self {
-        tracing::error!(error = %e, "storage failure");
         opgate_core::Error::unavailable("storage is unavailable; retry later")
+            .with_reason("storage")
+            .with_cause(e)
     }
 }
 
@@ -290,4 +294,7 @@ pub trait KeyStore: Send + Sync + 'static {
     async fn key_changes(&self, after: i64) -> Result<KeyChanges, StoreError>;
     /// Deletes change-log entries older than `before` (unix seconds).
     async fn trim_key_changes(&self, before: i64) -> Result<(), StoreError>;
+    /// Calls `listener` with the keyed hash of every key a commit of this store changed (revoked, rotated,
+    /// updated), after the commit and before the change is acknowledged to anyone.
+    fn on_change(&self, listener: ChangeListener);
 }

@@ -1,75 +1,35 @@
-//! SQLite behind [`KeyStore`]: one writer thread owns the write connection and commits whatever writes are
-//! waiting as one transaction (group commit, one fsync for many writes); reads run on a small pool of
-//! read-only connections on tokio's blocking threads. Nothing here blocks an async worker thread.
+//! SQLite behind [`KeyStore`]: one writer thread ([`crate::writer`]) owns the write connection and commits
+//! whatever writes are waiting as one transaction; reads run on a small pool of read-only connections on
+//! tokio's blocking threads. Nothing here blocks an async worker thread.
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
+use opgate_core::{Claim, Finisher, Records, Unit};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row};
 use tokio::sync::oneshot;
 
+use crate::writer::{self, Attach, ChangeListener, Held, Job, Msg};
 use crate::{
     migrations, KeyChanges, KeyPage, KeyPatch, KeyRecord, KeyStatus, KeyStore, KeyUsage, NewKey,
     Rotation, StoreError, Update,
 };
 
-/// Writes waiting at once that go into one transaction, at most.
-const MAX_BATCH: usize = 512;
 /// Idle read connections kept open.
 const MAX_IDLE_READERS: usize = 8;
 
-/// One write: runs inside its own savepoint, learns whether its batch committed, then answers its caller.
-trait WriteJob: Send {
-    /// Runs the write; `false` rolls back this job's savepoint only.
-    fn run(&mut self, conn: &Connection) -> bool;
-    /// Reports the outcome once the batch's commit is known.
-    fn finish(self: Box<Self>, commit: Result<(), StoreError>);
-}
-
-struct Job<F, R> {
-    work: Option<F>,
-    result: Option<Result<R, StoreError>>,
-    reply: oneshot::Sender<Result<R, StoreError>>,
-}
-
-impl<F, R> WriteJob for Job<F, R>
-where
-    F: FnOnce(&Connection) -> Result<R, StoreError> + Send,
-    R: Send,
-{
-    fn run(&mut self, conn: &Connection) -> bool {
-        let work = self.work.take().expect("a write job runs once");
-        let result = work(conn);
-        let ok = result.is_ok();
-        self.result = Some(result);
-        ok
-    }
-
-    fn finish(self: Box<Self>, commit: Result<(), StoreError>) {
-        let result = match (self.result, commit) {
-            (Some(Ok(_)), Err(e)) => Err(e),
-            (Some(result), _) => result,
-            (None, Err(e)) => Err(e),
-            (None, Ok(())) => Err(StoreError::Closed),
-        };
-        let _ = self.reply.send(result);
-    }
-}
-
-enum Msg {
-    Write(Box<dyn WriteJob>),
-    Close(oneshot::Sender<()>),
-}
+/// The store's handle on a held unit: later writes of the same call go through it.
+#[derive(Clone)]
+struct HeldUnit(mpsc::Sender<Held>);
 
 struct Inner {
     path: PathBuf,
     writer: mpsc::Sender<Msg>,
     writer_thread: Mutex<Option<JoinHandle<()>>>,
     readers: Mutex<Vec<Connection>>,
-    /// Monotonic ULIDs: ids minted within one millisecond still ascend in the order they were made.
-    ulids: Mutex<ulid::Generator>,
+    listeners: Arc<Mutex<Vec<ChangeListener>>>,
 }
 
 /// The SQLite store. Cheap to clone; all clones share the writer thread and the reader pool.
@@ -91,9 +51,11 @@ impl SqliteStore {
         migrations::apply(&mut conn)?;
 
         let (tx, rx) = mpsc::channel();
+        let listeners: Arc<Mutex<Vec<ChangeListener>>> = Arc::default();
+        let thread_listeners = Arc::clone(&listeners);
         let thread = std::thread::Builder::new()
             .name("opgate-sqlite-writer".into())
-            .spawn(move || writer_loop(conn, rx))
+            .spawn(move || writer::run(conn, rx, thread_listeners))
             .map_err(|e| StoreError::Corrupt(format!("cannot start the writer thread: {e}")))?;
         Ok(SqliteStore {
             inner: Arc::new(Inner {
@@ -101,21 +63,9 @@ impl SqliteStore {
                 writer: tx,
                 writer_thread: Mutex::new(Some(thread)),
                 readers: Mutex::new(Vec::new()),
-                ulids: Mutex::new(ulid::Generator::new()),
+                listeners,
             }),
         })
-    }
-
-    /// A new lowercase ULID, later than every one this store minted before.
-    pub fn next_ulid(&self) -> String {
-        let ulid = self
-            .inner
-            .ulids
-            .lock()
-            .expect("ulid generator lock")
-            .generate()
-            .unwrap_or_else(|_| ulid::Ulid::new());
-        ulid.to_string().to_lowercase()
     }
 
     /// Finishes queued writes, closes the write connection and waits for the writer thread.
@@ -138,23 +88,46 @@ impl SqliteStore {
     }
 
     /// Runs `work` on the writer thread in the next batch; resolves after the batch has committed.
+    ///
+    /// Inside a call's [`Unit`], the first write also commits the call's records: its audit record in the same
+    /// savepoint, or, for a call under an idempotency key, the records the pipeline hands over once the
+    /// response is known (this write then resolves before the commit, and the pipeline's finish after it).
     pub async fn write<R, F>(&self, work: F) -> Result<R, StoreError>
     where
         F: FnOnce(&Connection) -> Result<R, StoreError> + Send + 'static,
         R: Send + 'static,
     {
         let started = std::time::Instant::now();
-        let (reply, rx) = oneshot::channel();
-        let job = Job {
-            work: Some(work),
-            result: None,
-            reply,
+        let unit = Unit::current();
+        // A later write of a call whose unit is held joins the held savepoint.
+        if let Some(HeldUnit(held)) = unit.as_ref().and_then(|u| u.held::<HeldUnit>()) {
+            let (job, rx) = Job::new(work, Attach::None);
+            held.send(Held::Write(Box::new(job)))
+                .map_err(|_| StoreError::Closed)?;
+            return rx.await.map_err(|_| StoreError::Closed)?;
+        }
+        let claimed = unit.and_then(|u| u.claim().map(|claim| (u, claim)));
+        let (attach, held) = match &claimed {
+            None => (Attach::None, None),
+            Some((_, Claim::Audit(record))) => (Attach::Audit(record.clone()), None),
+            Some((_, Claim::Hold)) => {
+                let (tx, rx) = mpsc::channel();
+                (Attach::Hold(rx), Some(tx))
+            }
         };
+        let (job, rx) = Job::new(work, attach);
         self.inner
             .writer
             .send(Msg::Write(Box::new(job)))
             .map_err(|_| StoreError::Closed)?;
         let result = rx.await.map_err(|_| StoreError::Closed)?;
+        if let Some((unit, _)) = claimed {
+            match (&result, held) {
+                (Err(_), _) => unit.release(),
+                (Ok(_), None) => unit.committed(),
+                (Ok(_), Some(held)) => unit.hold(finisher(held.clone()), Box::new(HeldUnit(held))),
+            }
+        }
         metrics::histogram!("opgate_storage_seconds", "kind" => "write")
             .record(started.elapsed().as_secs_f64());
         result
@@ -237,59 +210,17 @@ fn open_reader(path: &Path) -> Result<Connection, StoreError> {
     Ok(conn)
 }
 
-fn writer_loop(conn: Connection, rx: mpsc::Receiver<Msg>) {
-    let mut close_reply = None;
-    while close_reply.is_none() {
-        let mut batch = match rx.recv() {
-            Ok(Msg::Write(job)) => vec![job],
-            Ok(Msg::Close(reply)) => {
-                close_reply = Some(reply);
-                Vec::new()
-            }
-            Err(_) => break,
-        };
-        while batch.len() < MAX_BATCH && close_reply.is_none() {
-            match rx.try_recv() {
-                Ok(Msg::Write(job)) => batch.push(job),
-                Ok(Msg::Close(reply)) => close_reply = Some(reply),
-                Err(_) => break,
-            }
-        }
-        if !batch.is_empty() {
-            commit_batch(&conn, batch);
-        }
-    }
-    // Refuse whatever raced with the close.
-    drop(rx);
-    if let Err((_, e)) = conn.close() {
-        tracing::error!(error = %e, "closing the database failed");
-    }
-    if let Some(reply) = close_reply {
-        let _ = reply.send(());
-    }
-}
-
-fn commit_batch(conn: &Connection, mut batch: Vec<Box<dyn WriteJob>>) {
-    let outcome = (|| -> Result<(), StoreError> {
-        conn.execute_batch("BEGIN IMMEDIATE")?;
-        for job in batch.iter_mut() {
-            conn.execute_batch("SAVEPOINT job")?;
-            if job.run(conn) {
-                conn.execute_batch("RELEASE job")?;
-            } else {
-                conn.execute_batch("ROLLBACK TO job; RELEASE job")?;
-            }
-        }
-        conn.execute_batch("COMMIT")?;
-        Ok(())
-    })();
-    if let Err(e) = &outcome {
-        tracing::error!(error = %e, writes = batch.len(), "write batch failed");
-        let _ = conn.execute_batch("ROLLBACK");
-    }
-    for job in batch {
-        job.finish(outcome.clone());
-    }
+/// Completes a held unit: hands the records to the writer thread, resolves after they commit with the change.
+fn finisher(held: mpsc::Sender<Held>) -> Finisher {
+    Box::new(move |records: Records| {
+        Box::pin(async move {
+            let (reply, done) = oneshot::channel();
+            held.send(Held::Finish(Box::new(records), reply))
+                .map_err(|_| StoreError::Closed)?;
+            done.await.map_err(|_| StoreError::Closed)??;
+            Ok::<(), opgate_core::Error>(())
+        })
+    })
 }
 
 const KEY_COLUMNS: &str =
@@ -360,6 +291,7 @@ fn insert(conn: &Connection, key: &NewKey) -> Result<i64, StoreError> {
 fn log_change(conn: &Connection, key_hash: &[u8], now: i64) -> Result<(), StoreError> {
     conn.prepare_cached("INSERT INTO key_changes (key_hash, at) VALUES (?1, ?2)")?
         .execute(params![key_hash, now])?;
+    writer::changed(key_hash);
     Ok(())
 }
 
@@ -594,6 +526,14 @@ impl KeyStore for SqliteStore {
             Ok(())
         })
         .await
+    }
+
+    fn on_change(&self, listener: ChangeListener) {
+        self.inner
+            .listeners
+            .lock()
+            .expect("listeners lock")
+            .push(listener);
     }
 
     async fn count_keys(&self) -> Result<u64, StoreError> {

@@ -3,7 +3,7 @@ use std::sync::Arc;
 use opgate_core::{scope, Context, Error, OpMeta, Operation, SideEffect, Timestamp};
 
 use crate::types::{CreateKeyInput, CreateKeyOutput, KeyDetails};
-use crate::{check_known, dedup, grants, ApiKeys, KeySpec};
+use crate::{check_known, dedup, grants, token, ApiKeys, KeySpec};
 
 /// `api_keys.create`: mints a key in the caller's organization and returns its secret once.
 pub struct CreateKey(pub Arc<ApiKeys>);
@@ -37,7 +37,7 @@ impl Operation for CreateKey {
         }
         let requested_expiry = input
             .expires_in_days
-            .map(|d| Timestamp::now().unix() + i64::from(d) * 86_400);
+            .map(|d| ctx.now().unix() + i64::from(d) * 86_400);
         let spec = KeySpec {
             org_id: caller.org.clone(),
             name: input.name,
@@ -48,11 +48,14 @@ impl Operation for CreateKey {
             created_by: caller.id.clone(),
             expires_at: grants::expires_at(caller, requested_expiry)?.map(Timestamp),
         };
-        let (key, record) = self.0.mint(spec).await.map_err(Error::from)?;
-        ctx.set_target(&record.id);
+        let key = token::generate();
+        let new = self.0.new_key(&key, spec);
+        // Named before the write: the audit record commits with the key, and names it.
+        ctx.set_target(&new.id);
+        let record = self.0.store.insert_key(new).await?;
         Ok(CreateKeyOutput {
             key,
-            key_details: KeyDetails::now(record),
+            key_details: KeyDetails::at(record, ctx.now().unix()),
         })
     }
 }

@@ -29,7 +29,7 @@ impl Operation for GetKey {
             .await
             .map_err(Error::from)?;
         record
-            .map(KeyDetails::now)
+            .map(|r| KeyDetails::at(r, ctx.now().unix()))
             .ok_or_else(|| not_found(&input.key_id))
     }
 }

@@ -52,7 +52,7 @@ impl StreamOperation for ListKeys {
         let include_revoked = input.include_revoked;
         let status = input.status.map(Into::into);
         // One clock reading for the whole stream, so that a key's status cannot change between pages.
-        let now = opgate_core::Timestamp::now().unix();
+        let now = ctx.now().unix();
 
         let pages = stream::unfold(Some((after_seq, remaining)), move |state| {
             let keys = Arc::clone(&keys);

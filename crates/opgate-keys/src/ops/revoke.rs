@@ -1,6 +1,6 @@
 use std::sync::Arc;
 
-use opgate_core::{Code, Context, Error, OpMeta, Operation, SideEffect, Timestamp};
+use opgate_core::{Code, Context, Error, OpMeta, Operation, SideEffect};
 
 use crate::types::{KeyDetails, RevokeKeyInput};
 use crate::{check_target, not_found, ApiKeys};
@@ -36,11 +36,10 @@ impl Operation for RevokeKey {
         let record = self
             .0
             .store
-            .revoke_key(org, &input.key_id, Timestamp::now().unix())
+            .revoke_key(org, &input.key_id, ctx.now().unix())
             .await
             .map_err(Error::from)?
             .ok_or_else(|| not_found(&input.key_id))?;
-        self.0.forget(&record);
-        Ok(KeyDetails::now(record))
+        Ok(KeyDetails::at(record, ctx.now().unix()))
     }
 }

@@ -39,7 +39,7 @@ impl Operation for RotateKey {
         // The replacement is a new grant of the old key's permissions, handed to the caller: like a create, it
         // may not exceed what the caller holds.
         check_target(&ctx.principal, &old)?;
-        let now = Timestamp::now().unix();
+        let now = ctx.now().unix();
         let grace_expires_at =
             now + i64::from(input.grace_period_seconds.unwrap_or(DEFAULT_GRACE_SECONDS));
         // Nor may it carry fewer restrictions than the caller has: no lifted rate limit, no wider fence.
@@ -87,15 +87,12 @@ impl Operation for RotateKey {
                 "active" => "key_id: the key changed while it was being rotated; retry".to_owned(),
                 status => format!("key_id: the key is {status}; only an active key can be rotated"),
             })),
-            Rotation::Rotated { old, new } => {
-                self.0.forget(&old);
-                Ok(RotateKeyOutput {
-                    key: secret,
-                    key_details: KeyDetails::at(*new, now),
-                    old_key_id: old.id,
-                    grace_expires_at: Timestamp(grace_expires_at),
-                })
-            }
+            Rotation::Rotated { old, new } => Ok(RotateKeyOutput {
+                key: secret,
+                key_details: KeyDetails::at(*new, now),
+                old_key_id: old.id,
+                grace_expires_at: Timestamp(grace_expires_at),
+            }),
         }
     }
 }

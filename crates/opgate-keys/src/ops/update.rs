@@ -81,7 +81,6 @@ impl Operation for UpdateKey {
                 )))
             }
         };
-        self.0.forget(&record);
-        Ok(KeyDetails::now(record))
+        Ok(KeyDetails::at(record, ctx.now().unix()))
     }
 }
