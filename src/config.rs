@@ -13,7 +13,7 @@ use opgate::BoxError;
 
 /// The command line with the config file's values appended for every setting the command line and the
 /// environment left at its default, and the ids of those settings. `argv` is the full original command line.
-pub fn merge(
+pub(crate) fn merge(
     serve: &Command,
     matches: &ArgMatches,
     path: &Path,
@@ -72,7 +72,7 @@ pub fn merge(
 }
 
 /// The effective settings of `serve`, one `key = value  # source` line each, secrets masked.
-pub fn describe(serve: &Command, matches: &ArgMatches, from_file: &[String]) -> String {
+pub(crate) fn describe(serve: &Command, matches: &ArgMatches, from_file: &[String]) -> String {
     let mut out = String::new();
     for arg in serve.get_arguments() {
         let id = arg.get_id().as_str();

@@ -12,14 +12,14 @@ use crate::store::{Note, Notes};
 /// Input of `notes.create`.
 #[derive(Debug, Serialize, Deserialize, JsonSchema, garde::Validate)]
 #[serde(deny_unknown_fields)]
-pub struct CreateNoteInput {
+pub(crate) struct CreateNoteInput {
     /// The note's text, 1 to 1000 characters.
     #[garde(length(chars, min = 1, max = 1000))]
     pub text: String,
 }
 
 /// `notes.create`: writes a note in the caller's organization.
-pub struct CreateNote(pub Arc<Notes>);
+pub(crate) struct CreateNote(pub Arc<Notes>);
 
 impl Operation for CreateNote {
     const META: OpMeta = OpMeta {

@@ -12,7 +12,7 @@ use crate::store::{Note, Notes};
 /// Input of `notes.list`.
 #[derive(Debug, Default, Serialize, Deserialize, JsonSchema, garde::Validate)]
 #[serde(deny_unknown_fields)]
-pub struct ListNotesInput {
+pub(crate) struct ListNotesInput {
     /// Stop after this many notes; omit for all.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[garde(range(min = 1, max = 10_000))]
@@ -20,7 +20,7 @@ pub struct ListNotesInput {
 }
 
 /// `notes.list`: the caller's organization's notes, oldest first.
-pub struct ListNotes(pub Arc<Notes>);
+pub(crate) struct ListNotes(pub Arc<Notes>);
 
 impl StreamOperation for ListNotes {
     const META: OpMeta = OpMeta {

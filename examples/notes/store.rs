@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 /// A note.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
-pub struct Note {
+pub(crate) struct Note {
     /// Unique id of the note (`note_<n>`).
     pub id: String,
     /// The note's text.
@@ -21,13 +21,13 @@ pub struct Note {
 
 /// Every organization's notes, oldest first.
 #[derive(Default)]
-pub struct Notes {
+pub(crate) struct Notes {
     rows: Mutex<Vec<(String, Note)>>,
 }
 
 impl Notes {
     /// Adds a note to `org`.
-    pub fn add(&self, org: &str, text: String, created_by: String) -> Note {
+    pub(crate) fn add(&self, org: &str, text: String, created_by: String) -> Note {
         let mut rows = self.rows.lock().expect("notes lock");
         let note = Note {
             id: format!("note_{}", rows.len() + 1),
@@ -40,7 +40,7 @@ impl Notes {
     }
 
     /// The notes of `org`, oldest first, at most `limit`.
-    pub fn list(&self, org: &str, limit: usize) -> Vec<Note> {
+    pub(crate) fn list(&self, org: &str, limit: usize) -> Vec<Note> {
         let rows = self.rows.lock().expect("notes lock");
         rows.iter()
             .filter(|(o, _)| o == org)

@@ -18,7 +18,7 @@ use super::{body, non_empty, print_raw, warn_secret_once, Connection, Exit};
 
 /// `opgate api-keys ...`.
 #[derive(Args)]
-pub struct ApiKeysArgs {
+pub(crate) struct ApiKeysArgs {
     #[command(flatten)]
     conn: Connection,
     #[command(subcommand)]
@@ -169,7 +169,7 @@ fn status_parser() -> impl TypedValueParser<Value = Status> {
 }
 
 /// Runs `opgate api-keys ...`.
-pub async fn run(args: ApiKeysArgs) -> Result<(), Exit> {
+pub(crate) async fn run(args: ApiKeysArgs) -> Result<(), Exit> {
     let client = args.conn.client()?;
     let json = args.conn.json;
     let keys = client.api_keys();

@@ -12,7 +12,7 @@ use super::{body, print_raw, Connection, Exit};
 
 /// `opgate audit ...`.
 #[derive(Args)]
-pub struct AuditArgs {
+pub(crate) struct AuditArgs {
     #[command(flatten)]
     conn: Connection,
     #[command(subcommand)]
@@ -39,7 +39,7 @@ struct ListArgs {
 }
 
 /// Runs `opgate audit ...`.
-pub async fn run(args: AuditArgs) -> Result<(), Exit> {
+pub(crate) async fn run(args: AuditArgs) -> Result<(), Exit> {
     let client = args.conn.client()?;
     match args.command {
         AuditCommand::List(a) => {

@@ -10,7 +10,7 @@ use super::{body, output, print_raw, Connection, Exit};
 
 /// `opgate auth ...`.
 #[derive(Args)]
-pub struct AuthArgs {
+pub(crate) struct AuthArgs {
     #[command(flatten)]
     conn: Connection,
     #[command(subcommand)]
@@ -25,7 +25,7 @@ enum AuthCommand {
 }
 
 /// Runs `opgate auth ...`.
-pub async fn run(args: AuthArgs) -> Result<(), Exit> {
+pub(crate) async fn run(args: AuthArgs) -> Result<(), Exit> {
     let client = args.conn.client()?;
     match args.command {
         AuthCommand::Whoami => {

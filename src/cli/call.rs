@@ -9,7 +9,7 @@ use super::{output, print_lines, warn_secret_once, Connection, Exit, EXIT_USAGE}
 
 /// `opgate call ...`.
 #[derive(Args)]
-pub struct CallArgs {
+pub(crate) struct CallArgs {
     /// The operation id, e.g. `api_keys.create`.
     operation: String,
     /// The input as a JSON object, or `-` to read it from stdin; default `{}`.
@@ -25,7 +25,7 @@ pub struct CallArgs {
 /// Runs `opgate call ...`: the body is sent as given; the answer is printed as sent with `--json`, else a
 /// JSON object is pretty-printed with terminal controls escaped. Streams are NDJSON either way, line by line
 /// as they arrive.
-pub async fn run(args: CallArgs) -> Result<(), Exit> {
+pub(crate) async fn run(args: CallArgs) -> Result<(), Exit> {
     let client = args.conn.client()?;
     let input = match args.input.as_deref() {
         None => "{}".to_owned(),
@@ -68,7 +68,7 @@ pub async fn run(args: CallArgs) -> Result<(), Exit> {
                 .as_ref()
                 .and_then(|v| v.get("key"))
                 .and_then(|k| k.as_str())
-                .is_some_and(|k| k.starts_with("opg_"));
+                .is_some_and(|k| k.starts_with(opgate::core::API_KEY_PREFIX));
             if secret {
                 warn_secret_once();
             }

@@ -8,10 +8,10 @@
 //! unreachable gateway. A stream that fails midway prints what it got, then exits with the status of its
 //! error. Human output and error lines escape control and bidi characters (`output::sanitize`).
 
-pub mod api_keys;
-pub mod audit;
-pub mod auth;
-pub mod call;
+pub(crate) mod api_keys;
+pub(crate) mod audit;
+pub(crate) mod auth;
+pub(crate) mod call;
 mod output;
 
 use std::io::{self, Write};
@@ -19,23 +19,23 @@ use std::io::{self, Write};
 use clap::Args;
 use opgate_client::{Client, Error as ClientError, Lines, RawReply};
 
-pub use api_keys::ApiKeysArgs;
-pub use audit::AuditArgs;
-pub use auth::AuthArgs;
-pub use call::CallArgs;
+pub(crate) use api_keys::ApiKeysArgs;
+pub(crate) use audit::AuditArgs;
+pub(crate) use auth::AuthArgs;
+pub(crate) use call::CallArgs;
 
 /// Exit status for a command line that does not make sense (clap uses it too).
-pub const EXIT_USAGE: u8 = 2;
+pub(crate) const EXIT_USAGE: u8 = 2;
 /// Exit status for a rejected token or a missing permission (401, 403).
-pub const EXIT_AUTH: u8 = 3;
+pub(crate) const EXIT_AUTH: u8 = 3;
 /// Exit status for any other error the gateway answered (4xx).
-pub const EXIT_REQUEST: u8 = 4;
+pub(crate) const EXIT_REQUEST: u8 = 4;
 /// Exit status when the gateway failed (5xx) or could not be reached.
-pub const EXIT_SERVER: u8 = 5;
+pub(crate) const EXIT_SERVER: u8 = 5;
 
 /// A failure with its own exit status.
 #[derive(Debug)]
-pub struct Exit(pub u8, pub String);
+pub(crate) struct Exit(pub u8, pub String);
 
 /// Shows the message escaped with [`output::sanitize`]: it may quote what the gateway (or whoever chose an
 /// id) sent, and the binary prints it as the `error: ...` line.
@@ -94,7 +94,7 @@ impl From<io::Error> for Exit {
 
 /// Where the gateway is and who calls it; every command that talks to a gateway takes these.
 #[derive(Args, Clone)]
-pub struct Connection {
+pub(crate) struct Connection {
     /// Base URL of the gateway.
     #[arg(
         long,
@@ -147,7 +147,9 @@ impl Connection {
 }
 
 /// A command's result as the binary reports it: a closed output pipe (`| head`) is success.
-pub fn finish(result: Result<(), Exit>) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+pub(crate) fn finish(
+    result: Result<(), Exit>,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     match result {
         Ok(()) | Err(Exit(0, _)) => Ok(()),
         Err(e) => Err(e.into()),

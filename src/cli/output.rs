@@ -14,7 +14,7 @@ const SIZING_ROWS: usize = 200;
 
 /// A table printed as its rows arrive: header and the first rows once [`SIZING_ROWS`] are in (or at the
 /// end), then every row at once.
-pub struct Table<W: Write> {
+pub(super) struct Table<W: Write> {
     out: W,
     header: Vec<&'static str>,
     pending: Vec<Vec<String>>,
@@ -22,7 +22,7 @@ pub struct Table<W: Write> {
 }
 
 impl<W: Write> Table<W> {
-    pub fn new(out: W, header: &[&'static str]) -> Self {
+    pub(super) fn new(out: W, header: &[&'static str]) -> Self {
         Table {
             out,
             header: header.to_vec(),
@@ -32,7 +32,7 @@ impl<W: Write> Table<W> {
     }
 
     /// Adds a row; its cells are escaped with [`sanitize`] first, so widths are those of the escaped text.
-    pub fn row(&mut self, cells: Vec<String>) -> io::Result<()> {
+    pub(super) fn row(&mut self, cells: Vec<String>) -> io::Result<()> {
         let cells: Vec<String> = cells
             .into_iter()
             .map(|c| match sanitize(&c) {
@@ -56,7 +56,7 @@ impl<W: Write> Table<W> {
     }
 
     /// Prints whatever is held back (the header at least) and flushes.
-    pub fn finish(&mut self) -> io::Result<()> {
+    pub(super) fn finish(&mut self) -> io::Result<()> {
         if self.widths.is_none() {
             self.flush_pending()?;
         }
@@ -94,7 +94,7 @@ fn write_row<W: Write>(out: &mut W, widths: &[usize], cells: &[String]) -> io::R
 }
 
 /// `field  value` lines, the values aligned and escaped with [`sanitize`].
-pub fn fields<W: Write>(out: &mut W, pairs: &[(&str, String)]) -> io::Result<()> {
+pub(super) fn fields<W: Write>(out: &mut W, pairs: &[(&str, String)]) -> io::Result<()> {
     let width = pairs.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
     for (key, value) in pairs {
         writeln!(out, "{key:width$}  {}", sanitize(value))?;
@@ -105,7 +105,7 @@ pub fn fields<W: Write>(out: &mut W, pairs: &[(&str, String)]) -> io::Result<()>
 /// Text from the gateway made safe for a terminal: control characters (C0, DEL, C1), bidi controls and line
 /// or paragraph separators become visible escapes (`\n`, `\x1b`, `\u{202e}`), so a value cannot move the
 /// cursor, set the clipboard (OSC 52), fake a line or reorder what follows it. Anything else is kept as is.
-pub fn sanitize(text: &str) -> Cow<'_, str> {
+pub(super) fn sanitize(text: &str) -> Cow<'_, str> {
     if !text.chars().any(needs_escape) {
         return Cow::Borrowed(text);
     }
@@ -130,7 +130,7 @@ pub fn sanitize(text: &str) -> Cow<'_, str> {
 /// JSON from serde_json made safe for a terminal, staying JSON of the same value: DEL and what [`sanitize`]
 /// escapes beyond ASCII become `\uXXXX`. Such characters can only be inside strings; serde_json already
 /// escapes U+0000–U+001F there, and outside strings they are the pretty-printer's newlines.
-pub fn sanitize_json(json: &str) -> Cow<'_, str> {
+pub(super) fn sanitize_json(json: &str) -> Cow<'_, str> {
     let escape = |c: char| c >= '\u{7f}' && needs_escape(c);
     if !json.chars().any(escape) {
         return Cow::Borrowed(json);
@@ -148,7 +148,7 @@ pub fn sanitize_json(json: &str) -> Cow<'_, str> {
 
 /// Whether [`sanitize`] escapes `c`: general category Cc (U+0000–U+001F, U+007F–U+009F), the Unicode
 /// `Bidi_Control` characters, and U+2028 / U+2029.
-pub fn needs_escape(c: char) -> bool {
+pub(super) fn needs_escape(c: char) -> bool {
     c.is_control()
         || matches!(
             c,
@@ -163,7 +163,7 @@ pub fn needs_escape(c: char) -> bool {
 }
 
 /// `3m ago`, `in 2d`, `just now`: the distance from `now` (unix seconds) in its largest whole unit.
-pub fn relative(at: Timestamp, now: i64) -> String {
+pub(super) fn relative(at: Timestamp, now: i64) -> String {
     let delta = at.unix() - now;
     let span = delta.unsigned_abs();
     if span < 5 {
@@ -184,12 +184,12 @@ pub fn relative(at: Timestamp, now: i64) -> String {
 }
 
 /// A relative time for a table cell, or `none` when unset.
-pub fn when(at: Option<Timestamp>, now: i64, none: &str) -> String {
+pub(super) fn when(at: Option<Timestamp>, now: i64, none: &str) -> String {
     at.map_or_else(|| none.to_owned(), |t| relative(t, now))
 }
 
 /// The exact time and how far it is, for a `field  value` block, or `none` when unset.
-pub fn when_exact(at: Option<Timestamp>, now: i64, none: &str) -> String {
+pub(super) fn when_exact(at: Option<Timestamp>, now: i64, none: &str) -> String {
     at.map_or_else(
         || none.to_owned(),
         |t| format!("{} ({})", t.to_rfc3339(), relative(t, now)),
@@ -197,7 +197,7 @@ pub fn when_exact(at: Option<Timestamp>, now: i64, none: &str) -> String {
 }
 
 /// A list for humans: `a,b`, or `none` when empty.
-pub fn list(items: &[String], none: &str) -> String {
+pub(super) fn list(items: &[String], none: &str) -> String {
     if items.is_empty() {
         none.to_owned()
     } else {
@@ -206,7 +206,7 @@ pub fn list(items: &[String], none: &str) -> String {
 }
 
 /// An optional value, or `none`.
-pub fn or<T: ToString>(value: Option<T>, none: &str) -> String {
+pub(super) fn or<T: ToString>(value: Option<T>, none: &str) -> String {
     value.map_or_else(|| none.to_owned(), |v| v.to_string())
 }
 

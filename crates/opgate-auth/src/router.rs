@@ -1,16 +1,13 @@
 //! The authenticator the gateway calls: it tells the two kinds of bearer token apart by their shape and hands
 //! each to its own authenticator.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 
 use opgate_core::{Authenticator, Error, Principal, RequestInfo};
 
 use crate::session::SessionAuthenticator;
 
-/// The prefix of every API key (see `opgate_keys::token`).
-pub const API_KEY_PREFIX: &str = "opg_";
+pub use opgate_core::API_KEY_PREFIX;
 
 /// What kind of credential a bearer token looks like, judged by its shape alone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,25 +61,27 @@ impl TokenRouter {
     }
 }
 
+#[async_trait::async_trait]
 impl Authenticator for TokenRouter {
-    fn authenticate<'a>(
-        &'a self,
-        token: &'a str,
-        request: &'a RequestInfo,
-    ) -> Pin<Box<dyn Future<Output = Result<Arc<Principal>, Error>> + Send + 'a>> {
+    async fn authenticate(
+        &self,
+        token: &str,
+        request: &RequestInfo,
+    ) -> Result<Arc<Principal>, Error> {
         match classify(token) {
-            TokenKind::ApiKey => self.keys.authenticate(token, request),
-            TokenKind::Session => Box::pin(async move {
-                let result = self.sessions.authenticate(token, request).await;
-                result.map_err(|e| match e.reason {
+            TokenKind::ApiKey => self.keys.authenticate(token, request).await,
+            TokenKind::Session => self
+                .sessions
+                .authenticate(token, request)
+                .await
+                .map_err(|e| match e.reason {
                     Some(_) => e,
                     None => e.with_reason("bad_session"),
-                })
-            }),
-            TokenKind::Unknown => Box::pin(std::future::ready(Err(Error::unauthenticated(
+                }),
+            TokenKind::Unknown => Err(Error::unauthenticated(
                 "the token is neither an API key nor a session token",
             )
-            .with_reason("unrecognized_token")))),
+            .with_reason("unrecognized_token")),
         }
     }
 }
@@ -119,14 +118,15 @@ mod tests {
     /// Counts the tokens it was asked about and refuses them all.
     struct CountingKeys(AtomicUsize);
 
+    #[async_trait::async_trait]
     impl Authenticator for CountingKeys {
-        fn authenticate<'a>(
-            &'a self,
-            _token: &'a str,
-            _request: &'a RequestInfo,
-        ) -> Pin<Box<dyn Future<Output = Result<Arc<Principal>, Error>> + Send + 'a>> {
+        async fn authenticate(
+            &self,
+            _token: &str,
+            _request: &RequestInfo,
+        ) -> Result<Arc<Principal>, Error> {
             self.0.fetch_add(1, Ordering::SeqCst);
-            Box::pin(std::future::ready(Err(Error::unauthenticated("no key"))))
+            Err(Error::unauthenticated("no key"))
         }
     }
 

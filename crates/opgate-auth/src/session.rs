@@ -14,9 +14,7 @@
 //!
 //! No message ever carries the token, the secret or the expected issuer or audience.
 
-use std::future::Future;
 use std::path::Path;
-use std::pin::Pin;
 use std::sync::{Arc, Once};
 
 use base64::Engine;
@@ -464,17 +462,16 @@ impl SessionAuthenticator {
     }
 }
 
+#[async_trait::async_trait]
 impl Authenticator for SessionAuthenticator {
-    fn authenticate<'a>(
-        &'a self,
-        token: &'a str,
-        _request: &'a RequestInfo,
-    ) -> Pin<Box<dyn Future<Output = Result<Arc<Principal>, Error>> + Send + 'a>> {
-        let result = self
-            .config
+    async fn authenticate(
+        &self,
+        token: &str,
+        _request: &RequestInfo,
+    ) -> Result<Arc<Principal>, Error> {
+        self.config
             .verify_at(token, self.clock.now().unix())
-            .map(Arc::new);
-        Box::pin(std::future::ready(result))
+            .map(Arc::new)
     }
 }
 

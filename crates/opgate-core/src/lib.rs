@@ -23,7 +23,7 @@ pub use operation::{
     Context, ItemStream, OpMeta, Operation, SideEffect, StreamOperation,
     IDEMPOTENCY_RETENTION_SECS, MAX_IDEMPOTENCY_KEY_LEN,
 };
-pub use principal::{Authenticator, Principal, PrincipalKind, RequestInfo};
+pub use principal::{Authenticator, Principal, PrincipalKind, RequestInfo, API_KEY_PREFIX};
 pub use registry::{
     decode_input, Entry, Input, Registry, RegistryError, Reply, ReplyFuture, SchemaFn,
 };

@@ -1,6 +1,4 @@
-use std::future::Future;
 use std::net::IpAddr;
-use std::pin::Pin;
 use std::sync::Arc;
 
 use crate::Error;
@@ -68,14 +66,18 @@ pub struct RequestInfo {
 }
 
 /// Turns a bearer token into a [`Principal`]. The dispatcher calls it and knows nothing of how tokens work.
+#[async_trait::async_trait]
 pub trait Authenticator: Send + Sync + 'static {
     /// Verifies `token`; `Err` carries `unauthenticated` (or `permission_denied` for a disallowed address).
-    fn authenticate<'a>(
-        &'a self,
-        token: &'a str,
-        request: &'a RequestInfo,
-    ) -> Pin<Box<dyn Future<Output = Result<Arc<Principal>, Error>> + Send + 'a>>;
+    async fn authenticate(
+        &self,
+        token: &str,
+        request: &RequestInfo,
+    ) -> Result<Arc<Principal>, Error>;
 }
+
+/// The prefix of every API key: how the gateway tells a key from a session token by its shape.
+pub const API_KEY_PREFIX: &str = "opg_";
 
 #[cfg(test)]
 mod tests {

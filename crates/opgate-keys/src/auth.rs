@@ -1,5 +1,3 @@
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 
 use opgate_core::{Authenticator, Error, Principal, PrincipalKind, RequestInfo, Timestamp};
@@ -118,12 +116,13 @@ fn cached(record: KeyRecord) -> CachedKey {
     }
 }
 
+#[async_trait::async_trait]
 impl Authenticator for ApiKeyAuthenticator {
-    fn authenticate<'a>(
-        &'a self,
-        token: &'a str,
-        request: &'a RequestInfo,
-    ) -> Pin<Box<dyn Future<Output = Result<Arc<Principal>, Error>> + Send + 'a>> {
-        Box::pin(self.verify(token, request))
+    async fn authenticate(
+        &self,
+        token: &str,
+        request: &RequestInfo,
+    ) -> Result<Arc<Principal>, Error> {
+        self.verify(token, request).await
     }
 }

@@ -47,7 +47,7 @@ pub(crate) struct KeyCache {
 }
 
 impl KeyCache {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         KeyCache {
             shards: (0..SHARDS).map(|_| RwLock::default()).collect(),
         }
@@ -59,7 +59,7 @@ impl KeyCache {
     }
 
     /// The cached key and the shard generation seen; pass the generation to [`KeyCache::insert`].
-    pub fn get(&self, hash: &[u8; 32]) -> (Option<Arc<CachedKey>>, u64) {
+    pub(crate) fn get(&self, hash: &[u8; 32]) -> (Option<Arc<CachedKey>>, u64) {
         let shard = self.shard(hash).read().expect("key cache lock");
         let fresh = shard
             .entries
@@ -70,7 +70,7 @@ impl KeyCache {
     }
 
     /// Caches `key` unless the shard was invalidated since `generation` was read.
-    pub fn insert(&self, hash: [u8; 32], generation: u64, key: Arc<CachedKey>) {
+    pub(crate) fn insert(&self, hash: [u8; 32], generation: u64, key: Arc<CachedKey>) {
         let mut shard = self.shard(&hash).write().expect("key cache lock");
         if shard.generation != generation {
             return;
@@ -82,7 +82,7 @@ impl KeyCache {
     }
 
     /// Drops the key with this hash; lookups already in flight will not re-insert it.
-    pub fn forget(&self, hash: &[u8]) {
+    pub(crate) fn forget(&self, hash: &[u8]) {
         let Ok(hash) = <[u8; 32]>::try_from(hash) else {
             return;
         };

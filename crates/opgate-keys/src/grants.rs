@@ -9,7 +9,7 @@ use opgate_core::{Error, Principal, Timestamp};
 use crate::ip;
 
 /// The rate limit of a new key: the requested one, within the caller's; none requested inherits the caller's.
-pub fn rate_limit(caller: &Principal, requested: Option<u32>) -> Result<Option<u32>, Error> {
+pub(crate) fn rate_limit(caller: &Principal, requested: Option<u32>) -> Result<Option<u32>, Error> {
     match (caller.rate_limit, requested) {
         (None, requested) => Ok(requested),
         (Some(own), None) => Ok(Some(own)),
@@ -21,7 +21,10 @@ pub fn rate_limit(caller: &Principal, requested: Option<u32>) -> Result<Option<u
 }
 
 /// A change of rate limit by `caller`: `Some(None)` (clearing it) or a higher limit than the caller's is refused.
-pub fn rate_limit_change(caller: &Principal, change: Option<Option<u32>>) -> Result<(), Error> {
+pub(crate) fn rate_limit_change(
+    caller: &Principal,
+    change: Option<Option<u32>>,
+) -> Result<(), Error> {
     match (caller.rate_limit, change) {
         (_, None) | (None, _) => Ok(()),
         (Some(own), Some(None)) => Err(Error::permission_denied(format!(
@@ -40,7 +43,7 @@ fn fence(caller: &Principal) -> Vec<IpNet> {
 }
 
 /// The allow-list of a new key: every requested entry inside the caller's fence; none requested inherits it.
-pub fn allowed_ips(
+pub(crate) fn allowed_ips(
     caller: &Principal,
     requested: Option<Vec<String>>,
 ) -> Result<Vec<String>, Error> {
@@ -62,7 +65,7 @@ pub fn allowed_ips(
 }
 
 /// A change of allow-list by `caller`: clearing it, or entries outside the caller's fence, are refused.
-pub fn allowed_ips_change(
+pub(crate) fn allowed_ips_change(
     caller: &Principal,
     change: Option<&Option<Vec<String>>>,
 ) -> Result<(), Error> {
@@ -80,7 +83,7 @@ fn outside(entry: &str) -> Error {
 }
 
 /// The expiry of a new key: the requested one, no later than the caller's; none requested inherits it.
-pub fn expires_at(caller: &Principal, requested: Option<i64>) -> Result<Option<i64>, Error> {
+pub(crate) fn expires_at(caller: &Principal, requested: Option<i64>) -> Result<Option<i64>, Error> {
     match (caller.expires_at, requested) {
         (None, requested) => Ok(requested),
         (Some(own), None) => Ok(Some(own)),

@@ -1,7 +1,7 @@
 //! The key format: `opg_` + 32 random base62 characters + 6 base62 characters of the CRC32 of everything
 //! before them. The checksum lets the gateway refuse typos and forgeries without touching storage.
 
-const PREFIX: &str = "opg_";
+use opgate_core::API_KEY_PREFIX as PREFIX;
 const RANDOM_LEN: usize = 32;
 const CHECKSUM_LEN: usize = 6;
 /// Length of every well-formed key.

@@ -8,7 +8,7 @@ use http::HeaderMap;
 use ipnet::IpNet;
 
 /// Whether `addr` is one of the trusted proxies.
-pub fn is_trusted(addr: IpAddr, proxies: &[IpNet]) -> bool {
+pub(crate) fn is_trusted(addr: IpAddr, proxies: &[IpNet]) -> bool {
     let addr = match addr {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(addr, IpAddr::V4),
         v4 => v4,
@@ -17,7 +17,7 @@ pub fn is_trusted(addr: IpAddr, proxies: &[IpNet]) -> bool {
 }
 
 /// The client address of a request from `peer`.
-pub fn client_ip(peer: IpAddr, headers: &HeaderMap, proxies: &[IpNet]) -> IpAddr {
+pub(crate) fn client_ip(peer: IpAddr, headers: &HeaderMap, proxies: &[IpNet]) -> IpAddr {
     if proxies.is_empty() || !is_trusted(peer, proxies) {
         return peer;
     }

@@ -47,7 +47,7 @@ impl Activity {
         self.last_ms.store(ms, Ordering::Relaxed);
     }
 
-    pub fn begin(self: &Arc<Self>) -> Busy {
+    pub(crate) fn begin(self: &Arc<Self>) -> Busy {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         self.touch();
         Busy(Arc::clone(self))
@@ -80,7 +80,7 @@ pub(crate) struct StallTimeout<S> {
 }
 
 impl<S> StallTimeout<S> {
-    pub fn new(inner: S, timeout: Duration) -> Self {
+    pub(crate) fn new(inner: S, timeout: Duration) -> Self {
         StallTimeout {
             inner,
             timeout,

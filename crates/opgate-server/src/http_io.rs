@@ -14,7 +14,7 @@ use opgate_core::Error;
 /// The response type of every request.
 pub type Resp = Response<UnsyncBoxBody<Bytes, Infallible>>;
 
-pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub(crate) static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const JSON: HeaderValue = HeaderValue::from_static("application/json");
 const NDJSON: HeaderValue = HeaderValue::from_static("application/x-ndjson");
 
@@ -36,7 +36,7 @@ fn response(
 }
 
 /// A 200 with a JSON body.
-pub fn json(body: Bytes, request_id: &str) -> Resp {
+pub(crate) fn json(body: Bytes, request_id: &str) -> Resp {
     response(
         StatusCode::OK,
         JSON,
@@ -46,7 +46,7 @@ pub fn json(body: Bytes, request_id: &str) -> Resp {
 }
 
 /// A 200 streaming NDJSON; an error from the stream is sent as a final `{"error": ...}` line.
-pub fn ndjson(
+pub(crate) fn ndjson(
     lines: impl Stream<Item = Result<Bytes, Error>> + Send + 'static,
     request_id: &str,
 ) -> Resp {
@@ -74,7 +74,7 @@ pub fn ndjson(
 }
 
 /// The contract's error response for `e`, with `WWW-Authenticate` on 401s.
-pub fn error(e: &Error, request_id: &str) -> Resp {
+pub(crate) fn error(e: &Error, request_id: &str) -> Resp {
     let body = serde_json::to_vec(&e.body(request_id)).expect("error bodies serialize");
     let status = StatusCode::from_u16(e.code.status()).expect("contract statuses are valid");
     let mut resp = response(
@@ -93,7 +93,7 @@ pub fn error(e: &Error, request_id: &str) -> Resp {
 }
 
 /// A stored response replayed for an idempotent retry, marked `Idempotent-Replayed: true`.
-pub fn replay(status: u16, body: Bytes, request_id: &str) -> Resp {
+pub(crate) fn replay(status: u16, body: Bytes, request_id: &str) -> Resp {
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
     let mut resp = response(status, JSON, Full::new(body).boxed_unsync(), request_id);
     resp.headers_mut().insert(
@@ -104,7 +104,7 @@ pub fn replay(status: u16, body: Bytes, request_id: &str) -> Resp {
 }
 
 /// `body`, holding `guard` until the body is sent or dropped.
-pub fn with_guard<G: Send + Unpin + 'static>(
+pub(crate) fn with_guard<G: Send + Unpin + 'static>(
     body: UnsyncBoxBody<Bytes, Infallible>,
     guard: G,
 ) -> UnsyncBoxBody<Bytes, Infallible> {
@@ -141,7 +141,7 @@ impl<G: Unpin> hyper::body::Body for Guarded<G> {
 }
 
 /// The `RateLimit-*` headers of a limited principal, and `Retry-After` when refused.
-pub fn rate_limit_headers(headers: &mut http::HeaderMap, d: &crate::rate_limit::Decision) {
+pub(crate) fn rate_limit_headers(headers: &mut http::HeaderMap, d: &crate::rate_limit::Decision) {
     let num = |n: u64| HeaderValue::from_str(&n.to_string()).expect("digits are a valid header");
     headers.insert(
         HeaderName::from_static("ratelimit-limit"),
@@ -161,7 +161,7 @@ pub fn rate_limit_headers(headers: &mut http::HeaderMap, d: &crate::rate_limit::
 }
 
 /// A 200 with a body of the given content type (e.g. the Prometheus text format).
-pub fn text(body: Bytes, content_type: &'static str, request_id: &str) -> Resp {
+pub(crate) fn text(body: Bytes, content_type: &'static str, request_id: &str) -> Resp {
     response(
         StatusCode::OK,
         HeaderValue::from_static(content_type),

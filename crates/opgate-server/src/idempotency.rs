@@ -126,7 +126,11 @@ pub(crate) fn begin<'a>(
 
 impl Idempotent<'_> {
     /// The stored response for this key if the same operation and body made it; 422 for another body.
-    pub async fn lookup(&mut self, entry: &Entry, body: &[u8]) -> Result<Option<Replay>, Error> {
+    pub(crate) async fn lookup(
+        &mut self,
+        entry: &Entry,
+        body: &[u8],
+    ) -> Result<Option<Replay>, Error> {
         let mut h = Sha256::new();
         h.update(entry.meta.id.as_bytes());
         h.update([0]);
@@ -152,7 +156,7 @@ impl Idempotent<'_> {
 
     /// The record keeping a definitive answer (2xx, or a 4xx other than 409 and 429) for replay; `None` for
     /// failures worth retrying, which are not kept.
-    pub fn response(&self, status: u16, body: &[u8]) -> Option<IdempotentResponse> {
+    pub(crate) fn response(&self, status: u16, body: &[u8]) -> Option<IdempotentResponse> {
         if status >= 500 || status == 429 || status == 409 {
             return None;
         }

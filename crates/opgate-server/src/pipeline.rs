@@ -92,7 +92,11 @@ pub(crate) struct Trace {
 }
 
 /// The whole pipeline for one request; never fails (every failure is a response).
-pub async fn handle<B: RequestBody>(gw: &Arc<Gateway>, peer: SocketAddr, req: Request<B>) -> Resp {
+pub(crate) async fn handle<B: RequestBody>(
+    gw: &Arc<Gateway>,
+    peer: SocketAddr,
+    req: Request<B>,
+) -> Resp {
     let started = Instant::now();
     let (parts, body) = req.into_parts();
     let request_id: Arc<str> = Arc::from(request_id(&parts.headers));

@@ -36,7 +36,7 @@ pub(crate) struct Refusals {
 
 impl Refusals {
     /// Counts one refusal; `record` describes it (status, code, request id, time).
-    pub fn note(&self, principal: &Principal, record: AuditRecord, operation: &'static str) {
+    pub(crate) fn note(&self, principal: &Principal, record: AuditRecord, operation: &'static str) {
         let key = Key {
             principal: principal.unique_key(),
             operation,
@@ -59,7 +59,7 @@ impl Refusals {
     }
 
     /// Writes every pending tally as one audit record each.
-    pub async fn flush(&self, journal: &dyn Journal) {
+    pub(crate) async fn flush(&self, journal: &dyn Journal) {
         let pending = std::mem::take(&mut self.pending.lock().expect("refusals lock").0);
         let mut tallies: Vec<Tally> = pending.into_values().collect();
         tallies.sort_by_key(|t| t.order);
@@ -79,7 +79,7 @@ impl Refusals {
     }
 
     /// Flushes every `interval`, or sooner when too many tallies are pending; runs until aborted.
-    pub fn spawn_flusher(
+    pub(crate) fn spawn_flusher(
         self: &Arc<Self>,
         journal: Arc<dyn Journal>,
         interval: Duration,

@@ -22,7 +22,7 @@ pub(crate) struct Slot<K: Hash + Eq> {
 
 impl<K: Hash + Eq + Clone> Slots<K> {
     /// A table allowing `max` slots per key (at least one).
-    pub fn new(max: usize) -> Arc<Self> {
+    pub(crate) fn new(max: usize) -> Arc<Self> {
         Arc::new(Slots {
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
             hasher: RandomState::new(),
@@ -35,7 +35,7 @@ impl<K: Hash + Eq + Clone> Slots<K> {
     }
 
     /// One more slot for `key`, or `None` when it holds the maximum already.
-    pub fn claim(self: &Arc<Self>, key: K) -> Option<Slot<K>> {
+    pub(crate) fn claim(self: &Arc<Self>, key: K) -> Option<Slot<K>> {
         let mut held = self.shard(&key).lock().expect("slots lock");
         let n = held.entry(key.clone()).or_insert(0);
         if *n >= self.max {
@@ -50,7 +50,7 @@ impl<K: Hash + Eq + Clone> Slots<K> {
     }
 
     /// The maximum per key.
-    pub fn max(&self) -> u32 {
+    pub(crate) fn max(&self) -> u32 {
         self.max
     }
 }

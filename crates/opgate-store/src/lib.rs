@@ -4,12 +4,14 @@
 mod audit;
 mod migrations;
 mod sqlite;
+mod unopened;
 mod writer;
 
 use std::sync::Arc;
 
 pub use audit::{AuditEntry, AuditLog, AuditPage};
 pub use sqlite::SqliteStore;
+pub use unopened::Unopened;
 pub use writer::ChangeListener;
 
 /// A storage failure. Cloneable because one commit failure is reported to every write in its batch.

@@ -75,7 +75,7 @@ pub(crate) struct Job<F, R> {
 }
 
 impl<F, R> Job<F, R> {
-    pub fn new(work: F, attach: Attach) -> (Self, oneshot::Receiver<Result<R, StoreError>>) {
+    pub(crate) fn new(work: F, attach: Attach) -> (Self, oneshot::Receiver<Result<R, StoreError>>) {
         let (reply, rx) = oneshot::channel();
         let job = Job {
             work: Some(work),

@@ -6,7 +6,7 @@ use crate::types::{CreateKeyInput, CreateKeyOutput, KeyDetails};
 use crate::{check_known, dedup, grants, token, ApiKeys, KeySpec};
 
 /// `api_keys.create`: mints a key in the caller's organization and returns its secret once.
-pub struct CreateKey(pub Arc<ApiKeys>);
+pub(crate) struct CreateKey(pub Arc<ApiKeys>);
 
 impl Operation for CreateKey {
     const META: OpMeta = OpMeta {

@@ -6,7 +6,7 @@ use crate::types::{GetKeyInput, KeyDetails};
 use crate::{not_found, ApiKeys};
 
 /// `api_keys.get`: one key's metadata.
-pub struct GetKey(pub Arc<ApiKeys>);
+pub(crate) struct GetKey(pub Arc<ApiKeys>);
 
 impl Operation for GetKey {
     const META: OpMeta = OpMeta {

@@ -11,7 +11,7 @@ use crate::ApiKeys;
 const PAGE_SIZE: usize = 500;
 
 /// `api_keys.list`: streams the caller's organization's keys, oldest first, page by page.
-pub struct ListKeys(pub Arc<ApiKeys>);
+pub(crate) struct ListKeys(pub Arc<ApiKeys>);
 
 impl StreamOperation for ListKeys {
     const META: OpMeta = OpMeta {

@@ -7,9 +7,9 @@ mod revoke;
 mod rotate;
 mod update;
 
-pub use create::CreateKey;
-pub use get::GetKey;
-pub use list::ListKeys;
-pub use revoke::RevokeKey;
-pub use rotate::RotateKey;
-pub use update::UpdateKey;
+pub(crate) use create::CreateKey;
+pub(crate) use get::GetKey;
+pub(crate) use list::ListKeys;
+pub(crate) use revoke::RevokeKey;
+pub(crate) use rotate::RotateKey;
+pub(crate) use update::UpdateKey;

@@ -6,7 +6,7 @@ use crate::types::{KeyDetails, RevokeKeyInput};
 use crate::{check_target, not_found, ApiKeys};
 
 /// `api_keys.revoke`: disables a key of the caller's organization from the very next request on.
-pub struct RevokeKey(pub Arc<ApiKeys>);
+pub(crate) struct RevokeKey(pub Arc<ApiKeys>);
 
 impl Operation for RevokeKey {
     const META: OpMeta = OpMeta {

@@ -10,7 +10,7 @@ use crate::{check_target, grants, not_found, token, ApiKeys, KeySpec};
 const DEFAULT_GRACE_SECONDS: u32 = 86_400;
 
 /// `api_keys.rotate`: mints a replacement with the same settings; the old key works until its grace ends.
-pub struct RotateKey(pub Arc<ApiKeys>);
+pub(crate) struct RotateKey(pub Arc<ApiKeys>);
 
 impl Operation for RotateKey {
     const META: OpMeta = OpMeta {

@@ -7,7 +7,7 @@ use crate::types::{KeyDetails, UpdateKeyInput};
 use crate::{check_known, check_target, dedup, grants, not_found, ApiKeys};
 
 /// `api_keys.update`: renames, re-describes, re-limits, re-fences or narrows a key.
-pub struct UpdateKey(pub Arc<ApiKeys>);
+pub(crate) struct UpdateKey(pub Arc<ApiKeys>);
 
 impl Operation for UpdateKey {
     const META: OpMeta = OpMeta {

@@ -2,11 +2,9 @@
 //! revocation (immediate, durable, idempotent), expiry, address allow-lists, organization scoping and
 //! concurrent creates.
 
-mod common;
-
 use std::collections::HashSet;
 
-use common::*;
+use crate::support::*;
 use serde_json::{json, Value};
 
 const CREATE: &str = "api_keys.create";

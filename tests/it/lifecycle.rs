@@ -2,11 +2,9 @@
 //! `api_keys.rotate`, exact expiry, address allow-lists behind trusted proxies, last-used tracking, and the
 //! `status` of a key (in its metadata and as a `list` filter).
 
-mod common;
-
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::*;
+use crate::support::*;
 use reqwest::Method;
 use serde_json::{json, Value};
 

@@ -3,14 +3,12 @@
 //! kind of failure (including a stream that fails midway), shell completions, and every CLI form the API
 //! reference documents.
 
-mod common;
-
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use common::{assert_metadata, id_of, TestServer};
+use crate::support::{assert_metadata, id_of, TestServer};
 use serde_json::{json, Value};
 
 const BIN: &str = env!("CARGO_BIN_EXE_opgate");
@@ -732,7 +730,7 @@ fn human_output_escapes_terminal_controls() {
             rusqlite::params![
                 EVIL_NAME,
                 EVIL_DESCRIPTION,
-                common::now_unix(),
+                crate::support::now_unix(),
                 EVIL_AGENT,
                 id
             ],
@@ -790,7 +788,7 @@ fn human_output_escapes_terminal_controls() {
     // `--json` is the gateway's bytes exactly.
     let raw = run(&s, admin, &["api-keys", "get", "--json", &id]).ok();
     let direct = tokio::runtime::Runtime::new().unwrap().block_on(s.post(
-        &common::op_path("api_keys.get"),
+        &crate::support::op_path("api_keys.get"),
         Some(admin),
         &json!({ "key_id": id }),
     ));

@@ -2,12 +2,10 @@
 //! its own operations, the curl walk-through against a real server, and the Python streaming script (with the
 //! interpreter in `OPGATE_PYTHON`, default `python3`, which needs `requests`).
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use common::TestServer;
+use crate::support::TestServer;
 use serde_json::Value;
 
 fn root() -> &'static Path {

@@ -1,9 +1,7 @@
 //! Every error this slice can produce, with its exact status, code and message parts, through both operation
 //! paths; the request id rules; the health check; and that bad requests never change stored data.
 
-mod common;
-
-use common::*;
+use crate::support::*;
 use reqwest::Method;
 use serde_json::{json, Value};
 

@@ -1,11 +1,9 @@
 //! Operating the gateway: limits against real slow and huge clients over loopback, HTTP/2 (h2c) on the same
 //! port, `/readyz` and graceful shutdown, and `/metrics`.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{op_path, read_all, start_upload, TestServer};
+use crate::support::{op_path, read_all, start_upload, TestServer};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -139,7 +137,7 @@ async fn shutdown_turns_readyz_503_finishes_in_flight_requests_and_exits_0() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     s.terminate();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let draining = common::send(s.request(reqwest::Method::GET, "/readyz", None)).await;
+    let draining = crate::support::send(s.request(reqwest::Method::GET, "/readyz", None)).await;
     draining.error_with(503, "unavailable", &["shutting down"]);
     // Still serving during the delay.
     assert_eq!(

@@ -22,7 +22,7 @@ const START_TIMEOUT: Duration = Duration::from_secs(30);
 const STOP_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// A running `opgate serve` over a temporary data directory; killed on drop.
-pub struct TestServer {
+pub(crate) struct TestServer {
     /// Kept alive (and deleted on drop) when the server made its own data directory.
     _temp: Option<TempDir>,
     path: std::path::PathBuf,
@@ -37,25 +37,25 @@ pub struct TestServer {
 
 impl TestServer {
     /// Starts a server on an empty data directory and captures the admin key it prints.
-    pub fn start() -> TestServer {
+    pub(crate) fn start() -> TestServer {
         Self::start_with(&[])
     }
 
     /// Starts a server with extra `opgate serve` flags (kept across restarts).
-    pub fn start_with(extra_args: &[&str]) -> TestServer {
+    pub(crate) fn start_with(extra_args: &[&str]) -> TestServer {
         Self::start_with_env(extra_args, &[])
     }
 
     /// Starts a server with extra `opgate serve` flags and environment variables (e.g.
     /// `OPGATE_SESSION_SECRET`), both kept across restarts and passed to [`TestServer::mint_session`].
-    pub fn start_with_env(extra_args: &[&str], env: &[(&str, &str)]) -> TestServer {
+    pub(crate) fn start_with_env(extra_args: &[&str], env: &[(&str, &str)]) -> TestServer {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().to_owned();
         Self::launch(Some(dir), path, extra_args, env)
     }
 
     /// Starts a server on the data directory `path` (which the caller cleans up).
-    pub fn start_in(path: &str, extra_args: &[&str]) -> TestServer {
+    pub(crate) fn start_in(path: &str, extra_args: &[&str]) -> TestServer {
         Self::launch(None, path.into(), extra_args, &[])
     }
 
@@ -88,14 +88,14 @@ impl TestServer {
 
     /// Stops the server with SIGTERM (asserting a clean exit 0) and starts it again on the same data directory.
     /// The admin key must not be printed a second time.
-    pub fn restart(&mut self) {
+    pub(crate) fn restart(&mut self) {
         self.terminate();
         self.wait_exit();
         self.respawn();
     }
 
     /// Starts the server again after [`TestServer::terminate`] and [`TestServer::wait_exit`].
-    pub fn restart_stopped(&mut self) {
+    pub(crate) fn restart_stopped(&mut self) {
         self.respawn();
     }
 
@@ -110,7 +110,7 @@ impl TestServer {
     }
 
     /// Sends SIGTERM without waiting for the exit.
-    pub fn terminate(&self) {
+    pub(crate) fn terminate(&self) {
         let pid = self.child.id().to_string();
         let sent = Command::new("kill").args(["-TERM", &pid]).status();
         assert!(sent.is_ok_and(|s| s.success()), "kill -TERM {pid}");
@@ -118,7 +118,7 @@ impl TestServer {
 
     /// Waits for the process to exit after [`TestServer::terminate`], asserting exit code 0; kills it and fails
     /// past the stop timeout.
-    pub fn wait_exit(&mut self) {
+    pub(crate) fn wait_exit(&mut self) {
         let deadline = Instant::now() + STOP_TIMEOUT;
         loop {
             if let Some(status) = self.child.try_wait().expect("wait for opgate") {
@@ -141,14 +141,14 @@ impl TestServer {
     }
 
     /// Kills the server with SIGKILL (no shutdown, no flush) and starts it again on the same data directory.
-    pub fn crash_and_restart(&mut self) {
+    pub(crate) fn crash_and_restart(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
         self.respawn();
     }
 
     /// `host:port` the server listens on.
-    pub fn addr(&self) -> String {
+    pub(crate) fn addr(&self) -> String {
         self.base
             .split_once("://")
             .map_or(&*self.base, |(_, addr)| addr)
@@ -156,28 +156,28 @@ impl TestServer {
     }
 
     /// Everything the server wrote on stderr so far (for failure messages).
-    pub fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         self.log.lock().unwrap().join("\n")
     }
 
-    pub fn data_dir(&self) -> &Path {
+    pub(crate) fn data_dir(&self) -> &Path {
         &self.path
     }
 
-    pub fn admin_key(&self) -> &str {
+    pub(crate) fn admin_key(&self) -> &str {
         &self.admin_key
     }
 
-    pub fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
 
-    pub fn client(&self) -> &reqwest::Client {
+    pub(crate) fn client(&self) -> &reqwest::Client {
         &self.client
     }
 
     /// A request builder for `method path` with `Authorization: Bearer token` when a token is given.
-    pub fn request(
+    pub(crate) fn request(
         &self,
         method: Method,
         path: &str,
@@ -191,12 +191,12 @@ impl TestServer {
     }
 
     /// POSTs `body` as JSON.
-    pub async fn post(&self, path: &str, token: Option<&str>, body: &Value) -> Reply {
+    pub(crate) async fn post(&self, path: &str, token: Option<&str>, body: &Value) -> Reply {
         send(self.request(Method::POST, path, token).json(body)).await
     }
 
     /// POSTs raw bytes with the given content type (none when `None`).
-    pub async fn post_raw(
+    pub(crate) async fn post_raw(
         &self,
         path: &str,
         token: Option<&str>,
@@ -211,46 +211,46 @@ impl TestServer {
     }
 
     /// Calls operation `op` at `/v1/op/<op>` with `token`, expecting 200.
-    pub async fn call_ok(&self, op: &str, token: &str, body: Value) -> Reply {
+    pub(crate) async fn call_ok(&self, op: &str, token: &str, body: Value) -> Reply {
         let reply = self.post(&op_path(op), Some(token), &body).await;
         assert_eq!(reply.status, 200, "{op} {body}: {}", reply.text());
         reply
     }
 
     /// `api_keys.create` with `token`; returns the whole output.
-    pub async fn create(&self, token: &str, body: Value) -> Value {
+    pub(crate) async fn create(&self, token: &str, body: Value) -> Value {
         self.call_ok("api_keys.create", token, body).await.json()
     }
 
     /// `api_keys.list` with `token`; returns the NDJSON lines.
-    pub async fn list(&self, token: &str, body: Value) -> Vec<Value> {
+    pub(crate) async fn list(&self, token: &str, body: Value) -> Vec<Value> {
         self.call_ok("api_keys.list", token, body).await.lines()
     }
 
     /// The ids `api_keys.list` returns for `token`, in order.
-    pub async fn list_ids(&self, token: &str, body: Value) -> Vec<String> {
+    pub(crate) async fn list_ids(&self, token: &str, body: Value) -> Vec<String> {
         self.list(token, body).await.iter().map(id_of).collect()
     }
 
     /// `api_keys.revoke` with `token`; returns the metadata.
-    pub async fn revoke(&self, token: &str, key_id: &str) -> Value {
+    pub(crate) async fn revoke(&self, token: &str, key_id: &str) -> Value {
         self.call_ok("api_keys.revoke", token, json!({ "key_id": key_id }))
             .await
             .json()
     }
 
     /// Mints a key offline with `opgate admin create-key` and returns its secret.
-    pub fn create_key(&self, org: &str, perms: &[&str]) -> String {
+    pub(crate) fn create_key(&self, org: &str, perms: &[&str]) -> String {
         create_key_in(self.data_dir(), org, perms)
     }
 
     /// Like [`TestServer::create_key`], with extra `create-key` flags (e.g. `--expires-at`, `--allowed-ips`).
-    pub fn create_key_with(&self, org: &str, perms: &[&str], extra_args: &[&str]) -> String {
+    pub(crate) fn create_key_with(&self, org: &str, perms: &[&str], extra_args: &[&str]) -> String {
         create_key_in_with(self.data_dir(), org, perms, extra_args)
     }
 
     /// `api_keys.get` with `token`; returns the metadata.
-    pub async fn get(&self, token: &str, key_id: &str) -> Value {
+    pub(crate) async fn get(&self, token: &str, key_id: &str) -> Value {
         self.call_ok("api_keys.get", token, json!({ "key_id": key_id }))
             .await
             .json()
@@ -258,7 +258,7 @@ impl TestServer {
 
     /// Mints a session token with `opgate admin mint-session` on this server's data directory and with its
     /// environment (so `OPGATE_SESSION_SECRET` agrees); `args` are the flags (`--org`, `--sub`, ...).
-    pub fn mint_session(&self, args: &[&str]) -> String {
+    pub(crate) fn mint_session(&self, args: &[&str]) -> String {
         let env: Vec<(&str, &str)> = self
             .extra_env
             .iter()
@@ -268,7 +268,7 @@ impl TestServer {
     }
 
     /// Inserts `count` keys into `org` with `opgate admin seed-keys`.
-    pub fn seed_keys(&self, org: &str, count: usize) {
+    pub(crate) fn seed_keys(&self, org: &str, count: usize) {
         let out = Command::new(BIN)
             .args([
                 "admin",
@@ -299,12 +299,12 @@ impl Drop for TestServer {
 }
 
 /// Mints a key with `opgate admin create-key` in any data directory and returns its secret.
-pub fn create_key_in(data_dir: &Path, org: &str, perms: &[&str]) -> String {
+pub(crate) fn create_key_in(data_dir: &Path, org: &str, perms: &[&str]) -> String {
     create_key_in_with(data_dir, org, perms, &[])
 }
 
 /// Like [`create_key_in`], with extra `create-key` flags.
-pub fn create_key_in_with(
+pub(crate) fn create_key_in_with(
     data_dir: &Path,
     org: &str,
     perms: &[&str],
@@ -334,7 +334,7 @@ pub fn create_key_in_with(
 }
 
 /// Runs `opgate admin mint-session` with `args` on `data_dir` and `env`, asserting it prints only a token.
-pub fn mint_session_in(data_dir: &Path, env: &[(&str, &str)], args: &[&str]) -> String {
+pub(crate) fn mint_session_in(data_dir: &Path, env: &[(&str, &str)], args: &[&str]) -> String {
     let out = Command::new(BIN)
         .args(["admin", "mint-session"])
         .args(args)
@@ -434,34 +434,34 @@ fn spawn(
 
 /// A response read in full. Every response must carry `X-Request-Id`; [`send`] checks it.
 #[derive(Debug)]
-pub struct Reply {
+pub(crate) struct Reply {
     pub status: u16,
     pub headers: HeaderMap,
     pub body: Vec<u8>,
 }
 
 impl Reply {
-    pub fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .get(name)
             .map(|v| v.to_str().expect("ASCII header"))
     }
 
-    pub fn request_id(&self) -> &str {
+    pub(crate) fn request_id(&self) -> &str {
         self.header("x-request-id").expect("X-Request-Id")
     }
 
-    pub fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }
 
-    pub fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         serde_json::from_slice(&self.body)
             .unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", self.text()))
     }
 
     /// The NDJSON lines of a streamed response.
-    pub fn lines(&self) -> Vec<Value> {
+    pub(crate) fn lines(&self) -> Vec<Value> {
         assert_eq!(self.header("content-type"), Some("application/x-ndjson"));
         let text = self.text();
         assert!(
@@ -478,7 +478,7 @@ impl Reply {
     /// Asserts the contract's error response (status, code, body shape, request id, headers) and returns the
     /// message.
     #[track_caller]
-    pub fn error(&self, status: u16, code: &str) -> String {
+    pub(crate) fn error(&self, status: u16, code: &str) -> String {
         assert_eq!(
             self.status,
             status,
@@ -507,7 +507,7 @@ impl Reply {
 
     /// Like [`Reply::error`], and the message contains every one of `parts`.
     #[track_caller]
-    pub fn error_with(&self, status: u16, code: &str, parts: &[&str]) -> String {
+    pub(crate) fn error_with(&self, status: u16, code: &str, parts: &[&str]) -> String {
         let message = self.error(status, code);
         for part in parts {
             assert!(
@@ -520,7 +520,7 @@ impl Reply {
 }
 
 /// Sends the request and reads the whole response; asserts the `X-Request-Id` header is present.
-pub async fn send(rb: reqwest::RequestBuilder) -> Reply {
+pub(crate) async fn send(rb: reqwest::RequestBuilder) -> Reply {
     let resp = rb.send().await.expect("request failed");
     let status = resp.status().as_u16();
     let headers = resp.headers().clone();
@@ -540,22 +540,22 @@ pub async fn send(rb: reqwest::RequestBuilder) -> Reply {
 }
 
 /// `/v1/op/<op>`.
-pub fn op_path(op: &str) -> String {
+pub(crate) fn op_path(op: &str) -> String {
     format!("/v1/op/{op}")
 }
 
 /// `/v1/<resource>/<action>` for `<resource>.<action>`.
-pub fn alias_path(op: &str) -> String {
+pub(crate) fn alias_path(op: &str) -> String {
     let (resource, action) = op.split_once('.').expect("op id has a dot");
     format!("/v1/{resource}/{action}")
 }
 
 /// Both paths of an operation.
-pub fn both_paths(op: &str) -> [String; 2] {
+pub(crate) fn both_paths(op: &str) -> [String; 2] {
     [op_path(op), alias_path(op)]
 }
 
-pub fn id_of(v: &Value) -> String {
+pub(crate) fn id_of(v: &Value) -> String {
     v["id"]
         .as_str()
         .unwrap_or_else(|| panic!("no id in {v}"))
@@ -563,7 +563,7 @@ pub fn id_of(v: &Value) -> String {
 }
 
 /// The metadata fields the contract names for every key (later slices may add more).
-pub const METADATA_FIELDS: [&str; 13] = [
+pub(crate) const METADATA_FIELDS: [&str; 13] = [
     "allowed_ips",
     "created_at",
     "created_by",
@@ -584,7 +584,7 @@ const SECRET_FIELDS: [&str; 5] = ["key", "key_hash", "hash", "secret", "token"];
 
 /// Asserts `v` is key metadata: every contract field, well-formed, and never a secret or its hash.
 #[track_caller]
-pub fn assert_metadata(v: &Value) {
+pub(crate) fn assert_metadata(v: &Value) {
     let obj = v
         .as_object()
         .unwrap_or_else(|| panic!("metadata is an object: {v}"));
@@ -606,7 +606,7 @@ pub fn assert_metadata(v: &Value) {
 }
 
 /// The contract's metadata fields of `v` that only change when the key is changed (not when it is used).
-pub fn stable(v: &Value) -> Value {
+pub(crate) fn stable(v: &Value) -> Value {
     METADATA_FIELDS
         .iter()
         .filter(|f| **f != "last_used_at")
@@ -617,7 +617,7 @@ pub fn stable(v: &Value) -> Value {
 
 /// Seconds since the epoch for an RFC 3339 UTC timestamp such as `2026-11-25T18:06:29Z`.
 #[track_caller]
-pub fn rfc3339_unix(ts: &str) -> i64 {
+pub(crate) fn rfc3339_unix(ts: &str) -> i64 {
     let b = ts.as_bytes();
     let ok = b.len() == 20
         && b[4] == b'-'
@@ -641,7 +641,7 @@ pub fn rfc3339_unix(ts: &str) -> i64 {
 
 /// The RFC 3339 UTC form (`2026-11-25T18:06:29Z`) of seconds since the epoch; the inverse of
 /// [`rfc3339_unix`].
-pub fn unix_rfc3339(t: i64) -> String {
+pub(crate) fn unix_rfc3339(t: i64) -> String {
     let (days, secs) = (t.div_euclid(86_400), t.rem_euclid(86_400));
     // Civil from days (Howard Hinnant's algorithm).
     let z = days + 719_468;
@@ -662,7 +662,7 @@ pub fn unix_rfc3339(t: i64) -> String {
 }
 
 /// Now, in seconds since the epoch.
-pub fn now_unix() -> i64 {
+pub(crate) fn now_unix() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .expect("clock after 1970")
@@ -670,7 +670,7 @@ pub fn now_unix() -> i64 {
 }
 
 /// Opens a connection and sends a request head for `op` announcing a body of `len` bytes, plus `first` of it.
-pub async fn start_upload(
+pub(crate) async fn start_upload(
     s: &TestServer,
     token: &str,
     op: &str,
@@ -690,7 +690,7 @@ pub async fn start_upload(
 }
 
 /// Reads until the server closes the connection or `limit` passes; returns what was read.
-pub async fn read_all(conn: &mut TcpStream, limit: Duration) -> String {
+pub(crate) async fn read_all(conn: &mut TcpStream, limit: Duration) -> String {
     let mut out = Vec::new();
     let mut buf = [0u8; 8192];
     let deadline = Instant::now() + limit;

@@ -1,11 +1,9 @@
 //! `api_keys.list` over 10,000 keys: read as a byte stream and parsed line by line, paged with `limit` and
 //! `after_id`, and with revoked keys hidden or shown.
 
-mod common;
-
 use std::collections::HashSet;
 
-use common::*;
+use crate::support::*;
 use futures_util::StreamExt;
 use reqwest::Method;
 use serde_json::{json, Value};

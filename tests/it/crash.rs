@@ -5,13 +5,11 @@
 //!
 //! `CRASH_CYCLES` (default 4) sets the number of kills; `scripts/crash-test` runs a longer storm.
 
-mod common;
-
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{op_path, TestServer};
+use crate::support::{op_path, TestServer};
 use serde_json::json;
 
 #[derive(Default)]
@@ -132,7 +130,7 @@ async fn acknowledged_writes_survive_sigkill() {
     }
     // Each acknowledged idempotent revoke replays: the same status and body, marked as a replay.
     for (id, (key, body)) in &l.revoked {
-        let replay = common::send(
+        let replay = crate::support::send(
             s.request(
                 reqwest::Method::POST,
                 &op_path("api_keys.revoke"),

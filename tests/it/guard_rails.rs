@@ -1,16 +1,14 @@
 //! The dispatcher's guard rails, against the real server: per-key rate limits (GCRA, 429 with the RateLimit
 //! headers), the audit log of state-changing calls (`audit.list`), and idempotent retries.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{id_of, op_path, send, TestServer};
+use crate::support::{id_of, op_path, send, TestServer};
 use reqwest::Method;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-fn header_u64(reply: &common::Reply, name: &str) -> u64 {
+fn header_u64(reply: &crate::support::Reply, name: &str) -> u64 {
     reply
         .header(name)
         .unwrap_or_else(|| panic!("{name} header missing: {}", reply.text()))
@@ -218,7 +216,7 @@ async fn audit_records_writes_and_failures_never_reads_or_secrets() {
         assert_eq!(item["client_ip"], "127.0.0.1");
         assert_eq!(item["principal_kind"], "api_key");
         assert!(item["id"].as_str().unwrap().starts_with("aud_"));
-        common::rfc3339_unix(item["at"].as_str().unwrap());
+        crate::support::rfc3339_unix(item["at"].as_str().unwrap());
     }
     let text = serde_json::to_string(&items).unwrap();
     assert!(
@@ -273,7 +271,7 @@ async fn post_with_key(
     op: &str,
     key: &str,
     body: &Value,
-) -> common::Reply {
+) -> crate::support::Reply {
     send(
         s.request(Method::POST, &op_path(op), Some(token))
             .header("idempotency-key", key)

@@ -2,11 +2,9 @@
 //! item by item (10,000 keys), errors carry the contract's code, status, message and request id, and the
 //! generic call reaches any operation.
 
-mod common;
-
 use std::process::Command;
 
-use common::TestServer;
+use crate::support::TestServer;
 use futures_util::{StreamExt, TryStreamExt};
 use opgate_client::types::{
     CreateKeyInput, CredentialKind, GetKeyInput, ListAuditInput, ListKeysInput, RevokeKeyInput,

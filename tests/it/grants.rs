@@ -2,9 +2,7 @@
 //! rate-limited, address-fenced or expiring caller cannot mint, open up or outlive-rotate a key beyond its own
 //! limits, and a key cannot loosen its own restrictions.
 
-mod common;
-
-use common::{id_of, now_unix, op_path, rfc3339_unix, unix_rfc3339, TestServer};
+use crate::support::{id_of, now_unix, op_path, rfc3339_unix, unix_rfc3339, TestServer};
 use serde_json::json;
 
 async fn whoami_id(s: &TestServer, token: &str) -> String {

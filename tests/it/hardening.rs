@@ -3,12 +3,10 @@
 //! streams, refusals turned into durable writes, early answers that drop keep-alive requests, a second
 //! server on one data directory, and loose file modes and metrics.
 
-mod common;
-
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::{id_of, op_path, read_all, start_upload, TestServer};
+use crate::support::{id_of, op_path, read_all, start_upload, TestServer};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
@@ -472,7 +470,7 @@ async fn org_claims_that_could_blur_two_organizations_are_refused() {
         );
     }
     // ... and a token signed elsewhere with such a claim is refused.
-    let now = common::now_unix();
+    let now = crate::support::now_unix();
     let claims = json!({ "sub": "c", "org": "a:b", "scope": "*", "exp": now + 60, "iat": now });
     let token = jsonwebtoken::encode(
         &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
@@ -565,7 +563,7 @@ async fn the_database_is_private_and_metrics_can_move_off_the_api_port() {
         assert_eq!(mode & 0o777, 0o600, "{file}");
     }
     // Metrics live on their own port, not on the API port.
-    let api = common::send(s.request(reqwest::Method::GET, "/metrics", None)).await;
+    let api = crate::support::send(s.request(reqwest::Method::GET, "/metrics", None)).await;
     api.error(404, "not_found");
     let metrics_url = s
         .log()
@@ -581,7 +579,7 @@ async fn the_database_is_private_and_metrics_can_move_off_the_api_port() {
     assert!(text.contains("opgate_requests_total"), "{text}");
 
     let off = TestServer::start_with(&["--metrics", "off"]);
-    common::send(off.request(reqwest::Method::GET, "/metrics", None))
+    crate::support::send(off.request(reqwest::Method::GET, "/metrics", None))
         .await
         .error(404, "not_found");
 }

@@ -1,10 +1,8 @@
 //! Configuration precedence (file < environment < flag), `opgate config check`, and HTTPS with rustls.
 
-mod common;
-
 use std::process::Command;
 
-use common::{op_path, TestServer};
+use crate::support::{op_path, TestServer};
 use serde_json::json;
 
 const BIN: &str = env!("CARGO_BIN_EXE_opgate");

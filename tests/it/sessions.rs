@@ -3,10 +3,8 @@
 //! scope enforcement; `auth.whoami` for both kinds of credential; the session secret file and
 //! `opgate admin mint-session`.
 
-mod common;
-
+use crate::support::*;
 use base64::Engine;
-use common::*;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
 
