@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use futures_util::stream;
-use opgate::core::{Context, Error, ItemStream, OpMeta, SideEffect, StreamOperation};
+use opgate::core::{Context, Error, Items, OpMeta, SideEffect, StreamOperation};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -33,7 +33,7 @@ impl StreamOperation for ListNotes {
     type Input = ListNotesInput;
     type Item = Note;
 
-    async fn call(&self, ctx: Context, input: ListNotesInput) -> Result<ItemStream<Note>, Error> {
+    async fn call(&self, ctx: Context, input: ListNotesInput) -> Result<Items<Note>, Error> {
         let limit = input.limit.map_or(usize::MAX, |l| l as usize);
         let notes = self.0.list(&ctx.principal.org, limit);
         Ok(Box::pin(stream::iter(notes.into_iter().map(Ok))))

@@ -13,7 +13,7 @@ use futures_util::{stream, StreamExt};
 use opgate_core::{validate, Timestamp};
 #[cfg(feature = "server")]
 use opgate_core::{
-    Code, Context, Error, ItemStream, OpMeta, Registry, RegistryError, SideEffect, StreamOperation,
+    Code, Context, Error, Items, OpMeta, Registry, RegistryError, SideEffect, StreamOperation,
 };
 #[cfg(feature = "server")]
 use opgate_store::{AuditEntry, AuditLog, AuditPage};
@@ -121,11 +121,7 @@ impl StreamOperation for ListAudit {
     type Input = ListAuditInput;
     type Item = AuditItem;
 
-    async fn call(
-        &self,
-        ctx: Context,
-        input: ListAuditInput,
-    ) -> Result<ItemStream<AuditItem>, Error> {
+    async fn call(&self, ctx: Context, input: ListAuditInput) -> Result<Items<AuditItem>, Error> {
         let log = Arc::clone(&self.0);
         let org = ctx.principal.org.clone();
         let before = match &input.before {

@@ -20,11 +20,21 @@ pub use hooks::{
     StoredResponse, Unit,
 };
 pub use operation::{
-    Context, ItemStream, OpMeta, Operation, SideEffect, StreamOperation,
-    IDEMPOTENCY_RETENTION_SECS, MAX_IDEMPOTENCY_KEY_LEN,
+    Context, Items, OpMeta, Operation, SideEffect, StreamOperation, IDEMPOTENCY_RETENTION_SECS,
+    MAX_IDEMPOTENCY_KEY_LEN,
 };
 pub use principal::{Authenticator, Principal, PrincipalKind, RequestInfo, API_KEY_PREFIX};
 pub use registry::{
-    decode_input, Entry, Input, Registry, RegistryError, Reply, ReplyFuture, SchemaFn,
+    decode_input, schema_generator, Encoded, Entry, Input, Registry, RegistryError, ReplyFuture,
+    SchemaFn,
 };
 pub use timestamp::Timestamp;
+
+/// The validation crate input types derive `garde::Validate` from (this exact version: a type deriving
+/// another version's trait would not register).
+pub use garde;
+/// The schema crate input and output types derive `JsonSchema` from (schemars 1.x, whose schemas are JSON
+/// Schema 2020-12 as OpenAPI 3.1 wants).
+pub use schemars;
+/// Serialization, as input and output types derive it.
+pub use serde;

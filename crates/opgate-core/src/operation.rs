@@ -119,12 +119,16 @@ impl Context {
 }
 
 /// The items of a streaming operation; an `Err` after the first item ends the stream with an error line.
-pub type ItemStream<T> = Pin<Box<dyn Stream<Item = Result<T, Error>> + Send>>;
+pub type Items<T> = Pin<Box<dyn Stream<Item = Result<T, Error>> + Send>>;
 
 /// A typed operation answering one JSON object.
 ///
 /// Input types derive `Deserialize` (with `deny_unknown_fields`), `JsonSchema` and `garde::Validate`: the one
 /// set of annotations drives decoding, validation and the generated spec.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not an `Operation` (one JSON answer)",
+    note = "an operation answering a stream of items implements `StreamOperation` and is registered with `Registry::register_stream`"
+)]
 pub trait Operation: Send + Sync + 'static {
     /// The operation's declaration.
     const META: OpMeta;
@@ -146,6 +150,10 @@ pub trait Operation: Send + Sync + 'static {
 }
 
 /// A typed operation answering a stream of items, sent as NDJSON.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a `StreamOperation` (an NDJSON stream of items)",
+    note = "an operation answering one JSON object implements `Operation` and is registered with `Registry::register`"
+)]
 pub trait StreamOperation: Send + Sync + 'static {
     /// The operation's declaration.
     const META: OpMeta;
@@ -163,5 +171,5 @@ pub trait StreamOperation: Send + Sync + 'static {
         &self,
         ctx: Context,
         input: Self::Input,
-    ) -> impl Future<Output = Result<ItemStream<Self::Item>, Error>> + Send;
+    ) -> impl Future<Output = Result<Items<Self::Item>, Error>> + Send;
 }

@@ -1,12 +1,13 @@
-use std::any::Any;
-use std::collections::HashMap;
+use std::any::{Any, TypeId};
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::{Stream, StreamExt};
-use schemars::{Schema, SchemaGenerator};
+use schemars::generate::{Contract, SchemaSettings};
+use schemars::{JsonSchema, Schema, SchemaGenerator};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -14,10 +15,21 @@ use crate::{scope, Code, Context, Error, OpMeta, Operation, StreamOperation};
 
 /// Produces the JSON schema of an operation's input or output type: a `$ref` into the generator's
 /// definitions for named types.
-pub type SchemaFn = fn(&mut SchemaGenerator) -> Schema;
+pub type SchemaFn = Arc<dyn Fn(&mut SchemaGenerator) -> Schema + Send + Sync>;
+
+/// The schema generator of the published spec: JSON Schema 2020-12 with definitions under
+/// `/components/schemas`, reading types as the server reads inputs (`Deserialize`) or writes outputs
+/// (`Serialize`). The registry checks new operations' types with the same settings the spec uses.
+pub fn schema_generator(contract: Contract) -> SchemaGenerator {
+    let mut settings = SchemaSettings::draft2020_12();
+    settings.definitions_path = "/components/schemas".into();
+    settings.meta_schema = None;
+    settings.contract = contract;
+    settings.into_generator()
+}
 
 /// The response of an invoked operation, already encoded.
-pub enum Reply {
+pub enum Encoded {
     /// One JSON object.
     Json(Bytes),
     /// NDJSON: each chunk holds one or more whole lines; an `Err` ends the stream with an error line.
@@ -25,7 +37,7 @@ pub enum Reply {
 }
 
 /// The running handler of an invoked operation.
-pub type ReplyFuture = Pin<Box<dyn Future<Output = Result<Reply, Error>> + Send>>;
+pub type ReplyFuture = Pin<Box<dyn Future<Output = Result<Encoded, Error>> + Send>>;
 
 /// A request body decoded and validated as one operation's input, ready for [`Entry::run`].
 pub struct Input(Box<dyn Any + Send>);
@@ -50,6 +62,9 @@ pub struct Entry {
     pub errors: &'static [Code],
     /// An example request body.
     pub example: &'static str,
+    /// The top-level fields the input accepts, when its type would let others through (no
+    /// `deny_unknown_fields`): the registry refuses unknown fields whatever the type says.
+    known_fields: Option<Arc<[String]>>,
     handler: Arc<dyn Invoke>,
 }
 
@@ -57,6 +72,9 @@ impl Entry {
     /// Decodes and validates `body` as this operation's input: the 400s come from here, before any handler
     /// code runs.
     pub fn decode(&self, body: &[u8]) -> Result<Input, Error> {
+        if let Some(known) = &self.known_fields {
+            refuse_unknown_fields(body, known)?;
+        }
         self.handler.decode(body)
     }
 
@@ -78,13 +96,44 @@ pub enum RegistryError {
     /// The declared scope is malformed or a wildcard.
     #[error("operation `{0}` declares an invalid scope `{1}`")]
     BadScope(&'static str, &'static str),
+    /// The declared `EXAMPLE` is not a valid request body for the operation.
+    #[error("the EXAMPLE of operation `{0}` is not a valid request: {1}")]
+    BadExample(&'static str, String),
+    /// An input or output type publishes a schema under a name another type already uses (a built-in such
+    /// as `KeyDetails` or `ErrorBody`, or another operation's): the spec would confuse them.
+    #[error(
+        "operation `{0}` uses a type whose schema is named `{1}`, a name another type already uses; rename \
+         the type or give it `#[schemars(rename = \"...\")]`"
+    )]
+    SchemaCollision(&'static str, String),
 }
 
 /// The dispatch table: every operation the gateway serves, by id.
-#[derive(Default, Clone)]
+#[derive(Clone)]
 pub struct Registry {
     entries: Vec<Entry>,
     by_id: HashMap<&'static str, usize>,
+    /// Every named schema published so far, as inputs and as outputs, to refuse a second type under a name.
+    inputs: BTreeMap<String, serde_json::Value>,
+    outputs: BTreeMap<String, serde_json::Value>,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        // The error body's schemas are published beside every operation's.
+        let mut errors = schema_generator(Contract::Serialize);
+        errors.subschema_for::<crate::ErrorBody>();
+        let outputs = errors
+            .take_definitions(true)
+            .into_iter()
+            .collect::<BTreeMap<_, _>>();
+        Registry {
+            entries: Vec::new(),
+            by_id: HashMap::new(),
+            inputs: BTreeMap::new(),
+            outputs,
+        }
+    }
 }
 
 impl Registry {
@@ -94,14 +143,20 @@ impl Registry {
     }
 
     /// Registers an operation answering one JSON object.
+    ///
+    /// Checked here, so that a mistake fails at start-up rather than on a call: the id and scope, the
+    /// `EXAMPLE` (it must decode and validate), and the schema names of the input and output types (none may
+    /// take a name another type already publishes). An input type without `deny_unknown_fields` still gets
+    /// unknown fields refused; `type Input = ()` takes an empty body or `{}`.
     pub fn register<O: Operation>(&mut self, op: O) -> Result<&mut Self, RegistryError> {
         self.insert(Entry {
             meta: O::META,
             streaming: false,
-            input_schema: |g| g.subschema_for::<O::Input>(),
-            output_schema: |g| g.subschema_for::<O::Output>(),
+            input_schema: input_schema::<O::Input>(),
+            output_schema: Arc::new(|g| g.subschema_for::<O::Output>()),
             errors: O::ERRORS,
             example: O::EXAMPLE,
+            known_fields: None,
             handler: Arc::new(Unary(Arc::new(op))),
         })
     }
@@ -114,15 +169,16 @@ impl Registry {
         self.insert(Entry {
             meta: O::META,
             streaming: true,
-            input_schema: |g| g.subschema_for::<O::Input>(),
-            output_schema: |g| g.subschema_for::<O::Item>(),
+            input_schema: input_schema::<O::Input>(),
+            output_schema: Arc::new(|g| g.subschema_for::<O::Item>()),
             errors: O::ERRORS,
             example: O::EXAMPLE,
+            known_fields: None,
             handler: Arc::new(Streaming(Arc::new(op))),
         })
     }
 
-    fn insert(&mut self, entry: Entry) -> Result<&mut Self, RegistryError> {
+    fn insert(&mut self, mut entry: Entry) -> Result<&mut Self, RegistryError> {
         let meta = entry.meta;
         let well_formed = meta
             .id
@@ -139,6 +195,32 @@ impl Registry {
         if self.by_id.contains_key(meta.id) {
             return Err(RegistryError::Duplicate(meta.id));
         }
+        let mut inputs = schema_generator(Contract::Deserialize);
+        let root = (entry.input_schema)(&mut inputs).to_value();
+        let mut outputs = schema_generator(Contract::Serialize);
+        (entry.output_schema)(&mut outputs);
+        let inputs = inputs.take_definitions(true);
+        let outputs = outputs.take_definitions(true);
+        // A name must mean one schema everywhere the spec publishes it: across operations, and between a
+        // type read as an input and written as an output.
+        for (name, schema) in inputs.iter().chain(outputs.iter()) {
+            let taken = [
+                self.inputs.get(name),
+                self.outputs.get(name),
+                inputs.get(name),
+                outputs.get(name),
+            ];
+            if taken.into_iter().flatten().any(|known| known != schema) {
+                return Err(RegistryError::SchemaCollision(meta.id, name.clone()));
+            }
+        }
+        entry.known_fields = open_fields(&root, &inputs);
+        entry
+            .handler
+            .decode(entry.example.as_bytes())
+            .map_err(|e| RegistryError::BadExample(meta.id, e.message))?;
+        self.inputs.extend(inputs);
+        self.outputs.extend(outputs);
         self.by_id.insert(meta.id, self.entries.len());
         self.entries.push(entry);
         Ok(self)
@@ -160,17 +242,96 @@ impl Registry {
     }
 }
 
+/// Whether `T` is `()`: an operation that takes no input.
+fn is_unit<T: 'static>() -> bool {
+    TypeId::of::<T>() == TypeId::of::<()>()
+}
+
+/// The schema of an input type; `()` is published as an object without fields.
+fn input_schema<T: JsonSchema + 'static>() -> SchemaFn {
+    if is_unit::<T>() {
+        Arc::new(|_| schemars::json_schema!({ "type": "object", "additionalProperties": false }))
+    } else {
+        Arc::new(|g| g.subschema_for::<T>())
+    }
+}
+
+/// The fields of an input object whose schema lets unknown fields through (no `additionalProperties:
+/// false`), to refuse them anyway; `None` when the type refuses them itself or is not a plain object.
+fn open_fields(
+    root: &serde_json::Value,
+    defs: &serde_json::Map<String, serde_json::Value>,
+) -> Option<Arc<[String]>> {
+    let schema = match root.get("$ref").and_then(serde_json::Value::as_str) {
+        Some(path) => defs.get(path.rsplit('/').next()?)?,
+        None => root,
+    };
+    if schema.get("type")? != "object"
+        || schema.get("additionalProperties") == Some(&serde_json::Value::Bool(false))
+    {
+        return None;
+    }
+    let fields = schema
+        .get("properties")?
+        .as_object()?
+        .keys()
+        .cloned()
+        .collect();
+    Some(fields)
+}
+
+/// 400 for a top-level field of `body` that is not in `known` (only for input types that would accept it).
+fn refuse_unknown_fields(body: &[u8], known: &[String]) -> Result<(), Error> {
+    let Ok(fields) = serde_json::from_slice::<HashMap<String, serde::de::IgnoredAny>>(body) else {
+        // Not an object: the type's own decoding names the problem.
+        return Ok(());
+    };
+    match fields.keys().find(|f| !known.iter().any(|k| k == *f)) {
+        Some(unknown) => {
+            let shown: String = unknown
+                .chars()
+                .filter(|c| !c.is_control())
+                .take(64)
+                .collect();
+            Err(Error::invalid_argument(format!(
+                "unknown field `{shown}`, expected one of {}",
+                known
+                    .iter()
+                    .map(|k| format!("`{k}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )))
+        }
+        None => Ok(()),
+    }
+}
+
 /// Decodes a request body into `T`: an empty body means `{}`, anything but a JSON object is refused, unknown
-/// fields and wrong types are named by their path, and `garde` rules are checked.
+/// fields and wrong types are named by their path, and `garde` rules are checked. `T = ()` takes `{}` only.
 pub fn decode_input<T>(body: &[u8]) -> Result<T, Error>
 where
-    T: DeserializeOwned + garde::Validate<Context = ()>,
+    T: DeserializeOwned + garde::Validate<Context = ()> + 'static,
 {
     let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) {
         b"{}"
     } else {
         body
     };
+    if is_unit::<T>() {
+        refuse_unknown_fields(body, &[])?;
+        let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| {
+            Error::invalid_argument(format!(
+                "the request body is not valid JSON: {}",
+                strip_position(&e.to_string())
+            ))
+        })?;
+        if !value.is_object() {
+            return Err(Error::invalid_argument(
+                "the request body must be a JSON object",
+            ));
+        }
+        return serde_json::from_value(serde_json::Value::Null).map_err(|_| Error::internal());
+    }
     let first = body.iter().find(|b| !b.is_ascii_whitespace());
     if first != Some(&b'{') {
         return Err(Error::invalid_argument(
@@ -299,7 +460,7 @@ impl<O: Operation> Invoke for Unary<O> {
         let input = typed::<O::Input>(input);
         Box::pin(async move {
             let output = op.call(ctx, input).await?;
-            encode_json(&output).map(Reply::Json)
+            encode_json(&output).map(Encoded::Json)
         })
     }
 }
@@ -328,7 +489,7 @@ impl<O: StreamOperation> Invoke for Streaming<O> {
             };
             let items = futures_util::stream::iter(first).chain(items);
             let chunks = items.ready_chunks(ITEMS_PER_CHUNK).map(encode_lines);
-            Ok(Reply::Stream(Box::pin(split_error(chunks))))
+            Ok(Encoded::Stream(Box::pin(split_error(chunks))))
         })
     }
 }
@@ -383,6 +544,11 @@ mod tests {
     use schemars::JsonSchema;
     use serde::Deserialize;
 
+    #[derive(Serialize, JsonSchema)]
+    struct Out {
+        name: String,
+    }
+
     #[derive(Deserialize, JsonSchema, garde::Validate, Serialize)]
     #[serde(deny_unknown_fields)]
     struct In {
@@ -401,10 +567,11 @@ mod tests {
             side_effect: SideEffect::Write,
             summary: "Make a thing.",
         };
+        const EXAMPLE: &'static str = r#"{"name": "a"}"#;
         type Input = In;
-        type Output = In;
-        async fn call(&self, _ctx: Context, input: In) -> Result<In, Error> {
-            Ok(input)
+        type Output = Out;
+        async fn call(&self, _ctx: Context, input: In) -> Result<Out, Error> {
+            Ok(Out { name: input.name })
         }
     }
 
@@ -452,9 +619,10 @@ mod tests {
             side_effect: SideEffect::Read,
             summary: "List things.",
         };
+        const EXAMPLE: &'static str = r#"{"name": "a"}"#;
         type Input = In;
-        type Item = In;
-        async fn call(&self, _ctx: Context, _input: In) -> Result<crate::ItemStream<In>, Error> {
+        type Item = Out;
+        async fn call(&self, _ctx: Context, _input: In) -> Result<crate::Items<Out>, Error> {
             Ok(Box::pin(futures_util::stream::iter([Err(
                 Error::unavailable("storage is down"),
             )])))
@@ -469,12 +637,13 @@ mod tests {
             side_effect: SideEffect::Read,
             summary: "List nothing.",
         };
+        const EXAMPLE: &'static str = r#"{"name": "a"}"#;
         type Input = In;
-        type Item = In;
-        async fn call(&self, _ctx: Context, _input: In) -> Result<crate::ItemStream<In>, Error> {
+        type Item = Out;
+        async fn call(&self, _ctx: Context, _input: In) -> Result<crate::Items<Out>, Error> {
             // An unfold panics when polled after its end: the dispatcher must not do that.
             Ok(Box::pin(futures_util::stream::unfold((), |_| async {
-                None::<(Result<In, Error>, ())>
+                None::<(Result<Out, Error>, ())>
             })))
         }
     }
@@ -485,7 +654,7 @@ mod tests {
         r.register_stream(Empty).unwrap();
         let entry = r.get("things.none").unwrap();
         let running = entry.run(test_ctx(), entry.decode(br#"{"name":"a"}"#).unwrap());
-        let Ok(Reply::Stream(mut lines)) = running.await else {
+        let Ok(Encoded::Stream(mut lines)) = running.await else {
             panic!("a stream")
         };
         assert!(lines.next().await.is_none());
@@ -531,5 +700,131 @@ mod tests {
         );
         assert!(r.get("things.make").is_some());
         assert!(r.get("things.other").is_none());
+    }
+
+    /// An embedder's type that happens to share a built-in's name.
+    mod theirs {
+        #[derive(serde::Deserialize, serde::Serialize, schemars::JsonSchema, garde::Validate)]
+        pub struct In {
+            #[garde(skip)]
+            pub other: u8,
+        }
+    }
+
+    struct Colliding;
+    impl Operation for Colliding {
+        const META: OpMeta = OpMeta {
+            id: "things.clash",
+            scope: "things:write",
+            side_effect: SideEffect::Write,
+            summary: "Clash.",
+        };
+        const EXAMPLE: &'static str = r#"{"other": 1}"#;
+        type Input = theirs::In;
+        type Output = theirs::In;
+        async fn call(&self, _ctx: Context, input: theirs::In) -> Result<theirs::In, Error> {
+            Ok(input)
+        }
+    }
+
+    struct Bare;
+    impl Operation for Bare {
+        const META: OpMeta = OpMeta {
+            id: "things.ping",
+            scope: "things:read",
+            side_effect: SideEffect::Read,
+            summary: "No input.",
+        };
+        type Input = ();
+        type Output = ();
+        async fn call(&self, _ctx: Context, _input: ()) -> Result<(), Error> {
+            Ok(())
+        }
+    }
+
+    struct BadExample;
+    impl Operation for BadExample {
+        const META: OpMeta = OpMeta {
+            id: "things.bad",
+            scope: "things:write",
+            side_effect: SideEffect::Write,
+            summary: "Bad example.",
+        };
+        const EXAMPLE: &'static str = r#"{"name": ""}"#;
+        type Input = In;
+        type Output = Out;
+        async fn call(&self, _ctx: Context, input: In) -> Result<Out, Error> {
+            Ok(Out { name: input.name })
+        }
+    }
+
+    #[test]
+    fn registration_refuses_traps_loudly() {
+        let mut r = Registry::new();
+        r.register(Op).unwrap();
+        assert_eq!(
+            r.register(Colliding).err(),
+            Some(RegistryError::SchemaCollision("things.clash", "In".into())),
+            "a second type named `In` would be published as `In2`"
+        );
+        let e = r.register(BadExample).err().unwrap();
+        assert!(
+            matches!(&e, RegistryError::BadExample("things.bad", m) if m.starts_with("name: ")),
+            "{e}"
+        );
+        // A type named like the error body is refused too.
+        #[derive(serde::Deserialize, serde::Serialize, schemars::JsonSchema, garde::Validate)]
+        struct ErrorBody {
+            #[garde(skip)]
+            x: u8,
+        }
+        struct Shadow;
+        impl Operation for Shadow {
+            const META: OpMeta = OpMeta {
+                id: "things.shadow",
+                scope: "things:write",
+                side_effect: SideEffect::Write,
+                summary: "Shadow.",
+            };
+            const EXAMPLE: &'static str = r#"{"x": 1}"#;
+            type Input = ErrorBody;
+            type Output = ErrorBody;
+            async fn call(&self, _ctx: Context, input: ErrorBody) -> Result<ErrorBody, Error> {
+                Ok(input)
+            }
+        }
+        assert_eq!(
+            Registry::new().register(Shadow).err(),
+            Some(RegistryError::SchemaCollision(
+                "things.shadow",
+                "ErrorBody".into()
+            ))
+        );
+    }
+
+    #[test]
+    fn an_operation_without_input_takes_an_empty_body_and_refuses_fields() {
+        let mut r = Registry::new();
+        r.register(Bare).unwrap();
+        let entry = r.get("things.ping").unwrap();
+        assert!(entry.decode(b"").is_ok());
+        assert!(entry.decode(b"{}").is_ok());
+        assert!(entry.decode(b" { } ").is_ok());
+        let e = entry.decode(br#"{"x": 1}"#).err().unwrap();
+        assert!(e.message.starts_with("unknown field `x`"), "{}", e.message);
+        assert_eq!(
+            entry.decode(b"[]").err().unwrap().message,
+            "the request body must be a JSON object"
+        );
+    }
+
+    #[test]
+    fn unknown_fields_are_refused_even_without_deny_unknown_fields() {
+        let mut r = Registry::new();
+        r.register(Colliding).unwrap();
+        let entry = r.get("things.clash").unwrap();
+        assert!(entry.decode(br#"{"other": 1}"#).is_ok());
+        let e = entry.decode(br#"{"other": 1, "othr": 2}"#).err().unwrap();
+        assert_eq!(e.message, "unknown field `othr`, expected one of `other`");
     }
 }

@@ -22,7 +22,7 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Body;
 use hyper::Request;
 use opgate_core::{
-    scope, AuditRecord, Code, Context, Entry, Error, Outcome, Principal, Records, Reply,
+    scope, AuditRecord, Code, Context, Encoded, Entry, Error, Outcome, Principal, Records,
     RequestInfo, Unit,
 };
 
@@ -79,7 +79,7 @@ impl From<Error> for Failure {
 
 /// How a call ended well.
 enum Answer {
-    Reply(Reply),
+    Encoded(Encoded),
     /// A stored response replayed for an idempotent retry.
     Replay(Replay),
 }
@@ -379,7 +379,7 @@ enum Stage<'a> {
 
 /// A handler's answer, with what the record stage needs to commit it.
 struct Handled<'a> {
-    result: Result<Reply, Error>,
+    result: Result<Encoded, Error>,
     /// The call's unit of work (state-changing operations).
     unit: Option<Arc<Unit>>,
     /// The claimed idempotency key: held until the record commits, so no retry runs in between.
@@ -454,8 +454,8 @@ impl<'a> Exchange<'a> {
             target,
         } = handled;
         let (status, code, body) = match &result {
-            Ok(Reply::Json(body)) => (200, None, Some(body.clone())),
-            Ok(Reply::Stream(_)) => (200, None, None),
+            Ok(Encoded::Json(body)) => (200, None, Some(body.clone())),
+            Ok(Encoded::Stream(_)) => (200, None, None),
             Err(e) => (
                 e.code.status(),
                 Some(e.code),
@@ -499,7 +499,7 @@ impl<'a> Exchange<'a> {
             }
         }
         drop(idempotent);
-        Ok(Answer::Reply(result?))
+        Ok(Answer::Encoded(result?))
     }
 
     /// The audit record of this call with `status`, if its operation is audited and its caller known.
@@ -780,8 +780,8 @@ fn respond(
     version: Version,
 ) -> Resp {
     let mut resp = match outcome {
-        Ok(Answer::Reply(Reply::Json(body))) => http_io::json(body, request_id),
-        Ok(Answer::Reply(Reply::Stream(lines))) => {
+        Ok(Answer::Encoded(Encoded::Json(body))) => http_io::json(body, request_id),
+        Ok(Answer::Encoded(Encoded::Stream(lines))) => {
             // The principal's stream slot is held until the stream ends or the client goes away.
             let lines = lines.map(move |chunk| {
                 let _held = &stream_slot;

@@ -1,6 +1,5 @@
-use opgate_core::{Code, Entry, ErrorBody, Registry, SideEffect};
-use schemars::generate::{Contract, SchemaSettings};
-use schemars::SchemaGenerator;
+use opgate_core::{schema_generator, Code, Entry, ErrorBody, Registry, SideEffect};
+use schemars::generate::Contract;
 use serde_json::{json, Map, Value};
 
 /// Title, version and description of the generated document.
@@ -47,20 +46,12 @@ const SECURITY_SCHEME: &str = "bearerAuth";
 /// The second way to authenticate: a session token (an HS256 JWT) in the same `Authorization: Bearer` header.
 const SESSION_SECURITY_SCHEME: &str = "sessionAuth";
 
-fn generator(contract: Contract) -> SchemaGenerator {
-    let mut settings = SchemaSettings::draft2020_12();
-    settings.definitions_path = "/components/schemas".into();
-    settings.meta_schema = None;
-    settings.contract = contract;
-    settings.into_generator()
-}
-
 /// The OpenAPI 3.1 document of every operation in `registry`, under both of its paths. Deterministic: the same
 /// code gives the same document, byte for byte, once [`render`](crate::render)ed.
 pub fn openapi(registry: &Registry, info: &ApiInfo) -> Value {
     // Inputs are described as the server reads them, outputs as it writes them (every field present).
-    let mut inputs = generator(Contract::Deserialize);
-    let mut outputs = generator(Contract::Serialize);
+    let mut inputs = schema_generator(Contract::Deserialize);
+    let mut outputs = schema_generator(Contract::Serialize);
     let error_schema = outputs.subschema_for::<ErrorBody>();
 
     let mut entries: Vec<&Entry> = registry.entries().iter().collect();

@@ -1,7 +1,7 @@
 use std::sync::Arc;
 
 use futures_util::{stream, StreamExt};
-use opgate_core::{Code, Context, Error, ItemStream, OpMeta, SideEffect, StreamOperation};
+use opgate_core::{Code, Context, Error, Items, OpMeta, SideEffect, StreamOperation};
 use opgate_store::KeyPage;
 
 use crate::types::{KeyDetails, ListKeysInput};
@@ -26,11 +26,7 @@ impl StreamOperation for ListKeys {
     type Input = ListKeysInput;
     type Item = KeyDetails;
 
-    async fn call(
-        &self,
-        ctx: Context,
-        input: ListKeysInput,
-    ) -> Result<ItemStream<KeyDetails>, Error> {
+    async fn call(&self, ctx: Context, input: ListKeysInput) -> Result<Items<KeyDetails>, Error> {
         let keys = Arc::clone(&self.0);
         let org = ctx.principal.org.clone();
         let after_seq = match &input.after_id {
