@@ -6,7 +6,15 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+#[cfg(feature = "logging")]
+pub mod logging;
+mod service;
+
+pub use service::{Metrics, Service, ServiceBuilder};
+
 pub use opgate_auth as auth;
+#[cfg(feature = "client")]
+pub use opgate_client as client;
 pub use opgate_core as core;
 pub use opgate_keys as keys;
 pub use opgate_server as server;
@@ -42,11 +50,11 @@ pub struct DataDir {
 
 impl DataDir {
     /// Opens (creating if needed, mode 0700) the data directory: migrates the database and loads the server
-    /// secret (`secret_override`, from `OPGATE_SECRET`, wins over the file). The session settings come from
-    /// `OPGATE_SESSION_SECRET`, `OPGATE_SESSION_ISSUER` and `OPGATE_SESSION_AUDIENCE`
-    /// ([`SessionSettings::from_env`]); [`DataDir::open_with`] takes them explicitly.
+    /// secret (`secret_override` wins over `<data-dir>/secret`) and the session secret
+    /// (`<data-dir>/session_secret`). Nothing is read from the environment: [`DataDir::open_with`] takes
+    /// session settings, and the CLI passes what it read from `OPGATE_*`.
     pub fn open(path: &Path, secret_override: Option<&str>) -> Result<Self, BoxError> {
-        Self::open_with(path, secret_override, &SessionSettings::from_env())
+        Self::open_with(path, secret_override, &SessionSettings::default())
     }
 
     /// Like [`DataDir::open`], with explicit session settings: the session secret is `sessions.secret` when

@@ -19,9 +19,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use futures_util::TryStreamExt;
-use opgate::core::{Code, Registry};
-use opgate::server::ServerConfig;
-use opgate::{BoxError, DataDir};
+use opgate::core::{Code, Registry, RegistryError};
+use opgate::{BoxError, Service, ServiceBuilder};
 use opgate_client::types::CreateKeyInput;
 use opgate_client::{CallOptions, Client, Reply};
 
@@ -29,12 +28,11 @@ use create::{CreateNote, CreateNoteInput};
 use list::{ListNotes, ListNotesInput};
 use store::{Note, Notes};
 
-/// The gateway's built-in operations plus ours. Adding an operation is one line here.
-fn registry(builtin: Registry, notes: &Arc<Notes>) -> Result<Registry, BoxError> {
-    let mut registry = builtin;
+/// Our operations, registered beside the built-ins. Adding an operation is one line here.
+fn registry(registry: &mut Registry, notes: &Arc<Notes>) -> Result<(), RegistryError> {
     registry.register(CreateNote(Arc::clone(notes)))?;
     registry.register_stream(ListNotes(Arc::clone(notes)))?;
-    Ok(registry)
+    Ok(())
 }
 
 #[tokio::main]
@@ -44,11 +42,8 @@ async fn main() -> Result<(), BoxError> {
         None | Some("demo") => demo().await,
         Some("spec") => {
             // The same generator as `opgate spec`: our operations appear with their scopes and schemas.
-            let registry = registry(opgate::describe_registry()?, &Arc::default())?;
-            print!(
-                "{}",
-                opgate::spec::render(&opgate::spec::openapi(&registry, &opgate::api_info()))
-            );
+            let spec = service(Path::new("unused")).openapi(&opgate::api_info())?;
+            print!("{}", opgate::spec::render(&spec));
             Ok(())
         }
         Some("serve") => {
@@ -60,33 +55,25 @@ async fn main() -> Result<(), BoxError> {
     }
 }
 
+/// The gateway with the built-in operations and ours, keeping its state in `data_dir`.
+fn service(data_dir: &Path) -> ServiceBuilder {
+    let notes = Arc::new(Notes::default());
+    Service::builder(data_dir).operations(move |r| registry(r, &notes))
+}
+
 /// Serves until Ctrl-C, as `opgate serve` does.
 async fn serve(listen: &str, data_dir: &Path) -> Result<(), BoxError> {
-    let data = DataDir::open(data_dir, std::env::var("OPGATE_SECRET").ok().as_deref())?;
-    if let Some(admin) = data.keys.bootstrap_admin().await? {
+    opgate::logging::init(Default::default());
+    let running = service(data_dir).listen(listen.parse()?).start().await?;
+    if let Some(admin) = running.admin_key() {
         eprintln!("admin key: {admin}");
     }
-    let gateway = data.gateway(
-        registry(data.registry()?, &Arc::default())?,
-        ServerConfig::default(),
-        opgate::server::metrics::Metrics::global(),
-    );
-    let listener = tokio::net::TcpListener::bind(listen).await?;
-    eprintln!(
-        "notes gateway listening on http://{}",
-        listener.local_addr()?
-    );
-    let flusher = data
-        .keys
-        .start_usage_flusher(std::time::Duration::from_secs(1));
-    gateway
-        .serve(listener, async {
+    eprintln!("notes gateway listening on {}", running.url());
+    running
+        .run_until(async {
             let _ = tokio::signal::ctrl_c().await;
         })
         .await;
-    flusher.abort();
-    data.keys.flush_usage().await;
-    data.store.close().await;
     Ok(())
 }
 
@@ -94,23 +81,15 @@ async fn serve(listen: &str, data_dir: &Path) -> Result<(), BoxError> {
 /// `opgate-client`, which knows nothing of notes: the generic calls reach them all the same.
 async fn demo() -> Result<(), BoxError> {
     let dir = tempfile::tempdir()?;
-    let data = DataDir::open(dir.path(), None)?;
-    let admin = data
-        .keys
-        .bootstrap_admin()
-        .await?
-        .ok_or("a fresh data directory mints the admin key")?;
-    let gateway = data.gateway(
-        registry(data.registry()?, &Arc::default())?,
-        ServerConfig::default(),
-        opgate::server::metrics::Metrics::global(),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let url = format!("http://{}", listener.local_addr()?);
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(gateway.serve(listener, async {
-        let _ = stopped.await;
-    }));
+    let running = service(dir.path())
+        .listen("127.0.0.1:0".parse()?)
+        .start()
+        .await?;
+    let admin = running
+        .admin_key()
+        .ok_or("a fresh data directory mints the admin key")?
+        .to_owned();
+    let url = running.url();
     println!("notes gateway listening on {url}");
 
     // Keys for our own scopes, made with the typed client's api_keys.create.
@@ -186,9 +165,7 @@ async fn demo() -> Result<(), BoxError> {
         return Err(format!("expected invalid_argument, got {invalid}").into());
     }
 
-    let _ = stop.send(());
-    server.await?;
-    data.store.close().await;
+    running.shutdown().await;
     println!("ok");
     Ok(())
 }

@@ -1,6 +1,7 @@
-//! The `opgate` commands that talk to a running gateway, built on `opgate-client`: typed commands per
-//! resource (`opgate api-keys create --name ...`, `opgate auth whoami`, `opgate audit list`) and
-//! `opgate call <operation_id>` for any operation at all.
+//! The `opgate` commands. `serve`, `config check`, `admin ...`, `spec` and `docs` run the gateway or work on
+//! its data directory and description ([`serve`], [`config`], [`admin`], [`reference`]); the rest talk to a
+//! running gateway, built on `opgate-client`: typed commands per resource (`opgate api-keys create --name
+//! ...`, `opgate auth whoami`, `opgate audit list`) and `opgate call <operation_id>` for any operation at all.
 //!
 //! Output is for humans by default (aligned tables, relative times); `--json` prints exactly what the gateway
 //! sent (NDJSON for streams, line by line as it arrives). Exit statuses: 0 success, 2 usage, 3 a refused
@@ -8,11 +9,15 @@
 //! unreachable gateway. A stream that fails midway prints what it got, then exits with the status of its
 //! error. Human output and error lines escape control and bidi characters (`output::sanitize`).
 
+pub(crate) mod admin;
 pub(crate) mod api_keys;
 pub(crate) mod audit;
 pub(crate) mod auth;
 pub(crate) mod call;
+pub(crate) mod config;
 mod output;
+pub(crate) mod reference;
+pub(crate) mod serve;
 
 use std::io::{self, Write};
 

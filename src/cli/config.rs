@@ -11,6 +11,8 @@ use clap::{ArgMatches, Command};
 
 use opgate::BoxError;
 
+use crate::ServeArgs;
+
 /// The command line with the config file's values appended for every setting the command line and the
 /// environment left at its default, and the ids of those settings. `argv` is the full original command line.
 pub(crate) fn merge(
@@ -100,4 +102,20 @@ pub(crate) fn describe(serve: &Command, matches: &ArgMatches, from_file: &[Strin
         out.push_str(&format!("{id} = {shown}  # {source}\n"));
     }
     out
+}
+
+/// `opgate config check`: everything `serve` would check before listening, then the effective settings.
+/// `command` is the `config check` subcommand, whose arguments are `serve`'s.
+pub(crate) fn check(
+    args: &ServeArgs,
+    command: &Command,
+    matches: &ArgMatches,
+    from_file: &[String],
+) -> Result<(), BoxError> {
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        opgate::server::Tls::from_pem_files(cert, key)?;
+    }
+    print!("{}", describe(command, matches, from_file));
+    println!("# ok: the settings are valid");
+    Ok(())
 }

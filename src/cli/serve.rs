@@ -1,0 +1,92 @@
+//! `opgate serve`: the settings from flags, environment and config file turned into a [`Service`], served
+//! until SIGTERM or Ctrl-C.
+
+use std::time::Duration;
+
+use opgate::logging::LogFormat;
+use opgate::server::ServerConfig;
+use opgate::{BoxError, Metrics, Service};
+
+use crate::{ServeArgs, Switch};
+
+/// Runs the gateway until a shutdown signal, then stops it gracefully.
+pub(crate) async fn run(args: ServeArgs) -> Result<(), BoxError> {
+    opgate::logging::init(match args.log_format {
+        crate::LogFormat::Human => LogFormat::Human,
+        crate::LogFormat::Json => LogFormat::Json,
+    });
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(opgate::server::Tls::from_pem_files(cert, key)?),
+        _ => None,
+    };
+    let secs = Duration::from_secs;
+    let config = ServerConfig {
+        tls,
+        trusted_proxies: args.trusted_proxies,
+        default_rate_limit: args.default_rate_limit,
+        max_body_bytes: args.max_body_bytes,
+        shutdown_grace: secs(args.shutdown_grace_seconds),
+        header_read_timeout: secs(args.header_read_timeout_seconds),
+        body_read_timeout: secs(args.body_read_timeout_seconds),
+        write_timeout: secs(args.write_timeout_seconds),
+        shutdown_delay: secs(args.shutdown_delay_seconds),
+        request_timeout: secs(args.request_timeout_seconds),
+        max_header_bytes: args.max_header_bytes,
+        max_concurrent_requests: args.max_concurrent_requests,
+        max_concurrent_requests_per_principal: args.max_concurrent_requests_per_principal as usize,
+        max_streams_per_principal: args.max_streams_per_principal as usize,
+        max_connections: args.max_connections,
+        max_connections_per_ip: args.max_connections_per_ip as usize,
+        ..ServerConfig::default()
+    };
+    let metrics = match (args.metrics, args.metrics_listen) {
+        (Switch::Off, _) => Metrics::Off,
+        (Switch::On, None) => Metrics::ApiPort,
+        (Switch::On, Some(addr)) => Metrics::Listen(addr),
+    };
+    let sessions = args
+        .data
+        .session_settings(args.session_issuer, args.session_audience);
+    let mut builder = Service::builder(&args.data.data_dir)
+        .listen(args.listen)
+        .config(config)
+        .sessions(sessions)
+        .metrics(metrics)
+        .audit_retention_days(Some(args.audit_retention_days).filter(|&d| d > 0));
+    if let Some(secret) = &args.data.secret {
+        builder = builder.secret(secret.clone());
+    }
+    let service = builder.start().await?;
+    if let Some(admin_key) = service.admin_key() {
+        // Printed once, deliberately, on a line of its own; never logged.
+        eprintln!("admin key: {admin_key}");
+    }
+    if let Some(addr) = service.metrics_addr() {
+        eprintln!("metrics on http://{addr}/metrics");
+    }
+    eprintln!("opgate listening on {}", service.url());
+    service.run_until(shutdown_signal()).await;
+    Ok(())
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
