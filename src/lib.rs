@@ -1,7 +1,52 @@
-//! opgate wired together: the data directory (SQLite database, server secret and session secret), the
-//! registry of every operation the gateway serves, and the HTTP gateway over them. The `opgate` binary is a
-//! thin CLI on top; programs that embed the gateway use these functions and register their own operations
-//! beside ours.
+//! opgate as a library: serve your own typed operations beside the built-in ones (API keys, sessions, audit
+//! log), with one authentication, scope model, validation, rate limiting, idempotency, audit and spec.
+//!
+//! ```no_run
+//! use opgate::core::{Context, Error, OpMeta, Operation, SideEffect};
+//!
+//! /// Input of `greetings.create`.
+//! #[derive(serde::Serialize, serde::Deserialize, schemars::JsonSchema, garde::Validate)]
+//! #[serde(deny_unknown_fields)]
+//! struct NewGreeting {
+//!     /// What to say.
+//!     #[garde(length(chars, min = 1, max = 100))]
+//!     text: String,
+//! }
+//!
+//! struct Create;
+//!
+//! impl Operation for Create {
+//!     const META: OpMeta = OpMeta {
+//!         id: "greetings.create",
+//!         scope: "greetings:write",
+//!         side_effect: SideEffect::Write,
+//!         summary: "Say something.",
+//!     };
+//!     const EXAMPLE: &'static str = r#"{"text": "Hello!"}"#;
+//!     type Input = NewGreeting;
+//!     type Output = NewGreeting;
+//!
+//!     async fn call(&self, _ctx: Context, input: NewGreeting) -> Result<NewGreeting, Error> {
+//!         Ok(input)
+//!     }
+//! }
+//!
+//! # async fn run() -> Result<(), opgate::BoxError> {
+//! let running = opgate::Service::builder("greetings-data")
+//!     .operations(|registry| {
+//!         registry.register(Create)?;
+//!         Ok(())
+//!     })
+//!     .start()
+//!     .await?;
+//! println!("serving on {}; admin key {:?}", running.url(), running.admin_key());
+//! running.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! [`Service`] starts and stops everything; [`DataDir`] and [`registry`] are the pieces it is built from.
+//! The README's "Embedding opgate" section walks through a whole program (`examples/embedded`).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
