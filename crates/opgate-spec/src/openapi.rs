@@ -1,4 +1,7 @@
-use opgate_core::{schema_generator, Code, Entry, ErrorBody, Registry, SideEffect};
+use opgate_core::{
+    schema_generator, Code, Entry, ErrorBody, Registry, IDEMPOTENCY_RETENTION_SECS,
+    MAX_IDEMPOTENCY_KEY_LEN,
+};
 use schemars::generate::Contract;
 use serde_json::{json, Map, Value};
 
@@ -28,10 +31,6 @@ const PIPELINE_ERRORS: [Code; 8] = [
 /// Errors of the idempotency stage, for operations that honour `Idempotency-Key`.
 const IDEMPOTENCY_ERRORS: [Code; 2] = [Code::Conflict, Code::IdempotencyMismatch];
 
-/// Whether an operation honours `Idempotency-Key` (`write` and `destructive` do; `export` refuses it).
-fn idempotent(side_effect: SideEffect) -> bool {
-    matches!(side_effect, SideEffect::Write | SideEffect::Destructive)
-}
 
 /// The `RateLimit-*` headers, sent on every response to a rate-limited principal.
 fn rate_limit_headers() -> Value {
@@ -214,7 +213,7 @@ fn operation(
     for (name, header) in rate_limit_headers().as_object().expect("an object") {
         success_headers[name] = header.clone();
     }
-    if idempotent(meta.side_effect) {
+    if meta.side_effect.is_idempotent() {
         success_headers["Idempotent-Replayed"] =
             json!({ "$ref": "#/components/headers/Idempotent-Replayed" });
     }
@@ -231,7 +230,7 @@ fn operation(
             "content": { "application/json": { "schema": output } }
         })
     };
-    let idempotency_errors: &[Code] = if idempotent(meta.side_effect) {
+    let idempotency_errors: &[Code] = if meta.side_effect.is_idempotent() {
         &IDEMPOTENCY_ERRORS
     } else {
         &[]
@@ -286,13 +285,13 @@ fn operation(
         "x-scope": scope,
         "x-side-effect": meta.side_effect.as_str(),
         "x-streaming": entry.streaming,
-        "parameters": if idempotent(meta.side_effect) {
+        "parameters": if meta.side_effect.is_idempotent() {
             json!([{
                 "name": "Idempotency-Key",
                 "in": "header",
                 "required": false,
-                "description": "Makes a retry safe: the first response to this key is stored for 24 hours and replayed (with `Idempotent-Replayed: true`) for a retry with the same body; a different body is 422 `idempotency_mismatch`, a retry while the first request runs is 409 `conflict`.",
-                "schema": { "type": "string", "pattern": "^[\\x21-\\x7e]{1,255}$" }
+                "description": format!("Makes a retry safe: the first response to this key is stored for {} hours and replayed (with `Idempotent-Replayed: true`) for a retry with the same body; a different body is 422 `idempotency_mismatch`, a retry while the first request runs is 409 `conflict`.", IDEMPOTENCY_RETENTION_SECS / 3600),
+                "schema": { "type": "string", "pattern": format!("^[\\x21-\\x7e]{{1,{MAX_IDEMPOTENCY_KEY_LEN}}}$") }
             }])
         } else {
             json!([])
