@@ -166,9 +166,6 @@ impl DataDir {
     }
 }
 
-/// Name of the lock file a serving gateway holds in its data directory.
-pub const LOCK_FILE: &str = "opgate.lock";
-
 /// The exclusive lock of a data directory, held by one serving gateway for as long as it lives.
 #[derive(Debug)]
 pub struct DataDirLock {
@@ -177,15 +174,13 @@ pub struct DataDirLock {
 
 impl DataDir {
     /// Locks the data directory for serving: a second `opgate serve` on the same directory fails to start,
-    /// since two servers would each trust their own cache of the keys. Offline `opgate admin` commands do
-    /// not take the lock; their changes reach the server through the key change log.
+    /// since two servers would each trust their own cache of the keys. The lock is on the database file itself
+    /// (an advisory `flock`, apart from SQLite's own locks), so it cannot be removed from under a running
+    /// server. Offline `opgate admin` commands do not take it; their changes reach the server through the key
+    /// change log.
     pub fn lock(&self) -> Result<DataDirLock, BoxError> {
-        let path = self.path.join(LOCK_FILE);
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
+        let path = self.path.join(DB_FILE);
+        let file = std::fs::File::open(&path)
             .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
         match file.try_lock() {
             Ok(()) => Ok(DataDirLock { _file: file }),

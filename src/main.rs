@@ -170,6 +170,13 @@ pub(crate) struct ServeArgs {
     /// Requests handled at once at most; more get 503 at once.
     #[arg(long, env = "OPGATE_MAX_CONCURRENT_REQUESTS", default_value_t = ServerConfig::default().max_concurrent_requests)]
     pub(crate) max_concurrent_requests: usize,
+    /// Requests per minute for each organization, all its keys and sessions together (default: unlimited).
+    /// Keys can mint keys, so only this bounds a tenant's total.
+    #[arg(long, env = "OPGATE_ORG_RATE_LIMIT", value_parser = clap::value_parser!(u32).range(1..))]
+    pub(crate) org_rate_limit: Option<u32>,
+    /// Requests one organization (all its keys and sessions) may have in flight at once; more get 503.
+    #[arg(long, env = "OPGATE_MAX_CONCURRENT_REQUESTS_PER_ORG", default_value_t = ServerConfig::default().max_concurrent_requests_per_org as u32, value_parser = clap::value_parser!(u32).range(1..))]
+    pub(crate) max_concurrent_requests_per_org: u32,
     /// Requests one principal (key or session) may have in flight at once; more get 503.
     #[arg(long, env = "OPGATE_MAX_CONCURRENT_REQUESTS_PER_PRINCIPAL", default_value_t = ServerConfig::default().max_concurrent_requests_per_principal as u32, value_parser = clap::value_parser!(u32).range(1..))]
     pub(crate) max_concurrent_requests_per_principal: u32,

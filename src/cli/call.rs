@@ -41,7 +41,7 @@ pub(crate) async fn run(args: CallArgs) -> Result<(), Exit> {
         .call_raw(&args.operation, input.into_bytes(), &options)
         .await?
     {
-        RawReply::Stream(lines) => print_lines(lines).await,
+        RawReply::Stream(lines) => print_lines(lines, !args.conn.json).await,
         RawReply::Json { body, .. } => {
             let value: Option<serde_json::Value> = serde_json::from_slice(&body).ok();
             let mut out = io::stdout().lock();

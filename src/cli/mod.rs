@@ -173,15 +173,21 @@ async fn print_raw(reply: RawReply) -> Result<(), Exit> {
             out.flush()?;
             Ok(())
         }
-        RawReply::Stream(lines) => print_lines(lines).await,
+        RawReply::Stream(lines) => print_lines(lines, false).await,
     }
 }
 
-async fn print_lines(mut lines: Lines) -> Result<(), Exit> {
+/// Prints NDJSON lines as they arrive: as sent, or (`escaped`, for a terminal) with hidden characters turned
+/// into JSON escapes of the same value.
+async fn print_lines(mut lines: Lines, escaped: bool) -> Result<(), Exit> {
     use futures_util::StreamExt;
     let mut out = io::stdout().lock();
     while let Some(line) = lines.next().await {
         match line {
+            Ok(line) if escaped => {
+                let text = String::from_utf8_lossy(&line);
+                writeln!(out, "{}", output::sanitize_json(&text))?;
+            }
             Ok(line) => {
                 out.write_all(&line)?;
                 out.write_all(b"\n")?;

@@ -146,20 +146,11 @@ pub(super) fn sanitize_json(json: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
-/// Whether [`sanitize`] escapes `c`: general category Cc (U+0000–U+001F, U+007F–U+009F), the Unicode
-/// `Bidi_Control` characters, and U+2028 / U+2029.
+/// Whether [`sanitize`] escapes `c`: every character that changes or hides what a human reads without showing
+/// itself (controls, zero-width and bidi characters, separators, blank fillers, tag characters), the same
+/// set the gateway refuses in names ([`opgate::core::validate::is_hidden_anywhere`]).
 pub(super) fn needs_escape(c: char) -> bool {
-    c.is_control()
-        || matches!(
-            c,
-            '\u{061c}'
-                | '\u{200e}'
-                | '\u{200f}'
-                | '\u{202a}'..='\u{202e}'
-                | '\u{2066}'..='\u{2069}'
-                | '\u{2028}'
-                | '\u{2029}'
-        )
+    opgate::core::validate::is_hidden_anywhere(c)
 }
 
 /// `3m ago`, `in 2d`, `just now`: the distance from `now` (unix seconds) in its largest whole unit.

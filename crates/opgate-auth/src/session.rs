@@ -238,7 +238,7 @@ impl SessionConfig {
         validation.validate_nbf = false;
         validation.validate_aud = false;
         validation.leeway = 0;
-        let claims = jsonwebtoken::decode::<Map<String, Value>>(token, &self.decoding, &validation)
+        let claims = jsonwebtoken::decode::<UniqueClaims>(token, &self.decoding, &validation)
             .map_err(|e| {
                 use jsonwebtoken::errors::ErrorKind;
                 Error::unauthenticated(match e.kind() {
@@ -246,13 +246,17 @@ impl SessionConfig {
                     ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => {
                         "the session token must be signed with HS256"
                     }
+                    ErrorKind::Json(e) if e.to_string().contains(DUPLICATE_CLAIM) => {
+                        "the session token is malformed: its payload names a claim twice"
+                    }
                     ErrorKind::Json(_) | ErrorKind::Utf8(_) => {
                         "the session token is malformed: its payload is not a JSON object"
                     }
                     _ => "the session token is malformed",
                 })
             })?
-            .claims;
+            .claims
+            .0;
         self.principal(&claims, now)
     }
 
@@ -431,9 +435,12 @@ fn bad_time(name: &str) -> Error {
     ))
 }
 
-/// Whether `id` may be a `sub` or `org`: 1–[`MAX_ID_CHARS`] characters, none of them control characters.
+/// Whether `id` may be a `sub`: 1–[`MAX_ID_CHARS`] characters, none of them control, invisible or formatting
+/// characters ([`opgate_core::validate::is_hidden`]), so no subject looks blank or like another.
 pub fn sane_id(id: &str) -> bool {
-    !id.trim().is_empty() && id.chars().count() <= MAX_ID_CHARS && !id.chars().any(char::is_control)
+    !id.trim().is_empty()
+        && id.chars().count() <= MAX_ID_CHARS
+        && !id.chars().any(opgate_core::validate::is_hidden)
 }
 
 /// A caller-supplied fragment fit to quote in a message: at most 64 characters, no control characters.
@@ -443,6 +450,40 @@ fn shown(text: &str) -> String {
         out.push('…');
     }
     out
+}
+
+const DUPLICATE_CLAIM: &str = "a claim named twice";
+
+/// A token's claims, each named once. JSON parsers disagree about a repeated key (first or last wins), so a
+/// payload naming a claim twice (`"org": "a", "org": "b"`) is refused rather than read one way here and
+/// another way elsewhere.
+struct UniqueClaims(Map<String, Value>);
+
+impl<'de> serde::Deserialize<'de> for UniqueClaims {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Claims;
+        impl<'de> serde::de::Visitor<'de> for Claims {
+            type Value = UniqueClaims;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object of claims")
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<UniqueClaims, A::Error> {
+                let mut claims = Map::new();
+                while let Some((name, value)) = map.next_entry::<String, Value>()? {
+                    if claims.insert(name, value).is_some() {
+                        return Err(serde::de::Error::custom(DUPLICATE_CLAIM));
+                    }
+                }
+                Ok(UniqueClaims(claims))
+            }
+        }
+        d.deserialize_map(Claims)
+    }
 }
 
 /// Verifies session tokens for the gateway.
@@ -794,5 +835,33 @@ mod tests {
             ..SessionSettings::default()
         };
         assert!(!format!("{settings:?}").contains("s3cr3t-value"));
+    }
+
+    #[test]
+    fn a_payload_naming_a_claim_twice_is_refused() {
+        let b64 = |text: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(text);
+        let payload = format!(
+            r#"{{"sub":"user_1","org":"default","org":"globex","scope":"*","iat":{NOW},"exp":{}}}"#,
+            NOW + 60
+        );
+        let message = format!(
+            "{}.{}",
+            b64(r#"{"alg":"HS256","typ":"JWT"}"#),
+            b64(&payload)
+        );
+        let signature = jsonwebtoken::crypto::sign(
+            message.as_bytes(),
+            &EncodingKey::from_secret(SECRET),
+            Algorithm::HS256,
+        )
+        .unwrap();
+        let e = config()
+            .verify_at(&format!("{message}.{signature}"), NOW)
+            .unwrap_err();
+        assert_eq!(e.code, Code::Unauthenticated);
+        assert_eq!(
+            e.message,
+            "the session token is malformed: its payload names a claim twice"
+        );
     }
 }

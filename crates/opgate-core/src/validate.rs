@@ -2,21 +2,56 @@
 //! exact shape. Each rule is a `garde` validator (the runtime check, with a message naming the cause) beside
 //! the pattern the spec publishes for the same rule (`#[schemars(pattern(...))]`), so spec and server agree.
 
-/// Pattern of text without C0 or C1 control characters (what [`printable`] accepts).
-pub const PRINTABLE_PATTERN: &str = r"^[^\u0000-\u001f\u007f-\u009f]*$";
+/// Pattern of text without hidden characters (what [`printable`] accepts): the same set as [`is_hidden`].
+pub const PRINTABLE_PATTERN: &str = r"^[^\u0000-\u001f\u007f-\u009f\u00ad\u061c\u115f\u1160\u180e\u200b-\u200f\u2028-\u202e\u2060-\u206f\u3164\ufeff\uffa0\ufff9-\ufffb]*$";
 
 /// Whether `c` is a C0 or C1 control character (including DEL): terminal escapes start with these.
 pub fn is_control(c: char) -> bool {
     matches!(c, '\u{0}'..='\u{1f}' | '\u{7f}'..='\u{9f}')
 }
 
-/// Refuses text with control characters: names and descriptions are printed to terminals and logs, where
-/// ESC, BEL, CR or NUL would rewrite what a human sees.
+/// Whether `c` changes or hides what a human reads without showing itself: control characters, format
+/// characters (zero-width spaces and joiners, bidi marks, embeddings, overrides and isolates, the byte order
+/// mark, the soft hyphen, invisible operators), line and paragraph separators, and characters that render as
+/// blank fillers. Text a human reads refuses them ([`printable`]); the CLI escapes them when it shows any.
+pub fn is_hidden(c: char) -> bool {
+    is_control(c)
+        || matches!(
+            c,
+            '\u{ad}'
+                | '\u{61c}'
+                | '\u{115f}'
+                | '\u{1160}'
+                | '\u{180e}'
+                | '\u{200b}'..='\u{200f}'
+                | '\u{2028}'..='\u{202e}'
+                | '\u{2060}'..='\u{206f}'
+                | '\u{3164}'
+                | '\u{feff}'
+                | '\u{ffa0}'
+                | '\u{fff9}'..='\u{fffb}'
+        )
+}
+
+/// [`is_hidden`], and the hidden characters outside the Basic Multilingual Plane (tag characters, musical
+/// format controls), which a terminal must not be handed raw either. Stored text may hold these; the CLI
+/// escapes them.
+pub fn is_hidden_anywhere(c: char) -> bool {
+    is_hidden(c) || matches!(c, '\u{1d173}'..='\u{1d17a}' | '\u{e0000}'..='\u{e007f}')
+}
+
+/// Refuses text with hidden characters ([`is_hidden`]): names and descriptions are printed to terminals and
+/// logs, where ESC, BEL, CR or NUL would rewrite what a human sees, and a zero-width or bidi character would
+/// make one name look like another.
 pub fn printable(value: &str, _: &()) -> garde::Result {
-    match value.chars().find(|c| is_control(*c)) {
+    match value.chars().find(|c| is_hidden(*c)) {
         None => Ok(()),
-        Some(c) => Err(garde::Error::new(format!(
+        Some(c) if is_control(c) => Err(garde::Error::new(format!(
             "must not contain control characters (found U+{:04X})",
+            c as u32
+        ))),
+        Some(c) => Err(garde::Error::new(format!(
+            "must not contain invisible or formatting characters (found U+{:04X})",
             c as u32
         ))),
     }
@@ -123,6 +158,49 @@ mod tests {
             e.to_string(),
             "must not contain control characters (found U+001B)"
         );
+        for hidden in [
+            "\u{200b}",
+            "\u{feff}",
+            "\u{200d}",
+            "\u{ad}",
+            "a\u{202e}b",
+            "\u{2066}",
+            "\u{3164}",
+        ] {
+            let e = printable(hidden, &()).unwrap_err().to_string();
+            assert!(
+                e.starts_with("must not contain invisible or formatting characters"),
+                "{hidden:?}: {e}"
+            );
+        }
+        assert!(is_hidden_anywhere('\u{e0041}') && !is_hidden('\u{e0041}'));
+        assert!(printable("naïve café ☕ 日本", &()).is_ok());
+    }
+
+    /// The published pattern and the runtime rule are one set: every character of the Basic Multilingual
+    /// Plane is refused by the pattern exactly when [`is_hidden`] refuses it.
+    #[test]
+    fn the_pattern_says_what_printable_accepts() {
+        let inner = PRINTABLE_PATTERN
+            .strip_prefix("^[^")
+            .and_then(|p| p.strip_suffix("]*$"))
+            .unwrap();
+        let mut ranges = Vec::new();
+        let mut parts = inner.split("\\u").filter(|p| !p.is_empty()).peekable();
+        while let Some(part) = parts.next() {
+            let (hex, rest) = part.split_at(4);
+            let lo = u32::from_str_radix(hex, 16).unwrap();
+            if rest == "-" {
+                let hi = u32::from_str_radix(&parts.next().unwrap()[..4], 16).unwrap();
+                ranges.push(lo..=hi);
+            } else {
+                ranges.push(lo..=lo);
+            }
+        }
+        for c in (0..=0xffff).filter_map(char::from_u32) {
+            let in_pattern = ranges.iter().any(|r| r.contains(&(c as u32)));
+            assert_eq!(in_pattern, is_hidden(c), "U+{:04X}", c as u32);
+        }
     }
 
     #[test]

@@ -23,7 +23,7 @@ pub mod types;
 mod usage;
 
 #[cfg(feature = "server")]
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 #[cfg(feature = "server")]
 use std::time::Duration;
 
@@ -51,8 +51,6 @@ pub struct ApiKeys {
     hasher: KeyHasher,
     cache: Arc<cache::KeyCache>,
     usage: Arc<UsageRecorder>,
-    /// Monotonic ULIDs: ids minted within one millisecond still ascend in the order they were made.
-    ids: Mutex<ulid::Generator>,
 }
 
 /// What a new key is made of, before its secret exists.
@@ -95,7 +93,6 @@ impl ApiKeys {
             clock,
             hasher,
             cache,
-            ids: Mutex::new(ulid::Generator::new()),
         })
     }
 
@@ -201,12 +198,9 @@ impl ApiKeys {
     }
 
     pub(crate) fn new_key(&self, secret: &str, spec: KeySpec) -> NewKey {
-        let ulid = self
-            .ids
-            .lock()
-            .expect("id generator lock")
-            .generate()
-            .unwrap_or_else(|_| ulid::Ulid::new());
+        // A fresh random part each time: a monotonic increment would tell one organization how many keys
+        // others made within the same millisecond. Lists order by insertion, not by id.
+        let ulid = ulid::Ulid::new();
         NewKey {
             id: format!("key_{}", ulid.to_string().to_lowercase()),
             org_id: spec.org_id,

@@ -16,6 +16,30 @@ pub(crate) fn is_trusted(addr: IpAddr, proxies: &[IpNet]) -> bool {
     proxies.iter().any(|net| net.contains(&addr))
 }
 
+/// The network a client address stands for when counting connections: an IPv4 address (or an IPv4-mapped IPv6
+/// one) itself, an IPv6 address's /64, since one host commonly holds a whole /64.
+pub(crate) fn network(addr: IpAddr) -> IpAddr {
+    match addr {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let segments = v6.segments();
+                IpAddr::V6(std::net::Ipv6Addr::new(
+                    segments[0],
+                    segments[1],
+                    segments[2],
+                    segments[3],
+                    0,
+                    0,
+                    0,
+                    0,
+                ))
+            }
+        },
+        v4 => v4,
+    }
+}
+
 /// The client address of a request from `peer`.
 pub(crate) fn client_ip(peer: IpAddr, headers: &HeaderMap, proxies: &[IpNet]) -> IpAddr {
     if proxies.is_empty() || !is_trusted(peer, proxies) {

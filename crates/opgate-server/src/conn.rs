@@ -18,55 +18,117 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::watch;
 use tokio::time::Sleep;
 
-use crate::http_io::{self, Resp};
+use crate::http_io;
 use crate::Gateway;
 
-/// What a connection is doing, for its idle timer: requests under way (until their response body is sent)
-/// and when the last one started or ended.
+/// What a connection is doing, for its timers: requests being handled, responses being sent, when the last
+/// one started or ended, and when a response body last handed over a frame.
 pub(crate) struct Activity {
     epoch: Instant,
-    in_flight: AtomicU32,
-    /// Milliseconds since `epoch` of the last start or end of a request.
+    handling: AtomicU32,
+    sending: AtomicU32,
+    /// Milliseconds since `epoch` of the last start or end of a request or a response.
     last_ms: AtomicU64,
+    /// Milliseconds since `epoch` of the last frame a response body handed to the connection.
+    progress_ms: AtomicU64,
 }
 
-/// Marks one request under way; dropped when its response has been sent (or abandoned).
-pub(crate) struct Busy(Arc<Activity>);
+/// Marks one request being handled; becomes [`Sending`] with its response.
+pub(crate) struct Handling(Arc<Activity>);
+
+/// Marks one response being sent, until its body ends or is dropped.
+pub(crate) struct Sending(Arc<Activity>);
+
+/// What the connection's timer should do next.
+enum Verdict {
+    /// Look again at this instant.
+    Wait(Instant),
+    /// Nothing is under way and nothing happened for the idle time: close gracefully.
+    Idle,
+    /// A response has handed over nothing for the write timeout (the client reads nothing, or its HTTP/2
+    /// window stays shut): drop the connection.
+    Stalled,
+}
 
 impl Activity {
     fn new(epoch: Instant) -> Arc<Self> {
         Arc::new(Activity {
             epoch,
-            in_flight: AtomicU32::new(0),
+            handling: AtomicU32::new(0),
+            sending: AtomicU32::new(0),
             last_ms: AtomicU64::new(0),
+            progress_ms: AtomicU64::new(0),
         })
     }
 
-    fn touch(&self) {
-        let ms = self.epoch.elapsed().as_millis() as u64;
-        self.last_ms.store(ms, Ordering::Relaxed);
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
     }
 
-    pub(crate) fn begin(self: &Arc<Self>) -> Busy {
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
-        self.touch();
-        Busy(Arc::clone(self))
+    fn at(&self, ms: u64) -> Instant {
+        self.epoch + Duration::from_millis(ms)
     }
 
-    /// When the connection becomes idle-expired if nothing happens meanwhile; `None` while a request runs.
-    fn idle_deadline(&self, idle: Duration) -> Option<Instant> {
-        if self.in_flight.load(Ordering::Relaxed) > 0 {
-            return None;
+    pub(crate) fn begin(self: &Arc<Self>) -> Handling {
+        self.handling.fetch_add(1, Ordering::Relaxed);
+        self.last_ms.store(self.now_ms(), Ordering::Relaxed);
+        Handling(Arc::clone(self))
+    }
+
+    fn verdict(&self, idle: Duration, write_timeout: Duration) -> Verdict {
+        let now = self.now_ms();
+        if self.sending.load(Ordering::Relaxed) > 0 {
+            let stalled_at =
+                self.progress_ms.load(Ordering::Relaxed) + write_timeout.as_millis() as u64;
+            return if now >= stalled_at {
+                Verdict::Stalled
+            } else {
+                Verdict::Wait(self.at(stalled_at))
+            };
         }
-        let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
-        Some(self.epoch + last + idle)
+        if self.handling.load(Ordering::Relaxed) > 0 {
+            // A handler is running (bounded by the request timeout): look again later.
+            return Verdict::Wait(self.at(now) + idle);
+        }
+        let idle_at = self.last_ms.load(Ordering::Relaxed) + idle.as_millis() as u64;
+        if now >= idle_at {
+            Verdict::Idle
+        } else {
+            Verdict::Wait(self.at(idle_at))
+        }
     }
 }
 
-impl Drop for Busy {
+impl Handling {
+    /// The handler answered: the response is being sent from now on.
+    fn sending(self) -> Sending {
+        let activity = Arc::clone(&self.0);
+        let now = activity.now_ms();
+        activity.sending.fetch_add(1, Ordering::Relaxed);
+        activity.progress_ms.store(now, Ordering::Relaxed);
+        drop(self);
+        Sending(activity)
+    }
+}
+
+impl Drop for Handling {
     fn drop(&mut self) {
-        self.0.touch();
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.0.last_ms.store(self.0.now_ms(), Ordering::Relaxed);
+        self.0.handling.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Sending {
+    /// A frame was handed to the connection.
+    pub(crate) fn progressed(&self) {
+        self.0.progress_ms.store(self.0.now_ms(), Ordering::Relaxed);
+    }
+}
+
+impl Drop for Sending {
+    fn drop(&mut self) {
+        self.0.last_ms.store(self.0.now_ms(), Ordering::Relaxed);
+        self.0.sending.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -165,26 +227,32 @@ pub(crate) async fn serve<S>(
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let idle = gateway.config.header_read_timeout;
+    let write_timeout = gateway.config.write_timeout;
     // The idle clock starts at accept: a client that sends nothing, or only part of a preface or of a request
     // head, is dropped one idle period after it connected, whatever the protocol detection is waiting for.
     let activity = Activity::new(accepted);
     let service = {
         let (gateway, activity) = (Arc::clone(&gateway), Arc::clone(&activity));
         service_fn(move |req| {
-            let busy = activity.begin();
+            let handling = activity.begin();
             let gateway = Arc::clone(&gateway);
             async move {
                 let resp = crate::pipeline::handle(&gateway, peer, req).await;
-                Ok::<_, std::convert::Infallible>(hold_until_sent(resp, busy))
+                Ok::<_, std::convert::Infallible>(
+                    resp.map(|body| http_io::sending(body, handling.sending())),
+                )
             }
         })
     };
-    let io = StallTimeout::new(io, gateway.config.write_timeout);
+    let io = StallTimeout::new(io, write_timeout);
     let conn = builder.serve_connection(TokioIo::new(io), service);
     tokio::pin!(conn);
     let timer = tokio::time::sleep_until((accepted + idle).into());
     tokio::pin!(timer);
-    let mut closing = false;
+    // Once closing for idleness, the connection gets at most this long to finish (an HTTP/2 client that never
+    // acknowledges the GOAWAY, or keeps a shut window, cannot hold it).
+    let mut closing_until: Option<Instant> = None;
+    let mut shutting_down = false;
     loop {
         tokio::select! {
             result = conn.as_mut() => {
@@ -193,32 +261,34 @@ pub(crate) async fn serve<S>(
                 }
                 return;
             }
-            _ = shutdown.changed(), if !closing => {
-                closing = true;
+            _ = shutdown.changed(), if !shutting_down => {
+                shutting_down = true;
                 conn.as_mut().graceful_shutdown();
             }
-            _ = &mut timer, if !closing => {
-                match activity.idle_deadline(idle) {
-                    // A request is under way: look again one idle period from now.
-                    None => timer.as_mut().reset((Instant::now() + idle).into()),
-                    Some(deadline) if deadline > Instant::now() => timer.as_mut().reset(deadline.into()),
-                    Some(_) => {
+            _ = &mut timer => {
+                if closing_until.is_some_and(|until| Instant::now() >= until) {
+                    tracing::debug!(%peer, "dropping a connection that did not close");
+                    return;
+                }
+                match activity.verdict(idle, write_timeout) {
+                    Verdict::Stalled => {
+                        tracing::debug!(%peer, "dropping a connection whose response made no progress");
+                        return;
+                    }
+                    Verdict::Idle if closing_until.is_none() => {
                         tracing::debug!(%peer, "closing an idle connection");
-                        closing = true;
                         conn.as_mut().graceful_shutdown();
+                        let until = Instant::now() + idle.min(Duration::from_secs(5));
+                        closing_until = Some(until);
+                        timer.as_mut().reset(until.into());
+                    }
+                    Verdict::Idle => timer.as_mut().reset(closing_until.unwrap_or_else(Instant::now).into()),
+                    Verdict::Wait(at) => {
+                        let at = closing_until.map_or(at, |until| at.min(until));
+                        timer.as_mut().reset(at.into());
                     }
                 }
             }
         }
     }
-}
-
-/// Keeps the connection counted busy until a streamed body is sent; a whole body is written at once, and a
-/// client that does not read it meets the write timeout.
-fn hold_until_sent(resp: Resp, busy: Busy) -> Resp {
-    use hyper::body::Body as _;
-    if resp.body().size_hint().exact().is_some() {
-        return resp;
-    }
-    resp.map(|body| http_io::with_guard(body, busy))
 }

@@ -103,24 +103,21 @@ pub(crate) fn replay(status: u16, body: Bytes, request_id: &str) -> Resp {
     resp
 }
 
-/// `body`, holding `guard` until the body is sent or dropped.
-pub(crate) fn with_guard<G: Send + Unpin + 'static>(
+/// `body`, counted as a response being sent on its connection until it ends or is dropped, each frame it
+/// hands over counting as progress (the connection's write-stall timer reads it).
+pub(crate) fn sending(
     body: UnsyncBoxBody<Bytes, Infallible>,
-    guard: G,
+    sending: crate::conn::Sending,
 ) -> UnsyncBoxBody<Bytes, Infallible> {
-    Guarded {
-        body,
-        _guard: guard,
-    }
-    .boxed_unsync()
+    Tracked { body, sending }.boxed_unsync()
 }
 
-struct Guarded<G> {
+struct Tracked {
     body: UnsyncBoxBody<Bytes, Infallible>,
-    _guard: G,
+    sending: crate::conn::Sending,
 }
 
-impl<G: Unpin> hyper::body::Body for Guarded<G> {
+impl hyper::body::Body for Tracked {
     type Data = Bytes;
     type Error = Infallible;
 
@@ -128,7 +125,11 @@ impl<G: Unpin> hyper::body::Body for Guarded<G> {
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+        let poll = std::pin::Pin::new(&mut self.body).poll_frame(cx);
+        if let std::task::Poll::Ready(Some(_)) = &poll {
+            self.sending.progressed();
+        }
+        poll
     }
 
     fn is_end_stream(&self) -> bool {

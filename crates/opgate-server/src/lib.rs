@@ -37,6 +37,8 @@ pub struct ServerConfig {
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Requests per minute for principals without a limit of their own; `None`: unlimited.
     pub default_rate_limit: Option<u32>,
+    /// Requests per minute for each organization, all its keys and sessions together; `None`: unlimited.
+    pub org_rate_limit: Option<u32>,
     /// Largest request body accepted; larger ones get 413.
     pub max_body_bytes: usize,
     /// Time a client has from connecting (TLS handshake and protocol detection included) to its first request
@@ -56,6 +58,9 @@ pub struct ServerConfig {
     pub max_concurrent_requests: usize,
     /// Requests one principal may have in flight at once; more get 503, so no one key takes every slot.
     pub max_concurrent_requests_per_principal: usize,
+    /// Requests one organization (all its keys and sessions together) may have in flight at once; more get
+    /// 503, so no tenant takes every slot however many keys it mints.
+    pub max_concurrent_requests_per_org: usize,
     /// Streamed responses one principal may have open at once; more get 503.
     pub max_streams_per_principal: usize,
     /// Open connections at most; past it new connections are closed at once (file descriptors stay bounded).
@@ -78,6 +83,7 @@ impl Default for ServerConfig {
             tls: None,
             trusted_proxies: Vec::new(),
             default_rate_limit: None,
+            org_rate_limit: None,
             max_body_bytes: 1024 * 1024,
             header_read_timeout: Duration::from_secs(10),
             body_read_timeout: Duration::from_secs(10),
@@ -86,6 +92,7 @@ impl Default for ServerConfig {
             max_header_bytes: 64 * 1024,
             max_concurrent_requests: 1024,
             max_concurrent_requests_per_principal: 64,
+            max_concurrent_requests_per_org: 256,
             max_streams_per_principal: 8,
             max_connections: 10_000,
             max_connections_per_ip: 512,
@@ -107,6 +114,7 @@ pub struct Gateway {
     rate_limiter: rate_limit::RateLimiter,
     admission: Arc<tokio::sync::Semaphore>,
     request_slots: Arc<slots::Slots<String>>,
+    org_slots: Arc<slots::Slots<String>>,
     stream_slots: Arc<slots::Slots<String>>,
     address_slots: Arc<slots::Slots<IpAddr>>,
     refusals: Arc<refusals::Refusals>,
@@ -130,10 +138,14 @@ impl Gateway {
             authenticator,
             journal: None,
             inflight: idempotency::InFlight::default(),
-            rate_limiter: rate_limit::RateLimiter::new(config.default_rate_limit),
+            rate_limiter: rate_limit::RateLimiter::with_org_limit(
+                config.default_rate_limit,
+                config.org_rate_limit,
+            ),
             clock: opgate_core::SystemClock::shared(),
             admission: Arc::new(tokio::sync::Semaphore::new(config.max_concurrent_requests)),
             request_slots: slots::Slots::new(config.max_concurrent_requests_per_principal),
+            org_slots: slots::Slots::new(config.max_concurrent_requests_per_org),
             stream_slots: slots::Slots::new(config.max_streams_per_principal),
             address_slots: slots::Slots::new(config.max_connections_per_ip),
             refusals: Arc::default(),
@@ -229,7 +241,7 @@ impl Gateway {
                     let address_slot = if client_addr::is_trusted(peer.ip(), &self.config.trusted_proxies) {
                         None
                     } else {
-                        match self.address_slots.claim(peer.ip()) {
+                        match self.address_slots.claim(client_addr::network(peer.ip())) {
                             Some(slot) => Some(slot),
                             None => {
                                 ::metrics::counter!("opgate_connections_refused_total", "reason" => "per_ip").increment(1);

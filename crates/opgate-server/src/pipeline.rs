@@ -270,11 +270,7 @@ async fn admit<B: RequestBody>(
     let detached = entry.meta.side_effect.runs_detached();
     let work = {
         let (gw, request_id) = (Arc::clone(gw), Arc::clone(&request_id));
-        async move {
-            let result = operation(&gw, &entry, peer, parts, body, request_id).await;
-            drop(permit);
-            result
-        }
+        async move { operation(&gw, &entry, peer, parts, body, request_id, permit).await }
     };
     let outcome = if detached {
         tokio::time::timeout(timeout, tokio::spawn(work))
@@ -320,6 +316,7 @@ async fn operation<B: RequestBody>(
     parts: Parts,
     body: B,
     request_id: Arc<str>,
+    permit: tokio::sync::OwnedSemaphorePermit,
 ) -> (Resp, Trace) {
     let mut exchange = Exchange {
         gw,
@@ -329,6 +326,7 @@ async fn operation<B: RequestBody>(
         principal: None,
         limit: None,
         stream_slot: None,
+        slots: None,
     };
     let mut body = Some(body);
     let outcome = match exchange.stages(&parts, &mut body).await {
@@ -349,6 +347,9 @@ async fn operation<B: RequestBody>(
         &exchange.request_id,
         parts.version,
     );
+    // The request's slots are given back before an unread body is drained: draining holds nothing.
+    drop(permit);
+    drop(exchange.slots.take());
     settle(body, &parts, &mut resp).await;
     let trace = Trace {
         op: Some(entry.meta.id),
@@ -367,6 +368,8 @@ struct Exchange<'a> {
     limit: Option<Decision>,
     /// Held by a streamed response until it ends.
     stream_slot: Option<crate::slots::Slot<String>>,
+    /// The organization's and the principal's request slots, held until the answer is committed.
+    slots: Option<(crate::slots::Slot<String>, crate::slots::Slot<String>)>,
 }
 
 /// How the stages before the record ended well.
@@ -398,7 +401,7 @@ impl<'a> Exchange<'a> {
         let principal = self.authenticate(&parts.headers).await?;
         self.limit(&principal)?;
         authorize(&principal, entry)?;
-        let _request_slot = self.claim_slots(&principal)?;
+        self.claim_slots(&principal)?;
         let mut idempotent = idempotency::begin(
             gw.journal.as_ref(),
             &gw.inflight,
@@ -572,27 +575,47 @@ impl<'a> Exchange<'a> {
     }
 
     /// Limit: the principal's rate limit (429). A refused request still counts.
+    /// Limit: the principal's rate limit, then its organization's (429). A refused request still counts.
     fn limit(&mut self, principal: &Principal) -> Result<(), Error> {
-        self.limit = self
-            .gw
-            .rate_limiter
-            .check(principal, self.gw.clock.monotonic());
-        match self.limit.filter(|d| !d.allowed) {
-            None => Ok(()),
-            Some(d) => Err(Error::new(
+        let (limiter, now) = (&self.gw.rate_limiter, self.gw.clock.monotonic());
+        self.limit = limiter.check(principal, now);
+        if let Some(d) = self.limit.filter(|d| !d.allowed) {
+            return Err(Error::new(
                 Code::RateLimited,
                 format!(
                     "the rate limit of {} requests per minute is spent; retry after the Retry-After delay",
                     d.limit
                 ),
-            )),
+            ));
         }
+        if let Some(org) = limiter.check_org(principal, now) {
+            if !org.allowed {
+                self.limit = Some(org);
+                return Err(Error::new(
+                    Code::RateLimited,
+                    format!(
+                        "the organization's rate limit of {} requests per minute is spent; retry after the \
+                         Retry-After delay",
+                        org.limit
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 
-    /// Claim slots: one of the principal's concurrent requests, and for a stream one of its open streams
-    /// (503 past either cap), so that one principal cannot take every slot of the gateway.
-    fn claim_slots(&mut self, principal: &Principal) -> Result<crate::slots::Slot<String>, Error> {
+    /// Claim slots: one of the organization's concurrent requests, one of the principal's, and for a stream
+    /// one of its open streams (503 past any cap), so that no tenant (however many keys or sessions it has)
+    /// and no principal can take every slot of the gateway. They are held until the answer is committed.
+    fn claim_slots(&mut self, principal: &Principal) -> Result<(), Error> {
         let gw = self.gw;
+        let org = gw.org_slots.claim(principal.org.clone()).ok_or_else(|| {
+            Error::unavailable(format!(
+                "this organization already has {} requests in flight; retry shortly",
+                gw.org_slots.max()
+            ))
+            .with_reason("org_overloaded")
+        })?;
         let key = principal.unique_key();
         if self.entry.streaming {
             let slot = gw.stream_slots.claim(key.clone()).ok_or_else(|| {
@@ -604,13 +627,15 @@ impl<'a> Exchange<'a> {
             })?;
             self.stream_slot = Some(slot);
         }
-        gw.request_slots.claim(key).ok_or_else(|| {
+        let own = gw.request_slots.claim(key).ok_or_else(|| {
             Error::unavailable(format!(
                 "this principal already has {} requests in flight; retry shortly",
                 gw.request_slots.max()
             ))
             .with_reason("principal_overloaded")
-        })
+        })?;
+        self.slots = Some((org, own));
+        Ok(())
     }
 }
 
@@ -753,7 +778,8 @@ async fn drain_small<B: RequestBody>(body: &mut B) -> bool {
 /// body is drained so the keep-alive connection stays usable; otherwise the response says
 /// `Connection: close` (HTTP/1; an HTTP/2 stream is reset on its own).
 async fn settle<B: RequestBody>(body: Option<B>, parts: &Parts, resp: &mut Resp) {
-    let Some(mut body) = body else {
+    // HTTP/2 resets an unread stream on its own; only HTTP/1 shares the connection with the next request.
+    let Some(mut body) = body.filter(|_| parts.version <= Version::HTTP_11) else {
         return;
     };
     if !drain_small(&mut body).await {

@@ -33,16 +33,31 @@ pub struct RateLimiter {
     shards: Vec<Mutex<HashMap<String, f64>>>,
     hasher: RandomState,
     default_limit: Option<u32>,
+    org_limit: Option<u32>,
 }
 
 impl RateLimiter {
     /// A limiter applying each principal's own limit, else `default_limit` (none: unlimited).
     pub fn new(default_limit: Option<u32>) -> Self {
+        Self::with_org_limit(default_limit, None)
+    }
+
+    /// A limiter that also holds every organization, all its keys and sessions together, to `org_limit`
+    /// requests per minute: keys can mint keys, so only a limit on the organization bounds a tenant.
+    pub fn with_org_limit(default_limit: Option<u32>, org_limit: Option<u32>) -> Self {
         RateLimiter {
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
             hasher: RandomState::new(),
             default_limit,
+            org_limit: org_limit.filter(|&l| l > 0),
         }
+    }
+
+    /// Counts one request of `principal`'s organization at `now`; `None` without an organization limit.
+    pub fn check_org(&self, principal: &Principal, now: std::time::Duration) -> Option<Decision> {
+        let limit = self.org_limit?;
+        let key = format!("org:{}:{}", principal.org.len(), principal.org);
+        Some(self.check_at(key, limit, now.as_secs_f64()))
     }
 
     /// Counts one request of `principal` at `now` (monotonic time); `None` when the principal is not limited.

@@ -98,8 +98,8 @@ impl SqliteStore {
     /// Deletes idempotency records created before `cutoff` (unix seconds); returns how many.
     pub async fn expire_idempotency(&self, cutoff: i64) -> Result<usize, StoreError> {
         self.sweep(
-            "DELETE FROM idempotency WHERE rowid IN
-               (SELECT rowid FROM idempotency WHERE created_at < ?1 LIMIT ?2)",
+            "DELETE FROM idempotency WHERE (principal, key) IN
+               (SELECT principal, key FROM idempotency WHERE created_at < ?1 LIMIT ?2)",
             cutoff,
         )
         .await

@@ -27,8 +27,6 @@ pub type ChangeListener = Arc<dyn Fn(&[u8]) + Send + Sync>;
 thread_local! {
     /// Keys changed by the writes of the transaction under way (writer thread only).
     static CHANGED: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
-    /// Monotonic ULIDs for audit ids, minted on the writer thread.
-    static ULIDS: RefCell<ulid::Generator> = const { RefCell::new(ulid::Generator::new()) };
 }
 
 /// Notes, inside a write, that the key with this hash changed (the listeners hear of it after the commit).
@@ -308,12 +306,9 @@ pub(crate) fn write_records(conn: &Connection, records: &Records) -> Result<(), 
 }
 
 fn insert_audit(conn: &Connection, r: &AuditRecord) -> Result<(), StoreError> {
-    let ulid = ULIDS.with(|g| {
-        g.borrow_mut()
-            .generate()
-            .unwrap_or_else(|_| ulid::Ulid::new())
-    });
-    let id = format!("aud_{}", ulid.to_string().to_lowercase());
+    // A fresh random part each time (not a monotonic increment): ids minted in the same millisecond must
+    // not tell one organization how many records others wrote in between. Order comes from `seq`.
+    let id = format!("aud_{}", ulid::Ulid::new().to_string().to_lowercase());
     conn.prepare_cached(
         "INSERT INTO audit_log (id, at, request_id, principal_kind, principal_id, org_id, operation,
                                 target_id, client_ip, status, error_code, count)
