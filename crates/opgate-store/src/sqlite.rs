@@ -792,4 +792,60 @@ mod tests {
             (Some(now + 5), Some("::1"))
         );
     }
+
+    #[tokio::test]
+    async fn expiry_sweeps_delete_old_idempotency_and_audit_records_only() {
+        use opgate_core::{AuditRecord, IdempotentResponse, Journal, Records, StoredResponse};
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("t.db")).unwrap();
+        for (key, at) in [("old", 1_000), ("new", 5_000)] {
+            let records = Records {
+                audit: Some(AuditRecord {
+                    at,
+                    request_id: key.into(),
+                    principal_kind: "api_key".into(),
+                    principal_id: "k".into(),
+                    org_id: "o".into(),
+                    operation: "api_keys.update".into(),
+                    target_id: None,
+                    client_ip: None,
+                    status: 200,
+                    error_code: None,
+                    count: 1,
+                }),
+                idempotency: Some(IdempotentResponse {
+                    owner: "p".into(),
+                    key: key.into(),
+                    response: StoredResponse {
+                        request_hash: [0; 32],
+                        status: 200,
+                        body: b"{}".to_vec(),
+                        created_at: at,
+                    },
+                }),
+            };
+            store.record(records).await.unwrap();
+        }
+        assert_eq!(store.expire_idempotency(2_000).await.unwrap(), 1);
+        assert_eq!(store.expire_audit(2_000).await.unwrap(), 1);
+        assert!(store
+            .stored_response("p", "old", 0)
+            .await
+            .unwrap()
+            .is_none());
+        assert!(store
+            .stored_response("p", "new", 0)
+            .await
+            .unwrap()
+            .is_some());
+        let left: Vec<String> = store
+            .read(|conn| {
+                let mut stmt = conn.prepare("SELECT request_id FROM audit_log")?;
+                let rows = stmt.query_map([], |r| r.get(0))?;
+                Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            })
+            .await
+            .unwrap();
+        assert_eq!(left, vec!["new".to_string()]);
+    }
 }
