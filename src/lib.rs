@@ -285,3 +285,61 @@ pub fn api_info() -> ApiInfo {
             .into(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::Value;
+
+    /// Every input field that takes an id (its schema is an id pattern) is fed by a link from some operation's
+    /// answer: a stateful client or fuzzer can reach every operation that acts on an object. An operation added
+    /// later with an id no answer gives fails here.
+    #[test]
+    fn every_id_an_operation_takes_is_fed_by_a_link() {
+        let spec = crate::openapi().unwrap();
+        let schemas = &spec["components"]["schemas"];
+        let resolve = |s: &Value| -> Value {
+            match s["$ref"].as_str().and_then(|r| r.rsplit('/').next()) {
+                Some(name) => schemas[name].clone(),
+                None => s.clone(),
+            }
+        };
+        let mut fed = std::collections::BTreeSet::new();
+        let mut takes = Vec::new();
+        for (_, item) in spec["paths"].as_object().unwrap() {
+            let op = &item["post"];
+            for link in op["responses"]["200"]["links"]
+                .as_object()
+                .into_iter()
+                .flat_map(|l| l.values())
+            {
+                for field in link["requestBody"].as_object().unwrap().keys() {
+                    fed.insert((
+                        link["operationId"].as_str().unwrap().to_owned(),
+                        field.clone(),
+                    ));
+                }
+            }
+            let input = resolve(&op["requestBody"]["content"]["application/json"]["schema"]);
+            for (field, schema) in input["properties"].as_object().into_iter().flatten() {
+                let is_id = schema["pattern"]
+                    .as_str()
+                    .is_some_and(|p| p.contains("[0-7][0-9a-hjkmnp-tv-z]{25}"));
+                if is_id {
+                    takes.push((
+                        op["operationId"].as_str().unwrap().to_owned(),
+                        field.clone(),
+                    ));
+                }
+            }
+        }
+        assert!(!takes.is_empty());
+        for taken in &takes {
+            assert!(
+                fed.contains(taken),
+                "no link feeds `{}` of `{}`",
+                taken.1,
+                taken.0
+            );
+        }
+    }
+}

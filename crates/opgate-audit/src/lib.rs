@@ -58,6 +58,7 @@ pub struct ListAuditInput {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct AuditItem {
     /// Record id: `aud_` and a lowercase ULID, time-ordered (records from before random ids keep `aud_<n>`).
+    #[schemars(pattern(AUDIT_ID_PATTERN))]
     pub id: String,
     /// When the call was answered.
     pub at: Timestamp,

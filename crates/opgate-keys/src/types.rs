@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct KeyDetails {
     /// Unique id of the key (`key_...`); use it to get, update, rotate or revoke the key.
+    #[schemars(pattern(KEY_ID_PATTERN))]
     pub id: String,
     /// Human-readable name.
     pub name: String,
@@ -324,6 +325,7 @@ pub struct RotateKeyOutput {
     /// The new key's metadata.
     pub key_details: KeyDetails,
     /// Id of the key that was replaced.
+    #[schemars(pattern(KEY_ID_PATTERN))]
     pub old_key_id: String,
     /// When the old key stops working.
     pub grace_expires_at: Timestamp,

@@ -2,6 +2,7 @@
 //! [`openapi`] builds the OpenAPI 3.1 document from the operations' declarations and their Rust types, and
 //! [`markdown::reference`] turns the committed document into the human reference under `docs/api-reference/`.
 
+mod links;
 pub mod markdown;
 mod openapi;
 

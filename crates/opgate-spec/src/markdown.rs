@@ -86,6 +86,11 @@ fn operations(spec: &Value) -> Result<Vec<Op>, String> {
             .and_then(|m| m.get("schema"))
             .cloned()
             .unwrap_or(Value::Null);
+        // A stream's schema is the array of its lines: each line is one item.
+        let output = match output.get("items") {
+            Some(item) if streaming => item.clone(),
+            _ => output,
+        };
         let body = post.pointer("/requestBody/content/application~1json");
         let mut errors = Vec::new();
         if let Some(responses) = post.get("responses").and_then(Value::as_object) {

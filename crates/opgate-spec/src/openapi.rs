@@ -1,3 +1,4 @@
+use crate::links;
 use opgate_core::{
     schema_generator, Code, Entry, ErrorBody, Registry, IDEMPOTENCY_RETENTION_SECS,
     MAX_IDEMPOTENCY_KEY_LEN,
@@ -31,7 +32,6 @@ const PIPELINE_ERRORS: [Code; 8] = [
 /// Errors of the idempotency stage, for operations that honour `Idempotency-Key`.
 const IDEMPOTENCY_ERRORS: [Code; 2] = [Code::Conflict, Code::IdempotencyMismatch];
 
-
 /// The `RateLimit-*` headers, sent on every response to a rate-limited principal.
 fn rate_limit_headers() -> Value {
     json!({
@@ -56,8 +56,8 @@ pub fn openapi(registry: &Registry, info: &ApiInfo) -> Value {
     let mut entries: Vec<&Entry> = registry.entries().iter().collect();
     entries.sort_by_key(|e| e.meta.id);
 
-    let mut paths = Map::new();
     let mut tags: Vec<&str> = Vec::new();
+    let mut described = Vec::new();
     for entry in &entries {
         let meta = entry.meta;
         if !tags.contains(&meta.resource()) {
@@ -74,18 +74,7 @@ pub fn openapi(registry: &Registry, info: &ApiInfo) -> Value {
             .and_then(Value::as_array)
             .is_some_and(|fields| !fields.is_empty());
         let output = (entry.output_schema)(&mut outputs).to_value();
-        let canonical = format!("/v1/op/{}", meta.id);
-        let alias = format!("/v1/{}/{}", meta.resource(), meta.action());
-        paths.insert(
-            canonical.clone(),
-            json!({ "post": operation(entry, &input, &output, body_required, meta.id.to_owned(), None) }),
-        );
-        paths.insert(
-            alias,
-            json!({
-                "post": operation(entry, &input, &output, body_required, format!("{}.alias", meta.id), Some(&canonical))
-            }),
-        );
+        described.push((*entry, input, output, body_required));
     }
 
     let mut schemas = inputs.take_definitions(true);
@@ -98,6 +87,43 @@ pub fn openapi(registry: &Registry, info: &ApiInfo) -> Value {
         }
         schemas.insert(name, schema);
     }
+
+    // Which operation's answer feeds which other's input, read from the id patterns of their schemas.
+    let flows = links::flows(
+        described
+            .iter()
+            .map(|(entry, input, output, _)| (*entry, input, output)),
+        &schemas,
+    );
+    let mut paths = Map::new();
+    for (entry, input, output, body_required) in &described {
+        let meta = entry.meta;
+        let canonical = format!("/v1/op/{}", meta.id);
+        let alias = format!("/v1/{}/{}", meta.resource(), meta.action());
+        let mut op = operation(
+            entry,
+            input,
+            output,
+            *body_required,
+            meta.id.to_owned(),
+            None,
+        );
+        let mut alias_op = operation(
+            entry,
+            input,
+            output,
+            *body_required,
+            format!("{}.alias", meta.id),
+            Some(&canonical),
+        );
+        if let Some(feeds) = flows.get(meta.id) {
+            op["responses"]["200"]["links"] = links::to_openapi(feeds, "");
+            alias_op["responses"]["200"]["links"] = links::to_openapi(feeds, ".alias");
+        }
+        paths.insert(canonical.clone(), json!({ "post": op }));
+        paths.insert(alias, json!({ "post": alias_op }));
+    }
+
     // Which scopes a grant may name depends on the operations served: the schema lists exactly those.
     if let Some(scope) = schemas.get_mut(opgate_core::scope::SCHEMA_NAME) {
         let catalog = registry.scopes();
@@ -218,10 +244,12 @@ fn operation(
             json!({ "$ref": "#/components/headers/Idempotent-Replayed" });
     }
     let success = if entry.streaming {
+        // As OpenAPI 3.2 reads sequential media types: the schema covers the whole stream as an array, each
+        // line one item.
         json!({
-            "description": "An NDJSON stream: one JSON object per line, each matching the schema. A failure after the first line ends the stream with one `{\"error\": {...}}` line.",
+            "description": "An NDJSON stream: one JSON object per line, each an item of the array the schema describes. A failure after the first line ends the stream with one `{\"error\": {...}}` line.",
             "headers": success_headers.clone(),
-            "content": { "application/x-ndjson": { "schema": output } }
+            "content": { "application/x-ndjson": { "schema": { "type": "array", "items": output } } }
         })
     } else {
         json!({

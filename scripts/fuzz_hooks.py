@@ -1,0 +1,92 @@
+"""Schemathesis hooks for opgate (loaded by scripts/fuzz-api through SCHEMATHESIS_HOOKS).
+
+- NDJSON: a deserializer for `application/x-ndjson`, so that every line of a stream is checked against the item
+  schema (the spec describes a stream as the array of its lines) and a final `{"error": ...}` line against the
+  contract's error shape.
+- Depth: every answer is counted per operation, generation mode and status; at exit the counts are written to
+  $OPGATE_FUZZ_SUMMARY (JSON) for scripts/fuzz-api to print and judge (no operation mostly 404 or mostly 400).
+- Idempotency keys: the generator draws the same few short strings again and again, so most calls under a key
+  would meet an earlier call's different body (422) and never reach the handler. A generated key is made unique
+  per call; replays, mismatches and concurrent retries are covered by the test suite.
+"""
+
+import atexit
+import collections
+import json
+import os
+import uuid
+
+import schemathesis
+
+CODES = {
+    "invalid_argument", "unauthenticated", "permission_denied", "not_found", "method_not_allowed", "conflict",
+    "payload_too_large", "unsupported_media_type", "idempotency_mismatch", "rate_limited", "internal",
+    "bad_gateway", "unavailable", "gateway_timeout",
+}
+
+
+def check_error(error):
+    """The contract's error object: exactly code, message and request_id, with a known code."""
+    if not isinstance(error, dict) or set(error) != {"code", "message", "request_id"}:
+        raise ValueError(f"an error line must hold exactly code, message and request_id: {error!r}")
+    if error["code"] not in CODES:
+        raise ValueError(f"unknown error code {error['code']!r}")
+    if not isinstance(error["message"], str) or not error["message"]:
+        raise ValueError("an error line needs a message")
+    if not isinstance(error["request_id"], str) or not error["request_id"]:
+        raise ValueError("an error line needs a request id")
+
+
+@schemathesis.deserializer("application/x-ndjson")
+def ndjson(ctx, response):
+    """The lines of an NDJSON stream as a list (validated against the schema's items by schemathesis); a final
+    error line is checked here and left out."""
+    text = response.content.decode("utf-8")
+    if text and not text.endswith("\n"):
+        raise ValueError("an NDJSON stream ends with a newline")
+    lines = text.split("\n")[:-1] if text else []
+    items = []
+    for number, line in enumerate(lines, start=1):
+        value = json.loads(line)
+        if isinstance(value, dict) and set(value) == {"error"}:
+            if number != len(lines):
+                raise ValueError(f"line {number}: an error line can only be the last")
+            check_error(value["error"])
+            continue
+        items.append(value)
+    return items
+
+
+@schemathesis.hook
+def before_call(context, case, **kwargs):
+    headers = case.headers or {}
+    for name in list(headers):
+        if name.lower() == "idempotency-key" and isinstance(headers[name], str):
+            headers[name] = f"{headers[name][:200]}-{uuid.uuid4().hex}"
+
+
+COUNTS = collections.defaultdict(collections.Counter)
+
+
+def _meta(case):
+    return getattr(case, "meta", None) or getattr(case, "_meta", None)
+
+
+@schemathesis.hook
+def after_call(context, case, response):
+    meta = _meta(case)
+    mode = str(meta.generation.mode) if meta is not None else "positive"
+    phase = str(getattr(getattr(meta, "phase", None), "name", "")) if meta is not None else ""
+    COUNTS[case.operation.label][f"{mode}:{response.status_code}"] += 1
+    if phase == "stateful" or "stateful" in phase.lower():
+        COUNTS["(stateful)"]["calls"] += 1
+
+
+def _write_summary():
+    path = os.environ.get("OPGATE_FUZZ_SUMMARY")
+    if path:
+        with open(path, "w") as out:
+            json.dump({op: dict(c) for op, c in COUNTS.items()}, out, indent=1, sort_keys=True)
+
+
+atexit.register(_write_summary)
