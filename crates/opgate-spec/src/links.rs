@@ -133,7 +133,7 @@ pub(crate) fn flows<'a>(
             .flat_map(|(target, takes)| {
                 takes.iter().filter_map(|(field, kind)| {
                     Some(Feed {
-                        target: *target,
+                        target,
                         field: field.clone(),
                         pointer: gives.get(kind)?.clone(),
                     })
