@@ -1,8 +1,9 @@
-//! The `api_keys.*` operations end to end against the real binary: both HTTP paths, output shapes,
-//! revocation (immediate, durable, idempotent), expiry, address allow-lists, organization scoping and
-//! concurrent creates.
+//! The `api_keys.*` operations end to end, in process: both HTTP paths, output shapes, the limits of
+//! `create`'s input, revocation (immediate, durable, idempotent), expiry, address allow-lists, organization
+//! scoping and concurrent creates.
 
 use std::collections::HashSet;
+use std::time::Duration;
 
 use crate::support::*;
 use serde_json::{json, Value};
@@ -12,7 +13,7 @@ const LIST: &str = "api_keys.list";
 const REVOKE: &str = "api_keys.revoke";
 
 /// The id of the admin key (the only key of org `default` on a fresh server).
-async fn admin_id(s: &TestServer) -> String {
+async fn admin_id(s: &TestGateway) -> String {
     let ids = s.list_ids(s.admin_key(), json!({})).await;
     assert_eq!(ids.len(), 1, "a fresh server has exactly the admin key");
     ids[0].clone()
@@ -29,7 +30,7 @@ fn assert_secret(key: &Value) -> String {
 
 #[tokio::test]
 async fn create_through_both_paths_returns_the_secret_and_the_metadata() {
-    let s = TestServer::start();
+    let s = TestGateway::start().await;
     let admin = s.admin_key().to_owned();
     let admin_id = admin_id(&s).await;
     let mut secrets = Vec::new();
@@ -67,7 +68,10 @@ async fn create_through_both_paths_returns_the_secret_and_the_metadata() {
         assert_eq!(d["allowed_ips"], json!(["127.0.0.1", "10.0.0.0/8"]));
         assert_eq!(d["org_id"], "default");
         assert_eq!(d["created_by"], admin_id);
-        assert!((rfc3339_unix(d["created_at"].as_str().unwrap()) - now_unix()).abs() <= 5);
+        assert_eq!(
+            rfc3339_unix(d["created_at"].as_str().unwrap()),
+            s.clock().now().unix()
+        );
         for unset in ["expires_at", "last_used_at", "revoked_at"] {
             assert!(d[unset].is_null(), "{unset}: {d}");
         }
@@ -80,8 +84,10 @@ async fn create_through_both_paths_returns_the_secret_and_the_metadata() {
 
 #[tokio::test]
 async fn create_defaults_to_the_callers_permissions_and_minimal_fields() {
-    let s = TestServer::start();
-    let writer = s.create_key("default", &["api_keys:read", "api_keys:write"]);
+    let s = TestGateway::start().await;
+    let writer = s
+        .create_key("default", &["api_keys:read", "api_keys:write"])
+        .await;
     let out = s.create(&writer, json!({ "name": "n" })).await;
     let d = &out["key_details"];
     assert_metadata(d);
@@ -103,7 +109,7 @@ async fn create_defaults_to_the_callers_permissions_and_minimal_fields() {
 
 #[tokio::test]
 async fn list_through_both_paths_streams_metadata_oldest_first_never_secrets() {
-    let s = TestServer::start();
+    let s = TestGateway::start().await;
     let admin = s.admin_key().to_owned();
     let mut secrets = vec![admin.clone()];
     let mut created = vec![admin_id(&s).await];
@@ -149,7 +155,7 @@ async fn list_through_both_paths_streams_metadata_oldest_first_never_secrets() {
 
 #[tokio::test]
 async fn revoke_through_both_paths_returns_metadata_and_takes_effect_at_once() {
-    let s = TestServer::start();
+    let s = TestGateway::start().await;
     let admin = s.admin_key().to_owned();
     for path in both_paths(REVOKE) {
         let out = s.create(&admin, json!({ "name": "victim" })).await;
@@ -165,7 +171,7 @@ async fn revoke_through_both_paths_returns_metadata_and_takes_effect_at_once() {
         assert_eq!(d["name"], "victim");
         assert_eq!(d["key_prefix"], key[..12]);
         let revoked_at = rfc3339_unix(d["revoked_at"].as_str().expect("revoked_at is set"));
-        assert!((revoked_at - now_unix()).abs() <= 5);
+        assert_eq!(revoked_at, s.clock().now().unix());
 
         // The very next request with the key fails, through either path.
         for list_path in both_paths(LIST) {
@@ -187,7 +193,7 @@ async fn revoke_through_both_paths_returns_metadata_and_takes_effect_at_once() {
 
 #[tokio::test]
 async fn a_revocation_survives_a_restart_and_revoking_twice_keeps_the_first_time() {
-    let mut s = TestServer::start();
+    let mut s = TestGateway::start().await;
     let admin = s.admin_key().to_owned();
     let out = s.create(&admin, json!({ "name": "short-lived" })).await;
     let key = assert_secret(&out["key"]);
@@ -200,7 +206,7 @@ async fn a_revocation_survives_a_restart_and_revoking_twice_keeps_the_first_time
         .await
         .error_with(401, "unauthenticated", &["revoked"]);
 
-    s.restart();
+    s.restart().await;
     s.post(&op_path(LIST), Some(&key), &json!({}))
         .await
         .error_with(401, "unauthenticated", &["revoked"]);
@@ -210,10 +216,8 @@ async fn a_revocation_survives_a_restart_and_revoking_twice_keeps_the_first_time
     let line = all.iter().find(|l| l["id"] == id.as_str()).expect("listed");
     assert_eq!(line["revoked_at"], first_at.as_str());
 
-    // Let the clock pass a second so that a new revocation time would differ.
-    while now_unix() <= rfc3339_unix(&first_at) {
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    // Let the clock move so that a new revocation time would differ.
+    s.advance(Duration::from_secs(60));
     let again = s.revoke(&admin, &id).await;
     assert_eq!(
         again["revoked_at"],
@@ -225,22 +229,18 @@ async fn a_revocation_survives_a_restart_and_revoking_twice_keeps_the_first_time
 
 #[tokio::test]
 async fn expires_in_days_sets_expires_at() {
-    let s = TestServer::start();
+    let s = TestGateway::start().await;
     let admin = s.admin_key().to_owned();
     for days in [1i64, 90, 3650] {
-        let before = now_unix();
+        let now = s.clock().now().unix();
         let out = s
             .create(&admin, json!({ "name": "temp", "expires_in_days": days }))
             .await;
-        let after = now_unix();
         let d = &out["key_details"];
         let expires = rfc3339_unix(d["expires_at"].as_str().expect("expires_at is set"));
         let created = rfc3339_unix(d["created_at"].as_str().unwrap());
-        assert_eq!(expires - created, days * 86_400, "{d}");
-        assert!(
-            (before + days * 86_400 - 1..=after + days * 86_400 + 1).contains(&expires),
-            "expires_at ≈ now + {days} days: {d}"
-        );
+        assert_eq!(created, now, "{d}");
+        assert_eq!(expires, now + days * 86_400, "{d}");
         // Not expired yet: it works.
         s.call_ok(LIST, &assert_secret(&out["key"]), json!({}))
             .await;
@@ -249,7 +249,7 @@ async fn expires_in_days_sets_expires_at() {
 
 #[tokio::test]
 async fn allowed_ips_restrict_where_a_key_may_be_used_from() {
-    let s = TestServer::start();
+    let s = TestGateway::start().await;
     let admin = s.admin_key().to_owned();
     let cases: [(&[&str], bool); 5] = [
         (&["10.0.0.0/8"], false),
@@ -275,9 +275,11 @@ async fn allowed_ips_restrict_where_a_key_may_be_used_from() {
 
 #[tokio::test]
 async fn organizations_never_see_each_others_keys() {
-    let s = TestServer::start();
+    let s = TestGateway::start().await;
     let admin = s.admin_key().to_owned(); // org `default`
-    let b_key = s.create_key("b", &["api_keys:read", "api_keys:write"]);
+    let b_key = s
+        .create_key("b", &["api_keys:read", "api_keys:write"])
+        .await;
     let a_made = s.create(&admin, json!({ "name": "a1" })).await;
     let a_made_id = id_of(&a_made["key_details"]);
     let b_made = s.create(&b_key, json!({ "name": "b1" })).await;
@@ -327,7 +329,7 @@ async fn organizations_never_see_each_others_keys() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn fifty_concurrent_creates_all_succeed_and_are_listed() {
-    let s = std::sync::Arc::new(TestServer::start());
+    let s = std::sync::Arc::new(TestGateway::start().await);
     let admin = s.admin_key().to_owned();
     let tasks: Vec<_> = (0..50)
         .map(|i| {
@@ -369,4 +371,50 @@ fn rfc3339_helper() {
     assert_eq!(rfc3339_unix("1970-01-01T00:00:00Z"), 0);
     assert_eq!(rfc3339_unix("2026-11-25T18:06:29Z"), 1_795_629_989);
     assert_eq!(rfc3339_unix("2000-02-29T00:00:00Z"), 951_782_400);
+}
+
+#[tokio::test]
+async fn create_takes_each_limit_and_refuses_one_past_it() {
+    let s = TestGateway::start().await;
+    let admin = s.admin_key().to_owned();
+    let ips = |n: usize| -> Vec<String> {
+        (0..n)
+            .map(|i| format!("10.0.{}.{}", i / 200, i % 200))
+            .collect()
+    };
+    #[rustfmt::skip]
+    let cases: Vec<(&str, Value, Value, &str)> = vec![
+        ("name", json!("n".repeat(128)), json!("n".repeat(129)), "name: "),
+        ("name (characters, not bytes)", json!("é".repeat(128)), json!("é".repeat(129)), "name: "),
+        ("description", json!("d".repeat(1024)), json!("d".repeat(1025)), "description: "),
+        ("permissions", json!(vec!["api_keys:read"; 64]), json!(vec!["api_keys:read"; 65]), "permissions: "),
+        ("allowed_ips", json!(ips(100)), json!(ips(101)), "allowed_ips: "),
+        ("expires_in_days", json!(3650), json!(3651), "expires_in_days: "),
+        ("rate_limit", json!(1_000_000), json!(1_000_001), "rate_limit: "),
+        ("rate_limit (lowest)", json!(1), json!(0), "rate_limit: "),
+        ("expires_in_days (lowest)", json!(1), json!(0), "expires_in_days: "),
+    ];
+    for (what, ok, over, part) in cases {
+        let field = what.split(' ').next().unwrap();
+        let mut body = json!({ "name": "limits" });
+        body[field] = ok.clone();
+        let out = s.create(&admin, body.clone()).await;
+        let d = &out["key_details"];
+        match field {
+            // Duplicates are dropped.
+            "permissions" => assert_eq!(d["permissions"], json!(["api_keys:read"]), "{what}"),
+            "expires_in_days" => assert_eq!(
+                rfc3339_unix(d["expires_at"].as_str().unwrap()),
+                s.clock().now().unix() + ok.as_i64().unwrap() * 86_400,
+                "{what}"
+            ),
+            _ => assert_eq!(d[field], ok, "{what}"),
+        }
+        body[field] = over;
+        s.post(&op_path(CREATE), Some(&admin), &body)
+            .await
+            .error_with(400, "invalid_argument", &[part]);
+    }
+    // None of the refused bodies made a key: the admin key and one per case.
+    assert_eq!(s.list(&admin, json!({})).await.len(), 10);
 }

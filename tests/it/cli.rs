@@ -8,7 +8,7 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use crate::support::{assert_metadata, id_of, TestServer};
+use crate::support::{assert_metadata, closed_port, id_of, opgate, EnvClearOpgate, TestServer};
 use serde_json::{json, Value};
 
 const BIN: &str = env!("CARGO_BIN_EXE_opgate");
@@ -65,16 +65,11 @@ impl Run {
 
 /// Runs `opgate args...` with `OPGATE_URL` and `OPGATE_TOKEN` set (and no other `OPGATE_*`), `stdin` as input.
 fn run_with(url: &str, token: Option<&str>, args: &[&str], stdin: &str) -> Run {
-    let mut cmd = Command::new(BIN);
+    let mut cmd = opgate();
     cmd.args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    for (name, _) in std::env::vars_os() {
-        if name.to_string_lossy().starts_with("OPGATE_") {
-            cmd.env_remove(name);
-        }
-    }
     cmd.env("OPGATE_URL", url);
     if let Some(token) = token {
         cmd.env("OPGATE_TOKEN", token);
@@ -98,12 +93,9 @@ fn run(s: &TestServer, token: &str, args: &[&str]) -> Run {
     run_with(&s.url(""), Some(token), args, "")
 }
 
-/// A URL nothing listens on.
-fn closed_url() -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    drop(listener);
-    format!("http://{addr}")
+/// A URL nothing listens on (its port stays reserved while the returned value lives).
+fn closed_url() -> crate::support::ClosedPort {
+    closed_port()
 }
 
 #[test]
@@ -152,7 +144,7 @@ fn api_keys_commands_in_human_output() {
 
     // The new key works: whoami with it (flags beat the environment).
     let me = run_with(
-        &closed_url(),
+        &closed_url().url,
         Some("opg_not_this_one"),
         &["auth", "whoami", "--url", &s.url(""), "--token", &key],
         "",
@@ -415,6 +407,45 @@ fn json_output_is_what_the_gateway_sent() {
     let audit = run(&s, admin, &["audit", "list", "--json"]).ok().ndjson();
     assert!(audit.len() >= 4);
     assert_eq!(audit[0]["operation"], "api_keys.revoke");
+
+    // The second revoke above was a replay, not a second run of an idempotent revoke: the CLI sent the key,
+    // and the gateway keeps the answer under it, so the same key with another body is refused.
+    run(
+        &s,
+        admin,
+        &[
+            "api-keys",
+            "revoke",
+            "--json",
+            "--key-id",
+            &id,
+            "--idempotency-key",
+            "cli-retry-1",
+        ],
+    )
+    .fails(4, "idempotency_mismatch (422)");
+    // A retried update gets the stored answer and does not run again.
+    let update = |name: &str, key: Option<&str>| {
+        let mut args = vec![
+            "api-keys", "update", "--json", "--key-id", &id, "--name", name,
+        ];
+        if let Some(key) = key {
+            args.extend(["--idempotency-key", key]);
+        }
+        run(&s, admin, &args).ok().json()
+    };
+    let first = update("first", Some("cli-update-1"));
+    assert_eq!(first["name"], "first");
+    update("between", None);
+    assert_eq!(
+        update("first", Some("cli-update-1")),
+        first,
+        "the stored answer"
+    );
+    let now = run(&s, admin, &["api-keys", "get", "--json", &id])
+        .ok()
+        .json();
+    assert_eq!(now["name"], "between", "the retry did not run again");
 }
 
 #[test]
@@ -480,7 +511,8 @@ fn the_key_id_is_positional_or_a_flag() {
     assert_eq!(revoked.field("status"), "revoked");
 
     // Exactly one of the two, refused before any request (exit 2, not 5, against a closed port).
-    let url = closed_url();
+    let closed = closed_url();
+    let url = closed.url.clone();
     for command in ["get", "update", "rotate", "revoke"] {
         let usage = |args: &[&str], stderr_has: &str| {
             let mut argv = vec!["api-keys", command];
@@ -630,9 +662,23 @@ fn failures_exit_with_their_own_status() {
     )
     .fails(4, "expires_in_days");
 
+    // The gateway's own failures (5xx): 5, with the code on stderr.
+    for (status, code) in [
+        ("503 Service Unavailable", "unavailable"),
+        ("500 Internal Server Error", "internal"),
+    ] {
+        let body = json!({"error": {"code": code, "message": "storage is unavailable; retry later", "request_id": "req_fake"}});
+        let url = stand_in_gateway(status, "application/json", body.to_string());
+        let status = &status[..3];
+        run_with(&url, Some(admin), &["api-keys", "list"], "")
+            .fails(5, &format!("{code} ({status})"));
+        run_with(&url, Some(admin), &["call", "auth.whoami"], "")
+            .fails(5, &format!("{code} ({status})"));
+    }
+
     // Unreachable gateway: 5.
-    run_with(&closed_url(), Some(admin), &["api-keys", "list"], "").fails(5, "cannot reach");
-    run_with(&closed_url(), Some(admin), &["call", "auth.whoami"], "").fails(5, "cannot reach");
+    run_with(&closed_url().url, Some(admin), &["api-keys", "list"], "").fails(5, "cannot reach");
+    run_with(&closed_url().url, Some(admin), &["call", "auth.whoami"], "").fails(5, "cannot reach");
 
     // Usage errors: 2 (clap's), before any request.
     run(&s, admin, &["api-keys", "create"]).fails(2, "--name");
@@ -936,11 +982,11 @@ fn a_stream_that_fails_midway_exits_non_zero() {
 #[test]
 fn shell_completions() {
     for shell in ["bash", "zsh", "fish"] {
-        let out = run_with(&closed_url(), None, &["completions", shell], "").ok();
+        let out = run_with(&closed_url().url, None, &["completions", shell], "").ok();
         assert!(out.stdout.contains("api-keys"), "{shell}: {out:#?}");
         assert!(out.stdout.contains("rate-limit"), "{shell}");
     }
-    run_with(&closed_url(), None, &["completions", "tcsh"], "").fails(2, "invalid value");
+    run_with(&closed_url().url, None, &["completions", "tcsh"], "").fails(2, "invalid value");
 }
 
 /// The lines of ```sh blocks in `text` that run `opgate`.
@@ -984,7 +1030,8 @@ fn every_documented_cli_form_parses() {
         bin_dir.display(),
         std::env::var("PATH").unwrap_or_default()
     );
-    let url = closed_url();
+    let closed = closed_url();
+    let url = closed.url.clone();
     let mut examples = 0;
     let mut synopses = 0;
     // The README's client commands too (not `opgate admin` or `serve`, which would touch this directory).
@@ -1009,6 +1056,7 @@ fn every_documented_cli_form_parses() {
         };
         for line in lines {
             let out = Command::new("sh")
+                .env_clear_opgate()
                 .arg("-c")
                 .arg(&line)
                 .env("PATH", &path)
@@ -1037,7 +1085,7 @@ fn every_documented_cli_form_parses() {
                     assert_eq!(words[3], "'<json>'", "{row}");
                     continue;
                 }
-                let help = Command::new(BIN)
+                let help = opgate()
                     .args([words[1], words[2], "--help"])
                     .output()
                     .unwrap();

@@ -1,20 +1,30 @@
-//! `opgate-client` against a real server: every typed method returns the server's own types, streams arrive
-//! item by item (10,000 keys), errors carry the contract's code, status, message and request id, and the
-//! generic call reaches any operation.
+//! `opgate-client` against the gateway served on a local socket from this process: every typed method returns
+//! the server's own types, streams are handed out item by item as they arrive (10,000 keys), errors carry the
+//! contract's code, status, message and request id, and the generic call reaches every operation.
 
-use std::process::Command;
+use std::time::Duration;
 
-use crate::support::TestServer;
+use crate::support::{closed_port, opgate, TestGateway};
 use futures_util::{StreamExt, TryStreamExt};
 use opgate_client::types::{
     CreateKeyInput, CredentialKind, GetKeyInput, ListAuditInput, ListKeysInput, RevokeKeyInput,
     RotateKeyInput, Status, UpdateKeyInput,
 };
 use opgate_client::{Client, Code, Error, Reply, TYPED_OPERATIONS};
-use serde_json::json;
+use serde_json::{json, Value};
 
-fn client(s: &TestServer, token: &str) -> Client {
-    Client::new(&s.url("")).unwrap().with_token(token)
+fn client(url: &str, token: &str) -> Client {
+    Client::new(url).unwrap().with_token(token)
+}
+
+/// Runs the `opgate` CLI with `args` and `OPGATE_TOKEN=token` off the async thread (the gateway it talks to
+/// is served by this test's runtime).
+async fn cli(token: &str, args: &[&str]) -> std::process::Output {
+    let mut command = opgate();
+    command.args(args).env("OPGATE_TOKEN", token);
+    tokio::task::spawn_blocking(move || command.output().unwrap())
+        .await
+        .unwrap()
 }
 
 #[test]
@@ -38,8 +48,9 @@ fn typed_methods_cover_registered_operations_only() {
 
 #[tokio::test]
 async fn typed_methods_round_trip_the_servers_types() {
-    let s = TestServer::start();
-    let admin = client(&s, s.admin_key());
+    let s = TestGateway::start().await;
+    let (url, _server) = s.serve().await;
+    let admin = client(&url, s.admin_key());
 
     let created = admin
         .api_keys()
@@ -58,10 +69,13 @@ async fn typed_methods_round_trip_the_servers_types() {
     assert_eq!(details.name, "typed");
     assert_eq!(details.status, Status::Active);
     assert_eq!(details.rate_limit, Some(100));
-    assert!(details.expires_at.is_some());
+    assert_eq!(
+        details.expires_at.map(|t| t.unix()),
+        Some(s.clock().now().unix() + 7 * 86_400)
+    );
     let id = details.id.clone();
 
-    let reader = client(&s, &created.key);
+    let reader = client(&url, &created.key);
     let me = reader.auth().whoami().await.unwrap();
     assert_eq!(me.kind, CredentialKind::ApiKey);
     assert_eq!(me.id, id);
@@ -115,16 +129,26 @@ async fn typed_methods_round_trip_the_servers_types() {
     assert_eq!(rotated.old_key_id, id);
     assert_ne!(rotated.key_details.id, id);
     assert_eq!(rotated.key_details.name, "typed-2");
+    assert_eq!(rotated.grace_expires_at.unix(), s.clock().now().unix() + 60);
 
+    let revoke = RevokeKeyInput {
+        key_id: rotated.key_details.id.clone(),
+    };
     let revoked = admin
         .api_keys()
         .idempotency_key("typed-revoke")
-        .revoke(RevokeKeyInput {
-            key_id: rotated.key_details.id.clone(),
-        })
+        .revoke(revoke.clone())
         .await
         .unwrap();
     assert_eq!(revoked.status, Status::Revoked);
+    // The client sends the key: the same key with another body is the gateway's 422.
+    let e = admin
+        .api_keys()
+        .idempotency_key("typed-revoke")
+        .revoke(RevokeKeyInput { key_id: id.clone() })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some(Code::IdempotencyMismatch), "{e:?}");
 
     let audit: Vec<_> = admin
         .audit()
@@ -145,24 +169,19 @@ async fn typed_methods_round_trip_the_servers_types() {
     assert_eq!(audit[0].target_id.as_deref(), Some(revoked.id.as_str()));
 
     // Sessions work too.
-    let token = s.mint_session(&[
-        "--org",
-        "default",
-        "--sub",
-        "alice",
-        "--scopes",
-        "api_keys:read",
-    ]);
-    let me = client(&s, &token).auth().whoami().await.unwrap();
+    let token = s.mint_session("default", "alice", &["api_keys:read"], 3600);
+    let me = client(&url, &token).auth().whoami().await.unwrap();
     assert_eq!(me.kind, CredentialKind::Session);
     assert_eq!(me.id, "alice");
 }
 
 #[tokio::test]
 async fn a_stream_of_ten_thousand_keys_arrives_item_by_item() {
-    let s = TestServer::start();
-    s.seed_keys("default", 10_000);
-    let admin = client(&s, s.admin_key());
+    let s = TestGateway::start().await;
+    s.seed_keys("default", 10_000).await;
+    // Past its first frame, the gateway's answer is held back until the gate opens.
+    let (url, _server, gate) = s.serve_gated().await;
+    let admin = client(&url, s.admin_key());
 
     let mut stream = admin
         .api_keys()
@@ -170,11 +189,20 @@ async fn a_stream_of_ten_thousand_keys_arrives_item_by_item() {
         .await
         .unwrap();
     assert!(stream.request_id().is_some_and(|r| r.starts_with("req_")));
-    let mut count = 0;
-    let mut last_id = String::new();
+    // The first key is handed out while the rest of the body does not exist yet.
+    let first = tokio::time::timeout(Duration::from_secs(10), stream.next())
+        .await
+        .expect("the first key arrives before the rest of the stream")
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.name, "admin");
+    gate.open();
+    // Oldest first: the order they were made in.
+    let mut count = 1;
+    let mut last_id = first.id;
     while let Some(key) = stream.next().await {
         let key = key.unwrap();
-        assert!(key.id > last_id, "oldest first, ids ascending");
+        assert_eq!(key.name, format!("seed-{}", count - 1));
         last_id = key.id;
         count += 1;
     }
@@ -196,19 +224,15 @@ async fn a_stream_of_ten_thousand_keys_arrives_item_by_item() {
     assert!(page.is_empty());
 
     // The CLI pipes the same stream straight through, and tabulates it.
-    let out = Command::new(env!("CARGO_BIN_EXE_opgate"))
-        .args(["api-keys", "list", "--json", "--url", &s.url("")])
-        .env("OPGATE_TOKEN", s.admin_key())
-        .output()
-        .unwrap();
-    assert!(out.status.success());
+    let out = cli(
+        s.admin_key(),
+        &["api-keys", "list", "--json", "--url", &url],
+    )
+    .await;
+    assert!(out.status.success(), "{out:?}");
     assert_eq!(out.stdout.iter().filter(|&&b| b == b'\n').count(), 10_001);
-    let out = Command::new(env!("CARGO_BIN_EXE_opgate"))
-        .args(["api-keys", "list", "--url", &s.url("")])
-        .env("OPGATE_TOKEN", s.admin_key())
-        .output()
-        .unwrap();
-    assert!(out.status.success());
+    let out = cli(s.admin_key(), &["api-keys", "list", "--url", &url]).await;
+    assert!(out.status.success(), "{out:?}");
     let text = String::from_utf8(out.stdout).unwrap();
     assert_eq!(text.lines().count(), 10_002, "a header and a row per key");
     assert!(text.lines().last().unwrap().contains("seed-9999"));
@@ -216,9 +240,10 @@ async fn a_stream_of_ten_thousand_keys_arrives_item_by_item() {
 
 #[tokio::test]
 async fn errors_carry_code_status_message_and_request_id() {
-    let s = TestServer::start();
-    let admin = client(&s, s.admin_key());
-    let reader = client(&s, &s.create_key("default", &["api_keys:read"]));
+    let s = TestGateway::start().await;
+    let (url, _server) = s.serve().await;
+    let admin = client(&url, s.admin_key());
+    let reader = client(&url, &s.create_key("default", &["api_keys:read"]).await);
 
     let check = |e: Error, code: Code, status: u16, part: &str| {
         match &e {
@@ -259,7 +284,12 @@ async fn errors_carry_code_status_message_and_request_id() {
     assert!(e.is_auth());
     check(e, Code::PermissionDenied, 403, "api_keys:write");
 
-    let e = client(&s, "opg_garbage").auth().whoami().await.unwrap_err();
+    let e = client(&url, "opg_garbage")
+        .auth()
+        .whoami()
+        .await
+        .unwrap_err();
+    assert!(e.is_auth());
     check(e, Code::Unauthenticated, 401, "malformed");
 
     let e = admin
@@ -295,12 +325,83 @@ async fn errors_carry_code_status_message_and_request_id() {
 }
 
 #[tokio::test]
+async fn a_stream_that_fails_midway_yields_the_items_then_the_error() {
+    let s = TestGateway::start().await;
+    s.seed_keys("default", 1_200).await;
+    let (url, _server, gate) = s.serve_gated().await;
+    let admin = client(&url, s.admin_key());
+    let mut stream = admin
+        .api_keys()
+        .list(ListKeysInput::default())
+        .await
+        .unwrap();
+    let first = stream.next().await.unwrap().unwrap();
+    assert_eq!(first.name, "admin");
+    // Storage goes away while the rest is held back: the next page cannot be read.
+    s.data().store.close().await;
+    for file in ["opgate.db", "opgate.db-wal", "opgate.db-shm"] {
+        let _ = std::fs::remove_file(s.data_dir().join(file));
+    }
+    gate.open();
+    let mut items = 1;
+    let error = loop {
+        match stream.next().await.expect("the stream ends with its error") {
+            Ok(_) => items += 1,
+            Err(e) => break e,
+        }
+    };
+    assert!(items < 1_201, "{items}");
+    match &error {
+        Error::Api {
+            code,
+            status,
+            streamed,
+            request_id,
+            ..
+        } => {
+            assert_eq!((*code, *status, *streamed), (Code::Unavailable, 503, true));
+            assert_eq!(request_id.as_deref(), stream.request_id());
+        }
+        other => panic!("expected the stream's error, got {other:?}"),
+    }
+    assert!(stream.next().await.is_none(), "nothing after the error");
+}
+
+#[tokio::test]
 async fn the_generic_call_reaches_every_operation() {
-    let s = TestServer::start();
-    let admin = client(&s, s.admin_key());
-    match admin.call("auth.whoami", json!({})).await.unwrap() {
-        Reply::Json(v) => assert_eq!(v["kind"], "api_key"),
-        other => panic!("{other:?}"),
+    let s = TestGateway::start().await;
+    let (url, _server) = s.serve().await;
+    let admin = client(&url, s.admin_key());
+    let registry = opgate::describe_registry().unwrap();
+    assert!(registry.entries().len() >= 8);
+    for entry in registry.entries() {
+        // Each operation's documented example, aimed at a key that exists.
+        let target = s
+            .create(
+                s.admin_key(),
+                json!({ "name": "target", "permissions": ["api_keys:read"] }),
+            )
+            .await;
+        let target = target["key_details"]["id"].as_str().unwrap().to_owned();
+        let mut input: Value = serde_json::from_str(entry.example).unwrap();
+        for (_, v) in input.as_object_mut().unwrap().iter_mut() {
+            if v.as_str().is_some_and(|s| s.starts_with("key_")) {
+                *v = json!(target);
+            }
+        }
+        let id = entry.meta.id;
+        match admin.call(id, input.clone()).await {
+            Ok(Reply::Json(v)) => {
+                assert!(!entry.streaming, "{id}: a JSON answer from a stream");
+                assert!(v.is_object(), "{id}: {v}");
+            }
+            Ok(Reply::Stream(items)) => {
+                assert!(entry.streaming, "{id}: a stream from a JSON operation");
+                let items: Vec<Value> = items.try_collect().await.unwrap();
+                assert!(items.iter().all(Value::is_object), "{id}");
+            }
+            Err(e) => panic!("{id} {input}: {e:?}"),
+        }
     }
     match admin
         .call("api_keys.list", json!({"limit": 1}))
@@ -314,11 +415,13 @@ async fn the_generic_call_reaches_every_operation() {
         }
         other => panic!("{other:?}"),
     }
+    // An operation the gateway lacks is its 404.
     let e = admin.call("notes.create", json!({})).await.unwrap_err();
     assert_eq!(e.code(), Some(Code::NotFound));
 
     // An unreachable gateway.
-    let e = Client::new("http://127.0.0.1:1")
+    let closed = closed_port();
+    let e = Client::new(&closed.url)
         .unwrap()
         .with_token("opg_x")
         .auth()

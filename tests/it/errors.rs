@@ -1,7 +1,9 @@
 //! Every error this slice can produce, with its exact status, code and message parts, through both operation
-//! paths; the request id rules; the health check; and that bad requests never change stored data.
+//! paths; the request id rules; the health check; `Cache-Control: no-store` on every kind of response; and
+//! that bad requests never change stored data. In process ([`TestGateway`]).
 
 use crate::support::*;
+use bytes::Bytes;
 use reqwest::Method;
 use serde_json::{json, Value};
 
@@ -10,13 +12,21 @@ const LIST: &str = "api_keys.list";
 const REVOKE: &str = "api_keys.revoke";
 const MIB: usize = 1024 * 1024;
 
-/// A chunked body (no `Content-Length`) of `len` spaces, sent in 64 KiB pieces.
-fn chunked_body(len: usize) -> reqwest::Body {
-    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = (0..len)
+/// The pieces of a chunked body (no `Content-Length`) of `len` spaces, 64 KiB each.
+fn chunks(len: usize) -> Vec<Bytes> {
+    (0..len)
         .step_by(64 * 1024)
-        .map(|start| Ok(vec![b' '; (len - start).min(64 * 1024)]))
-        .collect();
-    reqwest::Body::wrap_stream(futures_util::stream::iter(chunks))
+        .map(|start| Bytes::from(vec![b' '; (len - start).min(64 * 1024)]))
+        .collect()
+}
+
+/// POSTs a chunked body of `len` spaces as JSON.
+async fn post_chunked(s: &TestGateway, path: &str, token: &str, len: usize) -> Reply {
+    s.request(Method::POST, path, Some(token))
+        .header("content-type", "application/json")
+        .body_chunks(chunks(len))
+        .send()
+        .await
 }
 
 /// A JSON object of exactly `len` bytes: `prefix`, padded with spaces, then `}`.
@@ -29,7 +39,7 @@ fn padded_json(prefix: &str, len: usize) -> Vec<u8> {
 
 #[tokio::test]
 async fn invalid_argument_names_the_field_through_both_paths() {
-    let s = TestServer::start();
+    let s = TestGateway::start().await;
     let admin = s.admin_key().to_owned();
     let long_name = "x".repeat(129);
     #[rustfmt::skip]
@@ -104,7 +114,7 @@ async fn invalid_argument_names_the_field_through_both_paths() {
 
 #[tokio::test]
 async fn an_empty_body_means_an_empty_object() {
-    let s = TestServer::start();
+    let s = TestGateway::start().await;
     let admin = s.admin_key().to_owned();
     for (ct, body) in [
         (None, ""),
@@ -125,12 +135,12 @@ async fn an_empty_body_means_an_empty_object() {
 
 #[tokio::test]
 async fn unauthenticated_for_every_kind_of_bad_token() {
-    let s = TestServer::start();
+    let s = TestGateway::start().await;
     let admin = s.admin_key().to_owned();
 
     // A well-formed key with a valid checksum, minted under another server secret.
-    let elsewhere = tempfile::tempdir().unwrap();
-    let foreign = create_key_in(elsewhere.path(), "default", &["*"]);
+    let elsewhere = TestGateway::start().await;
+    let foreign = elsewhere.create_key("default", &["*"]).await;
 
     // Flip one character of the random part: the checksum no longer matches.
     let mut forged = admin.clone().into_bytes();
@@ -183,7 +193,7 @@ async fn unauthenticated_for_every_kind_of_bad_token() {
                 if let Some(h) = header {
                     rb = rb.header("authorization", h);
                 }
-                let reply = send(rb).await;
+                let reply = rb.send().await;
                 let message = reply.error(401, "unauthenticated");
                 assert!(
                     message.contains(part),
@@ -197,11 +207,11 @@ async fn unauthenticated_for_every_kind_of_bad_token() {
         }
     }
     // The scheme is case-insensitive and the admin key itself is fine.
-    let reply = send(
-        s.request(Method::POST, &op_path(LIST), None)
-            .header("authorization", format!("bearer {admin}")),
-    )
-    .await;
+    let reply = s
+        .request(Method::POST, &op_path(LIST), None)
+        .header("authorization", format!("bearer {admin}"))
+        .send()
+        .await;
     assert_eq!(reply.status, 200, "{}", reply.text());
     // Nothing was created by any of the refused calls.
     assert_eq!(
@@ -214,11 +224,11 @@ async fn unauthenticated_for_every_kind_of_bad_token() {
 
 #[tokio::test]
 async fn permission_denied_for_missing_scopes_and_escalation() {
-    let s = TestServer::start();
+    let s = TestGateway::start().await;
     let admin = s.admin_key().to_owned();
-    let reader = s.create_key("default", &["api_keys:read"]);
-    let writer = s.create_key("default", &["api_keys:write"]);
-    let other = s.create_key("default", &["audit:read"]);
+    let reader = s.create_key("default", &["api_keys:read"]).await;
+    let writer = s.create_key("default", &["api_keys:write"]).await;
+    let other = s.create_key("default", &["audit:read"]).await;
 
     for path in both_paths(CREATE) {
         s.post(&path, Some(&reader), &json!({ "name": "n" }))
@@ -314,7 +324,7 @@ async fn permission_denied_for_missing_scopes_and_escalation() {
 
 #[tokio::test]
 async fn not_found_for_unknown_operations_paths_and_objects() {
-    let s = TestServer::start();
+    let s = TestGateway::start().await;
     let admin = s.admin_key().to_owned();
     for path in [
         "/v1/op/nope.nothing",
@@ -377,7 +387,7 @@ async fn not_found_for_unknown_operations_paths_and_objects() {
 
 #[tokio::test]
 async fn method_not_allowed_on_operation_paths() {
-    let s = TestServer::start();
+    let s = TestGateway::start().await;
     let admin = s.admin_key().to_owned();
     for method in [Method::GET, Method::PUT, Method::DELETE, Method::PATCH] {
         for path in [
@@ -387,7 +397,7 @@ async fn method_not_allowed_on_operation_paths() {
             alias_path(REVOKE),
             "/v1/op/nope.nothing".to_owned(),
         ] {
-            let reply = send(s.request(method.clone(), &path, Some(&admin))).await;
+            let reply = s.request(method.clone(), &path, Some(&admin)).send().await;
             reply.error_with(405, "method_not_allowed", &["POST"]);
             assert_eq!(reply.header("allow"), Some("POST"), "{method} {path}");
         }
@@ -399,7 +409,7 @@ async fn method_not_allowed_on_operation_paths() {
 
 #[tokio::test]
 async fn payload_too_large_with_and_without_content_length() {
-    let s = TestServer::start();
+    let s = TestGateway::start().await;
     let admin = s.admin_key().to_owned();
     for path in both_paths(LIST) {
         // Exactly the limit is fine.
@@ -420,24 +430,29 @@ async fn payload_too_large_with_and_without_content_length() {
             reply.error_with(413, "payload_too_large", &["1048576 bytes"]);
         }
         for len in [MIB + 1, 3 * MIB] {
-            let reply = s
-                .post_raw(
-                    &path,
-                    Some(&admin),
-                    Some("application/json"),
-                    chunked_body(len),
-                )
-                .await;
+            let reply = post_chunked(&s, &path, &admin, len).await;
             reply.error_with(413, "payload_too_large", &["1048576 bytes"]);
+            assert_eq!(
+                reply.header("connection"),
+                Some("close"),
+                "a 413 always closes the connection"
+            );
         }
+        // Exactly the limit, chunked, is fine too.
+        let reply = s
+            .request(Method::POST, &path, Some(&admin))
+            .header("content-type", "application/json")
+            .body_chunks(vec![Bytes::from(padded_json("{", MIB))])
+            .send()
+            .await;
+        assert_eq!(reply.status, 200, "{}", reply.text());
     }
-    // The connection pool recovers: the next ordinary call works.
     s.call_ok(LIST, &admin, json!({})).await;
 }
 
 #[tokio::test]
 async fn unsupported_media_type_for_non_json_bodies() {
-    let s = TestServer::start();
+    let s = TestGateway::start().await;
     let admin = s.admin_key().to_owned();
     for path in both_paths(CREATE) {
         for ct in [
@@ -462,7 +477,7 @@ async fn unsupported_media_type_for_non_json_bodies() {
 
 #[tokio::test]
 async fn request_ids_are_echoed_when_sane_and_replaced_when_not() {
-    let s = TestServer::start();
+    let s = TestGateway::start().await;
     let admin = s.admin_key().to_owned();
     let max = "r".repeat(128);
     for sane in ["abc", "client-req_1.2:3", max.as_str()] {
@@ -473,7 +488,7 @@ async fn request_ids_are_echoed_when_sane_and_replaced_when_not() {
             s.request(Method::POST, "/nowhere", None),
             s.request(Method::GET, "/healthz", None),
         ] {
-            let reply = send(rb.header("x-request-id", sane)).await;
+            let reply = rb.header("x-request-id", sane).send().await;
             assert_eq!(reply.request_id(), sane);
             if reply.status != 200 {
                 assert_eq!(reply.json()["error"]["request_id"], sane);
@@ -491,11 +506,11 @@ async fn request_ids_are_echoed_when_sane_and_replaced_when_not() {
         too_long.as_str(),
         &"x".repeat(200),
     ] {
-        let reply = send(
-            s.request(Method::POST, &op_path(LIST), None)
-                .header("x-request-id", insane),
-        )
-        .await;
+        let reply = s
+            .request(Method::POST, &op_path(LIST), None)
+            .header("x-request-id", insane)
+            .send()
+            .await;
         reply.error(401, "unauthenticated");
         let rid = reply.request_id().to_owned();
         assert_ne!(rid, insane);
@@ -505,7 +520,8 @@ async fn request_ids_are_echoed_when_sane_and_replaced_when_not() {
     // Without one, every response gets a fresh id.
     for _ in 0..3 {
         generated.push(
-            send(s.request(Method::GET, "/healthz", None))
+            s.request(Method::GET, "/healthz", None)
+                .send()
                 .await
                 .request_id()
                 .to_owned(),
@@ -517,8 +533,8 @@ async fn request_ids_are_echoed_when_sane_and_replaced_when_not() {
 
 #[tokio::test]
 async fn healthz_answers_without_a_token() {
-    let s = TestServer::start();
-    let reply = send(s.request(Method::GET, "/healthz", None)).await;
+    let s = TestGateway::start().await;
+    let reply = s.request(Method::GET, "/healthz", None).send().await;
     assert_eq!(reply.status, 200);
     assert_eq!(reply.header("content-type"), Some("application/json"));
     assert_eq!(reply.json(), json!({ "status": "ok" }));
@@ -526,14 +542,14 @@ async fn healthz_answers_without_a_token() {
 
 #[tokio::test]
 async fn bad_requests_never_change_stored_keys() {
-    let mut s = TestServer::start();
+    let mut s = TestGateway::start().await;
     let admin = s.admin_key().to_owned();
     let mut before = s.list(&admin, json!({})).await;
     for i in 0..3 {
         let out = s.create(&admin, json!({ "name": format!("k{i}") })).await;
         before.push(out["key_details"].clone());
     }
-    let reader = s.create_key("default", &["api_keys:read"]);
+    let reader = s.create_key("default", &["api_keys:read"]).await;
     before.push(s.list(&admin, json!({})).await.pop().unwrap());
 
     let huge_create = padded_json(r#"{"name": "huge", "description": "x""#, 2 * MIB);
@@ -567,13 +583,7 @@ async fn bad_requests_never_change_stored_keys() {
             huge_create.clone(),
         )
         .await,
-        s.post_raw(
-            &path,
-            Some(&admin),
-            Some("application/json"),
-            chunked_body(2 * MIB),
-        )
-        .await,
+        post_chunked(&s, &path, &admin, 2 * MIB).await,
         s.post_raw(&path, Some(&admin), Some("text/plain"), r#"{"name": "t"}"#)
             .await,
         s.post_raw(
@@ -610,7 +620,102 @@ async fn bad_requests_never_change_stored_keys() {
         after, before,
         "exactly the keys that were created, unchanged"
     );
-    s.restart();
+    s.restart().await;
     let after = stable_list(s.list(&admin, json!({ "include_revoked": true })).await);
     assert_eq!(after, before, "and so after a restart");
+}
+
+#[tokio::test]
+async fn every_kind_of_response_says_cache_control_no_store() {
+    let s = TestGateway::start_with(|setup| setup.config.max_body_bytes = 1024).await;
+    let admin = s.admin_key().to_owned();
+    let id = id_of(&s.create(&admin, json!({ "name": "cached?" })).await["key_details"]);
+    let update = || {
+        s.request(Method::POST, &op_path("api_keys.update"), Some(&admin))
+            .header("idempotency-key", "no-store")
+            .json(&json!({ "key_id": id, "name": "renamed" }))
+    };
+    let first = update().send().await;
+    assert_eq!(first.status, 200, "{}", first.text());
+    let replay = update().send().await;
+    assert_eq!(replay.header("idempotent-replayed"), Some("true"));
+    let limited = s
+        .create_key_with("default", &["*"], |k| k.rate_limit = Some(1))
+        .await;
+    s.call_ok("auth.whoami", &limited, json!({})).await;
+
+    let kinds: Vec<(&str, Reply, &str)> = vec![
+        (
+            "JSON",
+            s.post(&op_path("auth.whoami"), Some(&admin), &json!({}))
+                .await,
+            "application/json",
+        ),
+        (
+            "NDJSON",
+            s.post(&op_path(LIST), Some(&admin), &json!({})).await,
+            "application/x-ndjson",
+        ),
+        ("replay", replay, "application/json"),
+        (
+            "401",
+            s.post(&op_path(LIST), None, &json!({})).await,
+            "application/json",
+        ),
+        (
+            "404 route",
+            s.post("/nowhere", Some(&admin), &json!({})).await,
+            "application/json",
+        ),
+        (
+            "405",
+            s.request(Method::GET, &op_path(LIST), Some(&admin))
+                .send()
+                .await,
+            "application/json",
+        ),
+        (
+            "413",
+            s.post_raw(
+                &op_path(LIST),
+                Some(&admin),
+                Some("application/json"),
+                padded_json("{", 2048),
+            )
+            .await,
+            "application/json",
+        ),
+        (
+            "429",
+            s.post(&op_path("auth.whoami"), Some(&limited), &json!({}))
+                .await,
+            "application/json",
+        ),
+        (
+            "healthz",
+            s.request(Method::GET, "/healthz", None).send().await,
+            "application/json",
+        ),
+        (
+            "readyz",
+            s.request(Method::GET, "/readyz", None).send().await,
+            "application/json",
+        ),
+    ];
+    for (kind, reply, content_type) in &kinds {
+        assert_eq!(
+            reply.header("cache-control"),
+            Some("no-store"),
+            "{kind}: {} {}",
+            reply.status,
+            reply.text()
+        );
+        assert_eq!(reply.header("content-type"), Some(*content_type), "{kind}");
+    }
+    let statuses: Vec<u16> = kinds.iter().map(|(_, r, _)| r.status).collect();
+    assert_eq!(
+        statuses,
+        [200, 200, 200, 401, 404, 405, 413, 429, 200, 200],
+        "each kind is what its name says"
+    );
 }

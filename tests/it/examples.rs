@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use crate::support::TestServer;
+use crate::support::{EnvClearOpgate, TestServer};
 use serde_json::Value;
 
 fn root() -> &'static Path {
@@ -45,7 +45,7 @@ fn assert_ok(out: &Output, what: &str) -> String {
 #[test]
 fn the_embedding_example_serves_its_own_operations() {
     let bin = example("notes");
-    let out = Command::new(&bin).output().unwrap();
+    let out = Command::new(&bin).env_clear_opgate().output().unwrap();
     let stdout = assert_ok(&out, "examples/notes");
     assert!(
         stdout.contains("created note_2 (Water the plants.)"),
@@ -56,7 +56,11 @@ fn the_embedding_example_serves_its_own_operations() {
     assert!(stdout.trim_end().ends_with("ok"), "{stdout}");
 
     // Its operations are in the generated spec, beside the built-in ones, with their scopes.
-    let out = Command::new(&bin).arg("spec").output().unwrap();
+    let out = Command::new(&bin)
+        .env_clear_opgate()
+        .arg("spec")
+        .output()
+        .unwrap();
     let spec: Value = serde_json::from_str(&assert_ok(&out, "examples/notes spec")).unwrap();
     let create = &spec["paths"]["/v1/op/notes.create"]["post"];
     assert_eq!(create["x-scope"], "notes:write");
@@ -72,6 +76,7 @@ fn the_embedding_example_serves_its_own_operations() {
 async fn the_curl_walkthrough_runs_against_a_real_server() {
     let s = TestServer::start();
     let out = Command::new("bash")
+        .env_clear_opgate()
         .arg(root().join("examples/curl-walkthrough.sh"))
         .env("OPGATE_URL", s.url(""))
         .env("OPGATE_TOKEN", s.admin_key())
@@ -92,6 +97,7 @@ fn the_python_script_streams_keys_line_by_line() {
     let script = root().join("examples/stream_keys.py");
     let run = |token: &str, args: &[&str]| {
         Command::new(&python)
+            .env_clear_opgate()
             .arg(&script)
             .args(args)
             .env("OPGATE_URL", s.url(""))

@@ -2,17 +2,27 @@
 //! rate-limited, address-fenced or expiring caller cannot mint, open up or outlive-rotate a key beyond its own
 //! limits, and a key cannot loosen its own restrictions.
 
-use crate::support::{id_of, now_unix, op_path, rfc3339_unix, unix_rfc3339, TestServer};
+use std::time::Duration;
+
+use crate::support::{id_of, op_path, rfc3339_unix, unix_rfc3339, TestGateway};
+use opgate::core::Timestamp;
 use serde_json::json;
 
-async fn whoami_id(s: &TestServer, token: &str) -> String {
-    id_of(&s.call_ok("auth.whoami", token, json!({})).await.json())
+async fn whoami_id(s: &TestGateway, token: &str) -> String {
+    s.id_of_key(token).await
+}
+
+/// The `expires_at` of `details`, in seconds since the epoch.
+fn expiry(details: &serde_json::Value) -> i64 {
+    rfc3339_unix(details["expires_at"].as_str().expect("expires_at is set"))
 }
 
 #[tokio::test]
 async fn a_rate_limited_caller_passes_its_limit_on() {
-    let s = TestServer::start();
-    let limited = s.create_key_with("default", &["api_keys:*"], &["--rate-limit", "100"]);
+    let s = TestGateway::start().await;
+    let limited = s
+        .create_key_with("default", &["api_keys:*"], |k| k.rate_limit = Some(100))
+        .await;
     let inherited = s.create(&limited, json!({ "name": "child" })).await;
     assert_eq!(
         inherited["key_details"]["rate_limit"], 100,
@@ -50,8 +60,10 @@ async fn a_rate_limited_caller_passes_its_limit_on() {
 
 #[tokio::test]
 async fn a_key_cannot_loosen_its_own_restrictions() {
-    let s = TestServer::start();
-    let key = s.create_key_with("default", &["api_keys:*"], &["--rate-limit", "100"]);
+    let s = TestGateway::start().await;
+    let key = s
+        .create_key_with("default", &["api_keys:*"], |k| k.rate_limit = Some(100))
+        .await;
     let own = whoami_id(&s, &key).await;
     for change in [
         json!({ "rate_limit": null }),
@@ -75,12 +87,12 @@ async fn a_key_cannot_loosen_its_own_restrictions() {
 
 #[tokio::test]
 async fn a_fenced_caller_keeps_its_keys_inside_the_fence() {
-    let s = TestServer::start();
-    let fenced = s.create_key_with(
-        "default",
-        &["api_keys:*"],
-        &["--allowed-ips", "127.0.0.0/8"],
-    );
+    let s = TestGateway::start().await;
+    let fenced = s
+        .create_key_with("default", &["api_keys:*"], |k| {
+            k.allowed_ips = vec!["127.0.0.0/8".into()]
+        })
+        .await;
     let inherited = s.create(&fenced, json!({ "name": "child" })).await;
     assert_eq!(
         inherited["key_details"]["allowed_ips"],
@@ -114,10 +126,12 @@ async fn a_fenced_caller_keeps_its_keys_inside_the_fence() {
 
 #[tokio::test]
 async fn a_lesser_key_cannot_touch_a_more_powerful_one() {
-    let s = TestServer::start();
+    let s = TestGateway::start().await;
     let admin = s.admin_key().to_owned();
     let admin_id = whoami_id(&s, &admin).await;
-    let writer = s.create_key("default", &["api_keys:read", "api_keys:write"]);
+    let writer = s
+        .create_key("default", &["api_keys:read", "api_keys:write"])
+        .await;
     for body in [
         json!({ "key_id": admin_id, "allowed_ips": ["127.0.0.1"] }),
         json!({ "key_id": admin_id, "name": "pwned" }),
@@ -138,17 +152,18 @@ async fn a_lesser_key_cannot_touch_a_more_powerful_one() {
 
 #[tokio::test]
 async fn an_expiring_caller_cannot_mint_or_rotate_past_its_own_expiry() {
-    let s = TestServer::start();
-    let expires = now_unix() + 3600;
-    let expiring = s.create_key_with(
-        "default",
-        &["api_keys:*"],
-        &["--expires-at", &unix_rfc3339(expires)],
-    );
+    let s = TestGateway::start().await;
+    let expires = s.clock().now().unix() + 3600;
+    let expiring = s
+        .create_key_with("default", &["api_keys:*"], |k| {
+            k.expires_at = Some(Timestamp(expires))
+        })
+        .await;
     let child = s.create(&expiring, json!({ "name": "child" })).await;
     assert_eq!(
-        rfc3339_unix(child["key_details"]["expires_at"].as_str().unwrap()),
-        expires
+        expiry(&child["key_details"]),
+        expires,
+        "an omitted expiry inherits the caller's"
     );
     s.post(
         &op_path("api_keys.create"),
@@ -156,8 +171,14 @@ async fn an_expiring_caller_cannot_mint_or_rotate_past_its_own_expiry() {
         &json!({ "name": "long", "expires_in_days": 30 }),
     )
     .await
-    .error_with(403, "permission_denied", &["outlive"]);
-    // Rotating itself gives a replacement that expires no later than the key it replaces.
+    .error_with(
+        403,
+        "permission_denied",
+        &["outlive", &unix_rfc3339(expires)],
+    );
+    // Rotating itself half-way through its life: the replacement would live another hour from now, but a
+    // key rotating itself cannot extend its life, so it ends when the old key would have.
+    s.advance(Duration::from_secs(1800));
     let own = whoami_id(&s, &expiring).await;
     let rotated = s
         .call_ok(
@@ -165,11 +186,52 @@ async fn an_expiring_caller_cannot_mint_or_rotate_past_its_own_expiry() {
             &expiring,
             json!({ "key_id": own, "grace_period_seconds": 60 }),
         )
+        .await
+        .json();
+    assert_eq!(expiry(&rotated["key_details"]), expires);
+}
+
+#[tokio::test]
+async fn a_rotation_keeps_the_keys_lifetime_from_now_within_the_callers() {
+    let s = TestGateway::start().await;
+    let admin = s.admin_key().to_owned();
+    let t0 = s.clock().now().unix();
+    let day = 86_400;
+    let made = |name: &str| json!({ "name": name, "permissions": ["api_keys:read"], "expires_in_days": 90 });
+    let by_admin = id_of(&s.create(&admin, made("by admin")).await["key_details"]);
+    let by_expiring = id_of(&s.create(&admin, made("by an expiring key")).await["key_details"]);
+    let expiring = s
+        .create_key_with("default", &["api_keys:*"], |k| {
+            k.expires_at = Some(Timestamp(t0 + 100 * day))
+        })
         .await;
-    let new_expiry = rfc3339_unix(
-        rotated.json()["key_details"]["expires_at"]
-            .as_str()
-            .unwrap(),
+    // Thirty days on, a rotation gives the replacement the old key's 90 days, counted from now ...
+    s.advance(Duration::from_secs(30 * day as u64));
+    let rotated = s
+        .call_ok("api_keys.rotate", &admin, json!({ "key_id": by_admin }))
+        .await
+        .json();
+    assert_eq!(expiry(&rotated["key_details"]), t0 + 120 * day);
+    assert_eq!(
+        expiry(&s.get(&admin, &by_admin).await),
+        t0 + 90 * day,
+        "the old key keeps its own expiry"
     );
-    assert!(new_expiry <= expires, "{new_expiry} > {expires}");
+    // ... but never past the caller's own expiry.
+    let rotated = s
+        .call_ok(
+            "api_keys.rotate",
+            &expiring,
+            json!({ "key_id": by_expiring }),
+        )
+        .await
+        .json();
+    assert_eq!(expiry(&rotated["key_details"]), t0 + 100 * day);
+    // A key that never expires stays so when an unexpiring caller rotates it.
+    let forever = id_of(&s.create(&admin, json!({ "name": "forever" })).await["key_details"]);
+    let rotated = s
+        .call_ok("api_keys.rotate", &admin, json!({ "key_id": forever }))
+        .await
+        .json();
+    assert!(rotated["key_details"]["expires_at"].is_null(), "{rotated}");
 }

@@ -1,12 +1,16 @@
-//! What an outside review found by attacking a running gateway, each reproduced against the real binary
-//! over loopback: silent and half-open connections, one address or one key taking every slot, stalled
-//! streams, refusals turned into durable writes, early answers that drop keep-alive requests, a second
-//! server on one data directory, and loose file modes and metrics.
+//! What an outside review found by attacking a running gateway. What happens on connections (silent and
+//! half-open sockets, one address or one key taking every slot, trickled bodies, stalled streams, early
+//! answers that drop keep-alive requests, a second server on one data directory, loose file modes and
+//! metrics, the CLI's refusals) is reproduced against the real binary over loopback; what the API answers
+//! (control characters, narrower keys, refusals turned into durable writes, retention, unknown scopes,
+//! tokens refused without storage) is checked in process.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use crate::support::{id_of, op_path, read_all, start_upload, TestServer};
+use crate::support::{
+    eventually, id_of, op_path, opgate, read_until_closed, start_upload, TestGateway, TestServer,
+};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
@@ -38,7 +42,7 @@ async fn healthz_from(source: &str, s: &TestServer) -> String {
     conn.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         .await
         .unwrap();
-    read_all(&mut conn, Duration::from_secs(3)).await
+    read_until_closed(&mut conn, Duration::from_secs(3)).await
 }
 
 #[tokio::test]
@@ -89,11 +93,15 @@ async fn a_flood_of_silent_sockets_from_one_address_does_not_starve_others() {
     // ... while another address is served.
     let answer = healthz_from("127.0.0.2", &s).await;
     assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
-    // Once the silent sockets time out, the flooding address is served again.
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // Once the silent sockets time out (the server closes each of them), the flooding address is served again.
+    for conn in &mut flood {
+        assert!(
+            closed_within(conn, Duration::from_secs(5)).await.is_some(),
+            "a silent socket outlived the header timeout"
+        );
+    }
     let answer = healthz_from("127.0.0.1", &s).await;
     assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
-    drop(flood);
 }
 
 #[tokio::test]
@@ -126,7 +134,7 @@ async fn an_idle_http2_connection_is_closed() {
 
 #[tokio::test]
 async fn control_characters_and_malformed_ids_are_refused_by_field() {
-    let s = TestServer::start();
+    let s = TestGateway::start().await;
     let admin = s.admin_key().to_owned();
     for (field, value) in [
         ("name", "a\u{1b}[31mred"),
@@ -160,12 +168,13 @@ async fn control_characters_and_malformed_ids_are_refused_by_field() {
         &["description: must not contain control characters (found U+000D)"],
     );
     // An id that is not an id never reaches a handler, nor the audit log as a target.
-    for op in [
+    let ops = [
         "api_keys.get",
         "api_keys.revoke",
         "api_keys.update",
         "api_keys.rotate",
-    ] {
+    ];
+    for op in ops {
         s.post(
             &op_path(op),
             Some(&admin),
@@ -177,6 +186,14 @@ async fn control_characters_and_malformed_ids_are_refused_by_field() {
             "invalid_argument",
             &["key_id: must be an id of the form `key_`"],
         );
+    }
+    s.flush_refusals().await;
+    let records = audit(&s, &admin).await;
+    for op in &ops[1..] {
+        let mine: Vec<&Value> = records.iter().filter(|r| r["operation"] == *op).collect();
+        assert_eq!(mine.len(), 1, "{op}: one tallied refusal: {records:#?}");
+        assert_eq!(mine[0]["status"], 400);
+        assert_eq!(mine[0]["target_id"], Value::Null, "{op}");
     }
     s.post(
         &op_path("api_keys.list"),
@@ -200,10 +217,10 @@ async fn control_characters_and_malformed_ids_are_refused_by_field() {
 
 #[tokio::test]
 async fn a_narrower_key_cannot_revoke_update_or_rotate_a_more_powerful_one() {
-    let s = TestServer::start();
+    let s = TestGateway::start().await;
     let admin = s.admin_key().to_owned();
-    let admin_id = id_of(&s.call_ok("auth.whoami", &admin, json!({})).await.json());
-    let ci = s.create_key("default", &["api_keys:write"]);
+    let admin_id = s.id_of_key(&admin).await;
+    let ci = s.create_key("default", &["api_keys:write"]).await;
     for (op, body) in [
         ("api_keys.revoke", json!({ "key_id": admin_id })),
         (
@@ -221,6 +238,11 @@ async fn a_narrower_key_cannot_revoke_update_or_rotate_a_more_powerful_one() {
     // The admin key still works, untouched; the narrow key may still revoke a key it could have made.
     let me = s.call_ok("auth.whoami", &admin, json!({})).await.json();
     assert_eq!(me["permissions"], json!(["*"]));
+    let a = s.get(&admin, &admin_id).await;
+    assert_eq!(
+        (&a["name"], &a["status"]),
+        (&json!("admin"), &json!("active"))
+    );
     let peer = s
         .create(
             &admin,
@@ -239,7 +261,7 @@ async fn a_narrower_key_cannot_revoke_update_or_rotate_a_more_powerful_one() {
 }
 
 /// The audit log of `token`'s organization, newest first.
-async fn audit(s: &TestServer, token: &str) -> Vec<Value> {
+async fn audit(s: &TestGateway, token: &str) -> Vec<Value> {
     s.call_ok("audit.list", token, json!({ "limit": 1000 }))
         .await
         .lines()
@@ -247,13 +269,13 @@ async fn audit(s: &TestServer, token: &str) -> Vec<Value> {
 
 #[tokio::test]
 async fn refusals_are_tallied_not_written_one_by_one() {
-    let mut s = TestServer::start();
+    let mut s = TestGateway::start().await;
     let admin = s.admin_key().to_owned();
     let limited = s
         .create(&admin, json!({ "name": "limited", "rate_limit": 1 }))
         .await;
     let limited_key = limited["key"].as_str().unwrap().to_owned();
-    let reader = s.create_key("default", &["api_keys:read"]);
+    let reader = s.create_key("default", &["api_keys:read"]).await;
     let mut statuses = std::collections::BTreeMap::new();
     for i in 0..400 {
         let token = if i % 2 == 0 { &limited_key } else { &reader };
@@ -277,7 +299,7 @@ async fn refusals_are_tallied_not_written_one_by_one() {
         2,
         "the admin's create and the limited key's one create: {before:?}"
     );
-    s.restart();
+    s.restart().await;
     let items = audit(&s, &admin).await;
     let summary: Vec<(u64, u64)> = items
         .iter()
@@ -303,32 +325,31 @@ async fn refusals_are_tallied_not_written_one_by_one() {
 
 #[tokio::test]
 async fn audit_records_past_their_retention_are_deleted() {
-    let mut s = TestServer::start_with(&["--audit-retention-days", "30"]);
+    let s = TestGateway::start().await;
     let admin = s.admin_key().to_owned();
-    s.create(&admin, json!({ "name": "recent" })).await;
-    s.terminate();
-    s.wait_exit();
-    // Age one record past the retention, offline.
-    let db = rusqlite::Connection::open(s.data_dir().join("opgate.db")).unwrap();
-    db.execute("UPDATE audit_log SET at = at - 31 * 86400", [])
-        .unwrap();
-    drop(db);
-    s.restart_stopped();
+    s.create(&admin, json!({ "name": "old" })).await;
+    s.advance(Duration::from_secs(86_400));
+    s.create(&admin, json!({ "name": "day old" })).await;
+    // Thirty days and a second after the first record, a retention of 30 days deletes it (only it).
+    s.advance(Duration::from_secs(29 * 86_400 + 1));
     s.create(&admin, json!({ "name": "new" })).await;
+    assert_eq!(audit(&s, &admin).await.len(), 3);
     // The upkeep runs at start, then hourly.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let items = audit(&s, &admin).await;
-        if items.len() == 1 {
-            assert_eq!(items[0]["status"], 200);
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "old records still there: {items:#?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let upkeep = s.data().spawn_housekeeping(Some(30));
+    eventually(
+        "the old record is deleted",
+        Duration::from_secs(10),
+        || async { audit(&s, &admin).await.len() == 2 },
+    )
+    .await;
+    upkeep.abort();
+    let items = audit(&s, &admin).await;
+    let left: Vec<i64> = items
+        .iter()
+        .map(|i| crate::support::rfc3339_unix(i["at"].as_str().unwrap()))
+        .collect();
+    let now = s.clock().now().unix();
+    assert_eq!(left, [now, now - 29 * 86_400 - 1]);
 }
 
 #[tokio::test]
@@ -348,10 +369,9 @@ async fn one_key_cannot_take_every_request_slot_and_a_trickled_body_is_cut_off()
         .await;
     let nobody = nobody["key"].as_str().unwrap().to_owned();
     let body = br#"{"limit": 1}"#;
-    // Two slow uploads hold the key's two slots ...
+    // Two slow uploads hold the key's two slots (the gateway is reading their bodies) ...
     let mut a = start_upload(&s, &nobody, "api_keys.list", body.len(), &body[..2]).await;
     let mut b = start_upload(&s, &nobody, "api_keys.list", body.len(), &body[..2]).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
     // ... so its third request is refused, while the admin is served.
     s.post(&op_path("api_keys.list"), Some(&nobody), &json!({}))
         .await
@@ -364,7 +384,7 @@ async fn one_key_cannot_take_every_request_slot_and_a_trickled_body_is_cut_off()
     );
     // The trickled bodies are cut off after the body timeout: 400, and the connection closes.
     for conn in [&mut a, &mut b] {
-        let got = read_all(conn, Duration::from_secs(3)).await;
+        let got = read_until_closed(conn, Duration::from_secs(3)).await;
         assert!(got.starts_with("HTTP/1.1 400 Bad Request"), "{got}");
         assert!(
             got.to_ascii_lowercase().contains("connection: close"),
@@ -400,8 +420,13 @@ async fn a_client_that_stops_reading_a_stream_is_dropped_and_its_slot_freed() {
          Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{{}}"
     );
     stalled.write_all(head.as_bytes()).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    // While it is open, the principal's one stream slot is taken.
+    // Once its answer has begun, and while it is open, the principal's one stream slot is taken.
+    let mut head = [0u8; 12];
+    tokio::time::timeout(Duration::from_secs(5), stalled.read_exact(&mut head))
+        .await
+        .expect("the stream's answer begins")
+        .unwrap();
+    assert_eq!(&head, b"HTTP/1.1 200");
     s.post(
         &op_path("api_keys.list"),
         Some(&admin),
@@ -410,24 +435,21 @@ async fn a_client_that_stops_reading_a_stream_is_dropped_and_its_slot_freed() {
     .await
     .error_with(503, "unavailable", &["1 streams open"]);
     // The server gives up on it after the write timeout: the slot is free again.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let reply = s
-            .post(
+    eventually(
+        "the stalled stream's slot is freed",
+        Duration::from_secs(10),
+        || async {
+            s.post(
                 &op_path("api_keys.list"),
                 Some(&admin),
                 &json!({ "limit": 1 }),
             )
-            .await;
-        if reply.status == 200 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the stalled stream still holds the slot"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+            .await
+            .status
+                == 200
+        },
+    )
+    .await;
     // What the stalled client can still read ends early, without the 30,001st line.
     let mut got = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(5), stalled.read_to_end(&mut got)).await;
@@ -447,7 +469,7 @@ async fn org_claims_that_could_blur_two_organizations_are_refused() {
     let s = TestServer::start_with_env(&[], &[("OPGATE_SESSION_SECRET", &"x!".repeat(20))]);
     for org in ["a:b", "a/b", "a b"] {
         // Minting refuses it ...
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_opgate"))
+        let out = opgate()
             .args([
                 "admin",
                 "mint-session",
@@ -501,7 +523,7 @@ async fn one_data_dir_serves_once_and_offline_revokes_reach_the_server() {
         200
     );
 
-    let second = std::process::Command::new(env!("CARGO_BIN_EXE_opgate"))
+    let second = opgate()
         .args(["serve", "--listen", "127.0.0.1:0"])
         .arg("--data-dir")
         .arg(s.data_dir())
@@ -514,7 +536,7 @@ async fn one_data_dir_serves_once_and_offline_revokes_reach_the_server() {
         "{stderr}"
     );
 
-    let revoke = std::process::Command::new(env!("CARGO_BIN_EXE_opgate"))
+    let revoke = opgate()
         .args(["admin", "revoke-key", &id])
         .arg("--data-dir")
         .arg(s.data_dir())
@@ -525,22 +547,21 @@ async fn one_data_dir_serves_once_and_offline_revokes_reach_the_server() {
         "{}",
         String::from_utf8_lossy(&revoke.stderr)
     );
-    // The running server's cache learns of it through the change log.
-    let revoked_at = Instant::now();
-    loop {
-        let reply = s
-            .post(&op_path("auth.whoami"), Some(&key), &json!({}))
-            .await;
-        if reply.status == 401 {
-            reply.error_with(401, "unauthenticated", &["revoked"]);
-            break;
-        }
-        assert!(
-            revoked_at.elapsed() < Duration::from_secs(2),
-            "still accepted after 2 s"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    // The running server's cache learns of it through the change log, within a second (and some slack).
+    eventually(
+        "the offline revoke reaches the server",
+        Duration::from_secs(2),
+        || async {
+            s.post(&op_path("auth.whoami"), Some(&key), &json!({}))
+                .await
+                .status
+                == 401
+        },
+    )
+    .await;
+    s.post(&op_path("auth.whoami"), Some(&key), &json!({}))
+        .await
+        .error_with(401, "unauthenticated", &["revoked"]);
 }
 
 #[cfg(unix)]
@@ -586,7 +607,7 @@ async fn the_database_is_private_and_metrics_can_move_off_the_api_port() {
 
 /// Reads one HTTP/1.1 response (head and `Content-Length` body); `None` when the connection ends first.
 /// Returns whether the server announced `Connection: close`.
-async fn read_response(conn: &mut TcpStream, buf: &mut Vec<u8>) -> Option<(u16, bool)> {
+async fn read_keep_alive_response(conn: &mut TcpStream, buf: &mut Vec<u8>) -> Option<(u16, bool)> {
     let mut chunk = [0u8; 4096];
     loop {
         if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
@@ -641,7 +662,7 @@ async fn dropped_on_keep_alive(addr: String, path: String, token: String, count:
         }
         .await;
         let answer = match sent {
-            Ok(()) => read_response(&mut conn, &mut buf).await,
+            Ok(()) => read_keep_alive_response(&mut conn, &mut buf).await,
             Err(_) => None,
         };
         match answer {
@@ -692,7 +713,7 @@ async fn early_answers_never_drop_the_next_keep_alive_request() {
 
 #[tokio::test]
 async fn unknown_scopes_are_refused_with_a_hint_and_form_bodies_are_told_the_header() {
-    let s = TestServer::start();
+    let s = TestGateway::start().await;
     let admin = s.admin_key().to_owned();
     s.post(
         &op_path("api_keys.create"),
@@ -742,4 +763,51 @@ async fn unknown_scopes_are_refused_with_a_hint_and_form_bodies_are_told_the_hea
         "unsupported_media_type",
         &["send the header `Content-Type: application/json` (curl: -H 'Content-Type: application/json')"],
     );
+}
+
+#[tokio::test]
+async fn a_malformed_token_never_touches_storage() {
+    let s = TestGateway::start().await;
+    let admin = s.admin_key().to_owned();
+    s.id_of_key(&admin).await; // verified once: cached
+                               // A well-formed key with a valid checksum that this gateway has never seen (another one minted it).
+    let unknown = TestGateway::start()
+        .await
+        .create_key("default", &["*"])
+        .await;
+    let mut forged = admin.clone().into_bytes();
+    forged[10] = if forged[10] == b'a' { b'b' } else { b'a' };
+    let forged = String::from_utf8(forged).unwrap();
+
+    // Storage goes away: the store is closed and its files removed.
+    s.data().store.close().await;
+    for file in ["opgate.db", "opgate.db-wal", "opgate.db-shm"] {
+        let _ = std::fs::remove_file(s.data_dir().join(file));
+    }
+    // Tokens refused by their shape are still refused, each with its own message: no lookup happened.
+    for (token, part) in [
+        ("opg_short", "the API key is malformed"),
+        (forged.as_str(), "checksum does not match"),
+        (
+            "garbage",
+            "the token is neither an API key nor a session token",
+        ),
+        ("abc.def.ghi", "malformed"),
+        (
+            "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl",
+            "signature is not valid",
+        ),
+    ] {
+        for op in ["auth.whoami", "api_keys.create"] {
+            s.post(&op_path(op), Some(token), &json!({}))
+                .await
+                .error_with(401, "unauthenticated", &[part]);
+        }
+    }
+    // A well-formed key that must be looked up finds storage gone: 503, not a 401 claiming it is unknown.
+    s.post(&op_path("auth.whoami"), Some(&unknown), &json!({}))
+        .await
+        .error_with(503, "unavailable", &["storage"]);
+    // A cached key is verified without storage.
+    assert_eq!(s.id_of_key(&admin).await.len(), 30);
 }

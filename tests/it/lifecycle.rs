@@ -1,10 +1,12 @@
-//! The API-key lifecycle end to end against the real binary: `api_keys.get`, `api_keys.update` and
+//! The API-key lifecycle end to end, in process with a manual clock: `api_keys.get`, `api_keys.update` and
 //! `api_keys.rotate`, exact expiry, address allow-lists behind trusted proxies, last-used tracking, and the
 //! `status` of a key (in its metadata and as a `list` filter).
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::net::IpAddr;
+use std::time::Duration;
 
 use crate::support::*;
+use opgate::core::Timestamp;
 use reqwest::Method;
 use serde_json::{json, Value};
 
@@ -53,13 +55,13 @@ fn assert_secret(key: &Value) -> String {
 }
 
 /// `api_keys.create` with `token`: the new secret and its id.
-async fn make(s: &TestServer, token: &str, body: Value) -> (String, String) {
+async fn make(s: &TestGateway, token: &str, body: Value) -> (String, String) {
     let out = s.create(token, body).await;
     (assert_secret(&out["key"]), id_of(&out["key_details"]))
 }
 
 /// The id of the key whose secret is `key`, found through `list` by its prefix.
-async fn id_by_secret(s: &TestServer, token: &str, key: &str) -> String {
+async fn id_by_secret(s: &TestGateway, token: &str, key: &str) -> String {
     let lines = s.list(token, json!({ "include_revoked": true })).await;
     let line = lines
         .iter()
@@ -69,22 +71,30 @@ async fn id_by_secret(s: &TestServer, token: &str, key: &str) -> String {
 }
 
 /// Calls `api_keys.list` with `key` (an operation every key in these tests may call).
-async fn use_key(s: &TestServer, key: &str) -> Reply {
+async fn use_key(s: &TestGateway, key: &str) -> Reply {
     s.post(&op_path(LIST), Some(key), &json!({})).await
 }
 
 /// Calls `api_keys.list` with `key` and `X-Forwarded-For: xff`.
-async fn use_key_via(s: &TestServer, key: &str, xff: &str) -> Reply {
-    send(
-        s.request(Method::POST, &op_path(LIST), Some(key))
-            .header("x-forwarded-for", xff)
-            .json(&json!({})),
-    )
-    .await
+async fn use_key_via(s: &TestGateway, key: &str, xff: &str) -> Reply {
+    s.request(Method::POST, &op_path(LIST), Some(key))
+        .header("x-forwarded-for", xff)
+        .json(&json!({}))
+        .send()
+        .await
+}
+
+/// Calls `api_keys.list` with `key` from the client address `ip`.
+async fn use_key_from(s: &TestGateway, key: &str, ip: &str) -> Reply {
+    s.request(Method::POST, &op_path(LIST), Some(key))
+        .from(ip.parse::<IpAddr>().unwrap())
+        .json(&json!({}))
+        .send()
+        .await
 }
 
 /// The ids `list {status}` returns, as a sorted list.
-async fn ids_with_status(s: &TestServer, token: &str, status: &str) -> Vec<String> {
+async fn ids_with_status(s: &TestGateway, token: &str, status: &str) -> Vec<String> {
     let lines = s.list(token, json!({ "status": status })).await;
     for line in &lines {
         assert_eq!(line["status"], status, "{line}");
@@ -100,50 +110,15 @@ fn sorted(ids: &[&String]) -> Vec<String> {
     v
 }
 
-fn now_millis() -> u128 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_millis()
+/// The gateway's clock, in seconds since the epoch.
+fn now(s: &TestGateway) -> i64 {
+    s.clock().now().unix()
 }
 
-/// Waits for the start of the next second unless one has just begun, so that a deadline `now + n` seconds
-/// (stored with one-second resolution) leaves almost all of its `n` seconds.
-async fn at_second_start() {
-    let into = (now_millis() % 1000) as u64;
-    if into > 150 {
-        tokio::time::sleep(Duration::from_millis(1000 - into + 20)).await;
-    }
-}
-
-/// Sleeps until the wall clock is a little past `t` (unix seconds).
-async fn sleep_past(t: i64) {
-    let target = t as u128 * 1000 + 100;
-    let now = now_millis();
-    if now < target {
-        tokio::time::sleep(Duration::from_millis((target - now) as u64)).await;
-    }
-}
-
-/// Polls `api_keys.get` until `done` holds for the key's metadata (the usage flush is about a second late).
-async fn poll_get(
-    s: &TestServer,
-    token: &str,
-    key_id: &str,
-    done: impl Fn(&Value) -> bool,
-) -> Value {
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        let d = s.get(token, key_id).await;
-        if done(&d) {
-            return d;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "timed out waiting on {key_id}: {d}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+/// A key minted in the store (as `opgate admin create-key` does) that expires at `at`.
+async fn key_expiring_at(s: &TestGateway, perms: &[&str], at: i64) -> String {
+    s.create_key_with("default", perms, |k| k.expires_at = Some(Timestamp(at)))
+        .await
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -151,11 +126,10 @@ async fn poll_get(
 
 #[tokio::test]
 async fn rotate_through_both_paths_replaces_the_key_and_the_old_one_works_for_its_grace() {
-    let s = TestServer::start();
+    let s = TestGateway::start().await;
     let admin = s.admin_key().to_owned();
     let mut olds = Vec::new();
     let mut news = Vec::new();
-    at_second_start().await;
     for path in both_paths(ROTATE) {
         let (old_key, old_id) = make(
             &s,
@@ -217,10 +191,7 @@ async fn rotate_through_both_paths_replaces_the_key_and_the_old_one_works_for_it
             assert!(d[unset].is_null(), "{unset}: {d}");
         }
         let grace = rfc3339_unix(out["grace_expires_at"].as_str().expect("grace_expires_at"));
-        assert!(
-            (grace - (now_unix() + 2)).abs() <= 1,
-            "grace ≈ now + 2 s: {out}"
-        );
+        assert_eq!(grace, now(&s) + 2, "grace = now + 2 s: {out}");
 
         // The old key's metadata records the rotation.
         let o = s.get(&admin, &old_id).await;
@@ -239,9 +210,14 @@ async fn rotate_through_both_paths_replaces_the_key_and_the_old_one_works_for_it
         news.push((new_key, new_id));
     }
 
-    // After the grace the old keys fail and read as expired; the new keys go on working.
-    let last_grace = olds.iter().map(|o| o.2).max().unwrap();
-    sleep_past(last_grace).await;
+    // One second before the grace ends the old keys still work; at its end they fail and read as expired,
+    // while the new keys go on working.
+    s.advance(Duration::from_secs(1));
+    for (old_key, old_id, _) in &olds {
+        s.call_ok(LIST, old_key, json!({})).await;
+        assert_eq!(assert_details(&s.get(&admin, old_id).await), "rotating");
+    }
+    s.advance(Duration::from_secs(1));
     for ((old_key, old_id, grace), (new_key, new_id)) in olds.iter().zip(&news) {
         for path in both_paths(LIST) {
             s.post(&path, Some(old_key), &json!({})).await.error_with(
@@ -267,7 +243,7 @@ async fn rotate_through_both_paths_replaces_the_key_and_the_old_one_works_for_it
         .json();
     // The default grace is 24 hours.
     let grace = rfc3339_unix(again["grace_expires_at"].as_str().unwrap());
-    assert!((grace - (now_unix() + 86_400)).abs() <= 2, "{again}");
+    assert_eq!(grace, now(&s) + 86_400, "{again}");
     s.call_ok(LIST, new_key, json!({})).await;
     s.call_ok(LIST, &assert_secret(&again["key"]), json!({}))
         .await;
@@ -275,7 +251,7 @@ async fn rotate_through_both_paths_replaces_the_key_and_the_old_one_works_for_it
 
 #[tokio::test]
 async fn rotate_with_zero_grace_ends_the_old_key_at_once() {
-    let s = TestServer::start();
+    let s = TestGateway::start().await;
     let admin = s.admin_key().to_owned();
     let (old_key, old_id) = make(&s, &admin, json!({ "name": "now" })).await;
     s.call_ok(LIST, &old_key, json!({})).await; // cached
@@ -299,7 +275,7 @@ async fn rotate_with_zero_grace_ends_the_old_key_at_once() {
 
 #[tokio::test]
 async fn rotate_refuses_revoked_unknown_foreign_out_of_range_and_unauthorized_requests() {
-    let s = TestServer::start();
+    let s = TestGateway::start().await;
     let admin = s.admin_key().to_owned();
 
     // A revoked key cannot be rotated.
@@ -312,7 +288,7 @@ async fn rotate_refuses_revoked_unknown_foreign_out_of_range_and_unauthorized_re
     }
 
     // Unknown ids and another organization's keys are not found.
-    let b_key = s.create_key("b", &[READ, WRITE]);
+    let b_key = s.create_key("b", &[READ, WRITE]).await;
     let b_id = id_by_secret(&s, &b_key, &b_key).await;
     for id in ["key_00000000000000000000000000", b_id.as_str()] {
         for path in both_paths(ROTATE) {
@@ -351,7 +327,7 @@ async fn rotate_refuses_revoked_unknown_foreign_out_of_range_and_unauthorized_re
     s.call_ok(LIST, &key, json!({})).await;
 
     // Rotation needs api_keys:write.
-    let reader = s.create_key("default", &[READ]);
+    let reader = s.create_key("default", &[READ]).await;
     s.post(&op_path(ROTATE), Some(&reader), &json!({ "key_id": id }))
         .await
         .error_with(403, "permission_denied", &["api_keys:write"]);
@@ -366,15 +342,15 @@ async fn rotate_refuses_revoked_unknown_foreign_out_of_range_and_unauthorized_re
         .await
         .json();
     let grace = rfc3339_unix(out["grace_expires_at"].as_str().unwrap());
-    assert!((grace - (now_unix() + 2_592_000)).abs() <= 2, "{out}");
+    assert_eq!(grace, now(&s) + 2_592_000, "{out}");
     s.call_ok(LIST, &key, json!({})).await;
 }
 
 #[tokio::test]
 async fn rotate_never_hands_out_more_than_the_caller_holds() {
-    let s = TestServer::start();
+    let s = TestGateway::start().await;
     let admin = s.admin_key().to_owned();
-    let writer = s.create_key("default", &[READ, WRITE]);
+    let writer = s.create_key("default", &[READ, WRITE]).await;
     let admin_id = id_by_secret(&s, &admin, &admin).await;
     // Rotating the admin key would mint a `*` secret for a caller that holds only api_keys:*.
     s.post(
@@ -401,15 +377,10 @@ async fn rotate_never_hands_out_more_than_the_caller_holds() {
 
 #[tokio::test]
 async fn a_key_expires_to_the_second() {
-    let s = TestServer::start();
+    let s = TestGateway::start().await;
     let admin = s.admin_key().to_owned();
-    at_second_start().await;
-    let expires = now_unix() + 2;
-    let key = s.create_key_with(
-        "default",
-        &[READ],
-        &["--expires-at", &unix_rfc3339(expires)],
-    );
+    let expires = now(&s) + 2;
+    let key = key_expiring_at(&s, &[READ], expires).await;
     s.call_ok(LIST, &key, json!({})).await;
     let id = id_by_secret(&s, &admin, &key).await;
     let d = s.get(&admin, &id).await;
@@ -418,7 +389,12 @@ async fn a_key_expires_to_the_second() {
     assert!(ids_with_status(&s, &admin, "active").await.contains(&id));
     assert!(!ids_with_status(&s, &admin, "expired").await.contains(&id));
 
-    sleep_past(expires).await;
+    // One second before: still fine (the key is cached now, which changes nothing).
+    s.advance(Duration::from_secs(1));
+    s.call_ok(LIST, &key, json!({})).await;
+    assert_eq!(s.get(&admin, &id).await["status"], "active");
+    // At `expires_at` exactly: refused, through either path.
+    s.advance(Duration::from_secs(1));
     for path in both_paths(LIST) {
         s.post(&path, Some(&key), &json!({})).await.error_with(
             401,
@@ -432,13 +408,29 @@ async fn a_key_expires_to_the_second() {
     assert!(!ids_with_status(&s, &admin, "active").await.contains(&id));
     // Expired keys are still listed by default (only revoked ones are hidden).
     assert!(s.list_ids(&admin, json!({})).await.contains(&id));
+    // A key created over the API with `expires_in_days` ends the same way, to the second.
+    let (days, days_id) = make(
+        &s,
+        &admin,
+        json!({ "name": "a day", "permissions": [READ], "expires_in_days": 1 }),
+    )
+    .await;
+    s.advance(Duration::from_secs(86_399));
+    s.call_ok(LIST, &days, json!({})).await;
+    s.advance(Duration::from_secs(1));
+    use_key(&s, &days)
+        .await
+        .error_with(401, "unauthenticated", &["expired at"]);
+    assert_eq!(s.get(&admin, &days_id).await["status"], "expired");
 }
 
 #[tokio::test]
 async fn create_key_takes_an_exact_expiry_with_any_offset() {
-    let s = TestServer::start();
+    // `opgate admin create-key` works on the data directory of a running gateway.
+    let s = TestGateway::start().await;
     let admin = s.admin_key().to_owned();
-    let key = s.create_key_with(
+    let key = create_key_in_with(
+        s.data_dir(),
         "default",
         &[READ],
         &["--expires-at", "2126-11-25T19:00:00+01:00"],
@@ -456,7 +448,7 @@ async fn create_key_takes_an_exact_expiry_with_any_offset() {
 
 #[tokio::test]
 async fn allowed_ips_use_the_socket_peer_without_trusted_proxies() {
-    let s = TestServer::start();
+    let s = TestGateway::start().await;
     let admin = s.admin_key().to_owned();
     let cases: [(&[&str], bool); 4] = [
         (&["127.0.0.1"], true),
@@ -466,6 +458,13 @@ async fn allowed_ips_use_the_socket_peer_without_trusted_proxies() {
     ];
     for (allowed, works) in cases {
         let (key, _) = make(&s, &admin, json!({ "name": "ip", "allowed_ips": allowed })).await;
+        // From another peer address the answer turns around for the range entries.
+        let elsewhere = use_key_from(&s, &key, "10.1.2.3").await;
+        if allowed.contains(&"10.0.0.0/8") {
+            assert_eq!(elsewhere.status, 200, "{allowed:?}: {}", elsewhere.text());
+        } else {
+            elsewhere.error_with(403, "permission_denied", &["10.1.2.3"]);
+        }
         // X-Forwarded-For from a peer that is not a trusted proxy is ignored.
         for reply in [
             use_key(&s, &key).await,
@@ -492,9 +491,14 @@ async fn allowed_ips_use_the_socket_peer_without_trusted_proxies() {
 
 #[tokio::test]
 async fn admin_create_key_takes_allowed_ips() {
-    let s = TestServer::start();
+    let s = TestGateway::start().await;
     let admin = s.admin_key().to_owned();
-    let fenced = s.create_key_with("default", &[READ], &["--allowed-ips", "10.0.0.0/8,::1"]);
+    let fenced = create_key_in_with(
+        s.data_dir(),
+        "default",
+        &[READ],
+        &["--allowed-ips", "10.0.0.0/8,::1"],
+    );
     let id = id_by_secret(&s, &admin, &fenced).await;
     assert_eq!(
         s.get(&admin, &id).await["allowed_ips"],
@@ -503,7 +507,11 @@ async fn admin_create_key_takes_allowed_ips() {
     use_key(&s, &fenced)
         .await
         .error_with(403, "permission_denied", &["127.0.0.1"]);
-    let local = s.create_key_with(
+    for ip in ["10.9.8.7", "::1"] {
+        assert_eq!(use_key_from(&s, &fenced, ip).await.status, 200, "{ip}");
+    }
+    let local = create_key_in_with(
+        s.data_dir(),
         "default",
         &[READ],
         &["--allowed-ips", "127.0.0.1,2001:db8::/32"],
@@ -518,7 +526,10 @@ async fn admin_create_key_takes_allowed_ips() {
 
 #[tokio::test]
 async fn behind_a_trusted_proxy_the_right_most_untrusted_forwarded_address_is_the_client() {
-    let s = TestServer::start_with(&["--trusted-proxies", "127.0.0.1/32"]);
+    let s = TestGateway::start_with(|setup| {
+        setup.config.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+    })
+    .await;
     let admin = s.admin_key().to_owned();
     let (net, net_id) = make(
         &s,
@@ -566,8 +577,17 @@ async fn behind_a_trusted_proxy_the_right_most_untrusted_forwarded_address_is_th
     use_key(&s, &net)
         .await
         .error_with(403, "permission_denied", &["127.0.0.1"]);
+    // A peer that is not a trusted proxy is the client, whatever it forwards.
+    s.request(Method::POST, &op_path(LIST), Some(&net))
+        .from("198.51.100.9".parse().unwrap())
+        .header("x-forwarded-for", "203.0.113.5")
+        .json(&json!({}))
+        .send()
+        .await
+        .error_with(403, "permission_denied", &["198.51.100.9"]);
     // The forwarded address is what last-used records.
-    let d = poll_get(&s, &admin, &net_id, |d| !d["last_used_ip"].is_null()).await;
+    s.flush_usage().await;
+    let d = s.get(&admin, &net_id).await;
     assert_eq!(d["last_used_ip"], "203.0.113.5", "{d}");
 }
 
@@ -576,7 +596,7 @@ async fn behind_a_trusted_proxy_the_right_most_untrusted_forwarded_address_is_th
 
 #[tokio::test]
 async fn update_narrows_permissions_effective_from_the_very_next_request() {
-    let s = TestServer::start();
+    let s = TestGateway::start().await;
     let admin = s.admin_key().to_owned();
     let (key, id) = make(
         &s,
@@ -609,7 +629,7 @@ async fn update_narrows_permissions_effective_from_the_very_next_request() {
 
 #[tokio::test]
 async fn update_never_widens_a_key_nor_grants_beyond_the_caller() {
-    let s = TestServer::start();
+    let s = TestGateway::start().await;
     let admin = s.admin_key().to_owned();
     // Widening: a read-only key cannot be given write, not even by the admin.
     let (reader, reader_id) = make(&s, &admin, json!({ "name": "r", "permissions": [READ] })).await;
@@ -631,7 +651,7 @@ async fn update_never_widens_a_key_nor_grants_beyond_the_caller() {
         .error_with(403, "permission_denied", &[]);
 
     // Beyond the caller: a writer cannot set `*`, even on a key that holds it.
-    let writer = s.create_key("default", &[WRITE, READ]);
+    let writer = s.create_key("default", &[WRITE, READ]).await;
     let (_, star_id) = make(&s, &admin, json!({ "name": "star", "permissions": ["*"] })).await;
     s.post(
         &op_path(UPDATE),
@@ -654,7 +674,7 @@ async fn update_never_widens_a_key_nor_grants_beyond_the_caller() {
 
 #[tokio::test]
 async fn update_changes_only_the_given_fields_and_null_clears() {
-    let s = TestServer::start();
+    let s = TestGateway::start().await;
     let admin = s.admin_key().to_owned();
     let (key, id) = make(
         &s,
@@ -725,7 +745,7 @@ async fn update_changes_only_the_given_fields_and_null_clears() {
 
 #[tokio::test]
 async fn update_allowed_ips_takes_effect_on_the_very_next_request() {
-    let s = TestServer::start();
+    let s = TestGateway::start().await;
     let admin = s.admin_key().to_owned();
     let (key, id) = make(&s, &admin, json!({ "name": "fence" })).await;
     s.call_ok(LIST, &key, json!({})).await; // cached
@@ -769,10 +789,10 @@ async fn update_allowed_ips_takes_effect_on_the_very_next_request() {
 
 #[tokio::test]
 async fn update_refuses_unknown_foreign_and_invalid_requests() {
-    let s = TestServer::start();
+    let s = TestGateway::start().await;
     let admin = s.admin_key().to_owned();
     let (_, id) = make(&s, &admin, json!({ "name": "target", "rate_limit": 9 })).await;
-    let b_key = s.create_key("b", &[READ, WRITE]);
+    let b_key = s.create_key("b", &[READ, WRITE]).await;
     let b_id = id_by_secret(&s, &b_key, &b_key).await;
     for missing in ["key_00000000000000000000000000", b_id.as_str()] {
         for body in [
@@ -824,7 +844,7 @@ async fn update_refuses_unknown_foreign_and_invalid_requests() {
 
 #[tokio::test]
 async fn last_use_is_recorded_with_address_and_user_agent_and_survives_a_restart() {
-    let mut s = TestServer::start();
+    let mut s = TestGateway::start().await;
     let admin = s.admin_key().to_owned();
     let (key, id) = make(&s, &admin, json!({ "name": "used" })).await;
     let fresh = s.get(&admin, &id).await;
@@ -833,20 +853,20 @@ async fn last_use_is_recorded_with_address_and_user_agent_and_survives_a_restart
         assert!(fresh[f].is_null(), "{f}: {fresh}");
     }
 
-    let before = now_unix();
-    let reply = send(
-        s.request(Method::POST, &op_path(LIST), Some(&key))
-            .header("user-agent", "lifecycle-test/1.0")
-            .json(&json!({})),
-    )
-    .await;
+    s.advance(Duration::from_secs(7));
+    let used_at = now(&s);
+    let reply = s
+        .request(Method::POST, &op_path(LIST), Some(&key))
+        .header("user-agent", "lifecycle-test/1.0")
+        .json(&json!({}))
+        .send()
+        .await;
     assert_eq!(reply.status, 200, "{}", reply.text());
-    let d = poll_get(&s, &admin, &id, |d| !d["last_used_at"].is_null()).await;
-    let at = rfc3339_unix(d["last_used_at"].as_str().unwrap());
-    assert!(
-        (before..=now_unix()).contains(&at),
-        "last_used_at ≈ now: {d}"
-    );
+    // Kept in memory until the flush (every second in a server).
+    assert!(s.get(&admin, &id).await["last_used_at"].is_null());
+    s.flush_usage().await;
+    let d = s.get(&admin, &id).await;
+    assert_eq!(d["last_used_at"], unix_rfc3339(used_at), "{d}");
     assert_eq!(d["last_used_ip"], "127.0.0.1", "{d}");
     assert_eq!(d["last_used_user_agent"], "lifecycle-test/1.0", "{d}");
     let listed = s.list(&admin, json!({})).await;
@@ -858,7 +878,7 @@ async fn last_use_is_recorded_with_address_and_user_agent_and_survives_a_restart
         assert_eq!(line[f], d[f], "{f}: {line}");
     }
 
-    s.restart();
+    s.restart().await;
     let after = s.get(&admin, &id).await;
     for f in ["last_used_at", "last_used_ip", "last_used_user_agent"] {
         assert_eq!(after[f], d[f], "{f} after restart: {after}");
@@ -867,19 +887,19 @@ async fn last_use_is_recorded_with_address_and_user_agent_and_survives_a_restart
 
 #[tokio::test]
 async fn last_use_is_flushed_on_shutdown_and_long_user_agents_are_cut() {
-    let mut s = TestServer::start();
+    let mut s = TestGateway::start().await;
     let admin = s.admin_key().to_owned();
     let (key, id) = make(&s, &admin, json!({ "name": "last-second" })).await;
     let long = "a".repeat(300);
-    let reply = send(
-        s.request(Method::POST, &op_path(LIST), Some(&key))
-            .header("user-agent", &long)
-            .json(&json!({})),
-    )
-    .await;
+    let reply = s
+        .request(Method::POST, &op_path(LIST), Some(&key))
+        .header("user-agent", &long)
+        .json(&json!({}))
+        .send()
+        .await;
     assert_eq!(reply.status, 200, "{}", reply.text());
-    // Straight to SIGTERM: the pending use must be written on the way out.
-    s.restart();
+    // Straight to shutdown: the pending use must be written on the way out.
+    s.restart().await;
     let d = s.get(&admin, &id).await;
     assert!(!d["last_used_at"].is_null(), "{d}");
     assert_eq!(d["last_used_ip"], "127.0.0.1");
@@ -888,7 +908,7 @@ async fn last_use_is_flushed_on_shutdown_and_long_user_agents_are_cut() {
 
 #[tokio::test]
 async fn failed_requests_do_not_count_as_use() {
-    let s = TestServer::start();
+    let s = TestGateway::start().await;
     let admin = s.admin_key().to_owned();
     let (fenced, fenced_id) = make(
         &s,
@@ -899,10 +919,9 @@ async fn failed_requests_do_not_count_as_use() {
     let (marker, marker_id) = make(&s, &admin, json!({ "name": "marker" })).await;
     s.call_ok(LIST, &marker, json!({})).await;
     use_key(&s, &fenced).await.error(403, "permission_denied");
-    // Wait for the marker's use to be flushed, then for one more flush: a recorded refused use would be
-    // written by now.
-    poll_get(&s, &admin, &marker_id, |d| !d["last_used_at"].is_null()).await;
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    // After a flush the marker's use is written; a recorded refused use would be written with it.
+    s.flush_usage().await;
+    assert!(!s.get(&admin, &marker_id).await["last_used_at"].is_null());
     let d = s.get(&admin, &fenced_id).await;
     assert!(d["last_used_at"].is_null(), "{d}");
 }
@@ -912,7 +931,7 @@ async fn failed_requests_do_not_count_as_use() {
 
 #[tokio::test]
 async fn every_status_is_reported_and_filters_the_list() {
-    let s = TestServer::start();
+    let s = TestGateway::start().await;
     let admin = s.admin_key().to_owned();
     let admin_id = id_by_secret(&s, &admin, &admin).await;
     let (_, active_id) = make(&s, &admin, json!({ "name": "active" })).await;
@@ -934,11 +953,7 @@ async fn every_status_is_reported_and_filters_the_list() {
         .await
         .json();
     let replaced_id = id_of(&replaced["key_details"]);
-    let past = s.create_key_with(
-        "default",
-        &[READ],
-        &["--expires-at", "2020-01-01T00:00:00Z"],
-    );
+    let past = key_expiring_at(&s, &[READ], rfc3339_unix("2020-01-01T00:00:00Z")).await;
     let past_id = id_by_secret(&s, &admin, &past).await;
     use_key(&s, &past).await.error_with(
         401,
@@ -946,7 +961,7 @@ async fn every_status_is_reported_and_filters_the_list() {
         &["expired at 2020-01-01T00:00:00Z"],
     );
     // A key of another organization never shows up.
-    s.create_key("b", &[READ]);
+    s.create_key("b", &[READ]).await;
 
     let want: [(&str, Vec<&String>); 4] = [
         (
@@ -964,13 +979,9 @@ async fn every_status_is_reported_and_filters_the_list() {
                 .await;
             assert_eq!(reply.status, 200, "{path}: {}", reply.text());
             let lines = reply.lines();
-            let mut got: Vec<String> = lines.iter().map(id_of).collect();
-            let in_order = got.clone();
-            got.sort();
-            assert_eq!(got, sorted(ids), "{path} status {status}");
-            let mut by_seq = in_order.clone();
-            by_seq.sort(); // ids are ULIDs: creation order is id order
-            assert_eq!(in_order, by_seq, "oldest first");
+            let got: Vec<String> = lines.iter().map(id_of).collect();
+            let created: Vec<String> = ids.iter().map(|id| id.to_string()).collect();
+            assert_eq!(got, created, "{path} status {status}: oldest first");
             for line in &lines {
                 assert_eq!(assert_details(line), *status, "{line}");
             }
@@ -1026,7 +1037,7 @@ async fn every_status_is_reported_and_filters_the_list() {
 
 #[tokio::test]
 async fn get_through_both_paths_returns_the_metadata_never_the_secret() {
-    let s = TestServer::start();
+    let s = TestGateway::start().await;
     let admin = s.admin_key().to_owned();
     let out = s
         .create(
@@ -1042,7 +1053,7 @@ async fn get_through_both_paths_returns_the_metadata_never_the_secret() {
         .await;
     let key = assert_secret(&out["key"]);
     let id = id_of(&out["key_details"]);
-    let reader = s.create_key("default", &[READ]);
+    let reader = s.create_key("default", &[READ]).await;
     for path in both_paths(GET) {
         for token in [&admin, &reader, &key] {
             let reply = s.post(&path, Some(token), &json!({ "key_id": id })).await;
@@ -1065,7 +1076,7 @@ async fn get_through_both_paths_returns_the_metadata_never_the_secret() {
     assert!(!d["revoked_at"].is_null());
 
     // Unknown ids and other organizations' keys are not found.
-    let b_key = s.create_key("b", &[READ]);
+    let b_key = s.create_key("b", &[READ]).await;
     let b_id = id_by_secret(&s, &b_key, &b_key).await;
     let admin_id = id_by_secret(&s, &admin, &admin).await;
     for (token, missing) in [
@@ -1092,7 +1103,7 @@ async fn get_through_both_paths_returns_the_metadata_never_the_secret() {
         );
     }
     // get needs api_keys:read.
-    let other = s.create_key("default", &["audit:read"]);
+    let other = s.create_key("default", &["audit:read"]).await;
     s.post(&op_path(GET), Some(&other), &json!({ "key_id": id }))
         .await
         .error_with(403, "permission_denied", &["api_keys:read"]);

@@ -1,10 +1,11 @@
-//! `api_keys.list` over 10,000 keys: read as a byte stream and parsed line by line, paged with `limit` and
-//! `after_id`, and with revoked keys hidden or shown.
+//! `api_keys.list` over 10,000 keys, in process: read frame by frame and parsed line by line, paged with
+//! `limit` and `after_id`, with revoked keys hidden or shown, and a stream whose storage fails after its first
+//! line, which ends with one error line.
 
 use std::collections::HashSet;
 
 use crate::support::*;
-use futures_util::StreamExt;
+use http_body_util::BodyExt;
 use reqwest::Method;
 use serde_json::{json, Value};
 
@@ -14,7 +15,7 @@ const ORG: &str = "bulk";
 /// A server whose org `bulk` holds, in this order: a key made by `admin create-key` (returned, with
 /// `api_keys:read` and `api_keys:write`), 10,000 seeded keys, and one key made through the API (returned).
 struct Bulk {
-    server: TestServer,
+    server: TestGateway,
     /// The CLI-made key of org `bulk`, the oldest.
     key: String,
     /// The API-made key, the newest.
@@ -22,9 +23,11 @@ struct Bulk {
 }
 
 async fn bulk() -> Bulk {
-    let server = TestServer::start();
-    let key = server.create_key(ORG, &["api_keys:read", "api_keys:write"]);
-    server.seed_keys(ORG, SEEDED);
+    let server = TestGateway::start().await;
+    let key = server
+        .create_key(ORG, &["api_keys:read", "api_keys:write"])
+        .await;
+    server.seed_keys(ORG, SEEDED).await;
     let newest = server.create(&key, json!({ "name": "newest" })).await;
     Bulk {
         server,
@@ -34,20 +37,39 @@ async fn bulk() -> Bulk {
 }
 
 /// Streams `api_keys.list`, parsing each NDJSON line as soon as it is complete. Checks every raw line against
-/// `secrets` and for secret fields. Returns the items and the number of body chunks they came in.
+/// `secrets` and for secret fields. Returns the items and the number of body frames they came in.
 async fn stream_list(
-    s: &TestServer,
+    s: &TestGateway,
     token: &str,
     body: Value,
     secrets: &[&str],
 ) -> (Vec<Value>, usize) {
+    let (items, error, frames) = read_stream(s, token, body, secrets).await;
+    assert!(error.is_none(), "the stream failed: {error:?}");
+    (items, frames)
+}
+
+/// Like [`stream_list`], also returning the stream's final error line, if it ended with one.
+async fn read_stream(
+    s: &TestGateway,
+    token: &str,
+    body: Value,
+    secrets: &[&str],
+) -> (Vec<Value>, Option<Value>, usize) {
     let resp = s
         .request(Method::POST, &op_path("api_keys.list"), Some(token))
         .json(&body)
-        .send()
-        .await
-        .expect("list request");
-    assert_eq!(resp.status().as_u16(), 200);
+        .respond()
+        .await;
+    read_frames(resp, secrets).await
+}
+
+/// Reads an NDJSON response frame by frame, each line as soon as it is complete.
+async fn read_frames(
+    resp: opgate::server::Resp,
+    secrets: &[&str],
+) -> (Vec<Value>, Option<Value>, usize) {
+    assert_eq!(resp.status(), 200);
     let header = |name: &str| {
         resp.headers()
             .get(name)
@@ -59,13 +81,17 @@ async fn stream_list(
     );
     assert!(header("x-request-id").is_some_and(|v| !v.is_empty()));
 
-    let mut bytes = resp.bytes_stream();
+    let mut body = resp.into_body();
     let mut pending = Vec::new();
     let mut items = Vec::new();
-    let mut chunks = 0;
-    while let Some(chunk) = bytes.next().await {
-        pending.extend_from_slice(&chunk.expect("stream chunk"));
-        chunks += 1;
+    let mut error = None;
+    let mut frames = 0;
+    while let Some(frame) = body.frame().await {
+        let Ok(chunk) = frame.unwrap().into_data() else {
+            continue;
+        };
+        pending.extend_from_slice(&chunk);
+        frames += 1;
         let mut start = 0;
         while let Some(n) = pending[start..].iter().position(|&b| b == b'\n') {
             let line = std::str::from_utf8(&pending[start..start + n]).expect("UTF-8 line");
@@ -77,14 +103,18 @@ async fn stream_list(
                 "{line}"
             );
             let item: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
-            assert!(item.get("error").is_none(), "the stream failed: {line}");
-            items.push(item);
+            assert!(error.is_none(), "a line after the error line: {line}");
+            if item.get("error").is_some() {
+                error = Some(item);
+            } else {
+                items.push(item);
+            }
             start += n + 1;
         }
         pending.drain(..start);
     }
     assert!(pending.is_empty(), "the stream ends with a complete line");
-    (items, chunks)
+    (items, error, frames)
 }
 
 #[tokio::test]
@@ -109,10 +139,10 @@ async fn streams_ten_thousand_keys_oldest_first_without_secrets() {
         ids.len(),
         "ids are unique"
     );
-    assert!(
-        ids.windows(2).all(|w| w[0] < w[1]),
-        "ids ascend in stream order"
-    );
+    // Oldest first: the order they were made in (ids are random past their time part).
+    for (i, item) in items[1..=SEEDED].iter().enumerate() {
+        assert_eq!(item["name"], format!("seed-{i}"), "in the order made");
+    }
     let created: Vec<i64> = items
         .iter()
         .map(|i| rfc3339_unix(i["created_at"].as_str().unwrap()))
@@ -234,4 +264,61 @@ async fn revoked_keys_are_hidden_unless_asked_for() {
     )
     .await;
     assert_eq!(page.iter().map(id_of).collect::<Vec<_>>(), all[5001..5003]);
+}
+
+#[tokio::test]
+async fn a_stream_that_fails_after_its_first_line_ends_with_one_error_line() {
+    let s = TestGateway::start().await;
+    s.seed_keys("default", 1_200).await;
+    let resp = s
+        .request(Method::POST, &op_path("api_keys.list"), Some(s.admin_key()))
+        .json(&json!({}))
+        .respond()
+        .await;
+    assert_eq!(resp.status(), 200);
+    let request_id = resp.headers()["x-request-id"].to_str().unwrap().to_owned();
+    let mut body = resp.into_body();
+    let mut text = body
+        .frame()
+        .await
+        .unwrap()
+        .unwrap()
+        .into_data()
+        .unwrap()
+        .to_vec();
+    assert!(text.ends_with(b"\n") && !text.is_empty());
+    // Once the first lines are out, storage goes away under the stream: the store is closed and its files
+    // removed, so the next page cannot be read.
+    s.data().store.close().await;
+    for file in ["opgate.db", "opgate.db-wal", "opgate.db-shm"] {
+        let _ = std::fs::remove_file(s.data_dir().join(file));
+    }
+    while let Some(frame) = body.frame().await {
+        text.extend_from_slice(&frame.unwrap().into_data().unwrap());
+    }
+    let text = String::from_utf8(text).unwrap();
+    assert!(text.ends_with('\n'), "whole lines only");
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let (last, items) = lines.split_last().unwrap();
+    // Every line before the last is a key, in order; the last is the contract's error, alone.
+    assert!(
+        !items.is_empty() && items.len() < 1_201,
+        "{} items",
+        items.len()
+    );
+    for (i, item) in items.iter().enumerate() {
+        assert_metadata(item);
+        if i > 0 {
+            assert_eq!(item["name"], format!("seed-{}", i - 1));
+        }
+    }
+    assert_eq!(last.as_object().unwrap().len(), 1, "{last}");
+    let error = last["error"].as_object().expect("an error line");
+    assert_eq!(error.len(), 3, "{last}");
+    assert_eq!(error["code"], "unavailable");
+    assert_eq!(error["message"], "storage is unavailable; retry later");
+    assert_eq!(error["request_id"], request_id.as_str());
 }

@@ -18,5 +18,7 @@ mod hardening;
 mod lifecycle;
 mod list_stream;
 mod operating;
+mod order_of_checks;
+mod registry_table;
 mod sessions;
 mod spec;

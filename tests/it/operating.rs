@@ -1,9 +1,13 @@
-//! Operating the gateway: limits against real slow and huge clients over loopback, HTTP/2 (h2c) on the same
-//! port, `/readyz` and graceful shutdown, and `/metrics`.
+//! Operating the gateway, against the real binary: limits against real slow and huge clients over loopback,
+//! HTTP/2 (h2c) on the same port, `/readyz` and graceful shutdown, `/metrics`, and the server secret from
+//! `OPGATE_SECRET`.
 
 use std::time::{Duration, Instant};
 
-use crate::support::{op_path, read_all, start_upload, TestServer};
+use crate::support::{
+    create_key_in, create_key_in_with, eventually, op_path, opgate, read_response,
+    read_until_closed, start_upload, TestServer,
+};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -16,7 +20,7 @@ async fn a_slowloris_client_is_cut_off_after_the_header_timeout() {
         .await
         .unwrap();
     let started = Instant::now();
-    let got = read_all(&mut conn, Duration::from_secs(5)).await;
+    let got = read_until_closed(&mut conn, Duration::from_secs(5)).await;
     let waited = started.elapsed();
     assert!(
         waited >= Duration::from_millis(900) && waited < Duration::from_secs(4),
@@ -39,7 +43,8 @@ async fn oversized_headers_are_refused() {
     let big = "a".repeat(64 * 1024);
     let req = format!("POST /v1/op/auth.whoami HTTP/1.1\r\nHost: x\r\nX-Big: {big}\r\n\r\n");
     let _ = conn.write_all(req.as_bytes()).await;
-    let got = read_all(&mut conn, Duration::from_secs(5)).await;
+    // Refused: answered 431 or cut off, and the connection closed (not merely left unanswered).
+    let got = read_until_closed(&mut conn, Duration::from_secs(5)).await;
     assert!(
         got.is_empty() || got.starts_with("HTTP/1.1 431"),
         "{}",
@@ -58,15 +63,14 @@ async fn past_the_concurrency_limit_requests_get_503_at_once() {
     let s = TestServer::start_with(&["--max-concurrent-requests", "1"]);
     let admin = s.admin_key().to_owned();
     let body = br#"{"limit": 1}"#;
-    // One request holds the only slot while it uploads its body slowly.
+    // One request holds the only slot while it uploads its body slowly (the gateway is reading it).
     let mut slow = start_upload(&s, &admin, "api_keys.list", body.len(), &body[..3]).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
     let refused = s
         .post(&op_path("api_keys.list"), Some(&admin), &json!({}))
         .await;
     refused.error_with(503, "unavailable", &["concurrent requests"]);
     slow.write_all(&body[3..]).await.unwrap();
-    let got = read_all(&mut slow, Duration::from_millis(1500)).await;
+    let got = read_response(&mut slow, Duration::from_secs(5)).await;
     assert!(got.starts_with("HTTP/1.1 200 OK"), "{got}");
     assert_eq!(
         s.post(&op_path("auth.whoami"), Some(&admin), &json!({}))
@@ -81,7 +85,9 @@ async fn a_request_past_its_timeout_gets_503() {
     let s = TestServer::start_with(&["--request-timeout-seconds", "1"]);
     let admin = s.admin_key().to_owned();
     let mut slow = start_upload(&s, &admin, "auth.whoami", 10, b"{").await;
-    let got = read_all(&mut slow, Duration::from_secs(4)).await;
+    let started = Instant::now();
+    let got = read_until_closed(&mut slow, Duration::from_secs(4)).await;
+    assert!(started.elapsed() >= Duration::from_millis(900), "{got}");
     assert!(got.starts_with("HTTP/1.1 503"), "{got}");
     assert!(
         got.contains(r#""code":"unavailable""#) && got.contains("did not complete within 1 s"),
@@ -134,9 +140,14 @@ async fn shutdown_turns_readyz_503_finishes_in_flight_requests_and_exits_0() {
     // A request in flight when the signal arrives.
     let body = serde_json::to_vec(&json!({ "name": "during shutdown" })).unwrap();
     let mut in_flight = start_upload(&s, &admin, "api_keys.create", body.len(), &body[..5]).await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
     s.terminate();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    eventually("readyz turns 503", Duration::from_secs(2), || async {
+        s.request(reqwest::Method::GET, "/readyz", None)
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 503)
+    })
+    .await;
     let draining = crate::support::send(s.request(reqwest::Method::GET, "/readyz", None)).await;
     draining.error_with(503, "unavailable", &["shutting down"]);
     // Still serving during the delay.
@@ -147,7 +158,7 @@ async fn shutdown_turns_readyz_503_finishes_in_flight_requests_and_exits_0() {
         200
     );
     in_flight.write_all(&body[5..]).await.unwrap();
-    let got = read_all(&mut in_flight, Duration::from_secs(1)).await;
+    let got = read_response(&mut in_flight, Duration::from_secs(5)).await;
     assert!(
         got.starts_with("HTTP/1.1 200 OK") && got.contains("during shutdown"),
         "{got}"
@@ -156,22 +167,58 @@ async fn shutdown_turns_readyz_503_finishes_in_flight_requests_and_exits_0() {
 }
 
 #[tokio::test]
-async fn metrics_count_requests_auth_failures_and_storage() {
+async fn metrics_count_requests_every_auth_failure_reason_and_storage() {
     let s = TestServer::start();
     let admin = s.admin_key().to_owned();
     s.list(&admin, json!({})).await;
-    s.post("/v1/op/auth.whoami", Some("opg_garbage"), &json!({}))
-        .await
-        .error(401, "unauthenticated");
-    s.post("/v1/op/auth.whoami", Some("garbage"), &json!({}))
-        .await
-        .error(401, "unauthenticated");
-    // The last checksum character changed to another one: well formed, wrong checksum.
+    // One failure of every reason the README names.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let unknown = create_key_in(elsewhere.path(), "default", &["*"]);
     let last = if admin.ends_with('A') { 'B' } else { 'A' };
     let forged = format!("{}{last}", &admin[..admin.len() - 1]);
-    s.post("/v1/op/auth.whoami", Some(&forged), &json!({}))
+    let revoked = {
+        let out = s.create(&admin, json!({ "name": "revoked" })).await;
+        s.revoke(&admin, out["key_details"]["id"].as_str().unwrap())
+            .await;
+        out["key"].as_str().unwrap().to_owned()
+    };
+    let expired = s.create_key_with("default", &["*"], &["--expires-at", "2020-01-01T00:00:00Z"]);
+    let rotated = {
+        let out = s.create(&admin, json!({ "name": "rotated" })).await;
+        let id = out["key_details"]["id"].as_str().unwrap();
+        s.call_ok(
+            "api_keys.rotate",
+            &admin,
+            json!({ "key_id": id, "grace_period_seconds": 0 }),
+        )
+        .await;
+        out["key"].as_str().unwrap().to_owned()
+    };
+    let fenced = s.create_key_with("default", &["*"], &["--allowed-ips", "10.0.0.0/8"]);
+    let failures = [
+        ("opg_garbage", 401, "malformed_key"),
+        ("garbage", 401, "unrecognized_token"),
+        (forged.as_str(), 401, "bad_checksum"),
+        (unknown.as_str(), 401, "unknown_key"),
+        (revoked.as_str(), 401, "revoked"),
+        (expired.as_str(), 401, "expired"),
+        (rotated.as_str(), 401, "rotated"),
+        (fenced.as_str(), 403, "ip_not_allowed"),
+        ("abc.def.ghi", 401, "bad_session"),
+    ];
+    for (token, status, reason) in failures {
+        let reply = s.post("/v1/op/auth.whoami", Some(token), &json!({})).await;
+        assert_eq!(reply.status, status, "{reason}: {}", reply.text());
+    }
+    let limited = s
+        .create(&admin, json!({ "name": "limited", "rate_limit": 1 }))
+        .await;
+    let limited = limited["key"].as_str().unwrap();
+    s.call_ok("auth.whoami", limited, json!({})).await;
+    s.post("/v1/op/auth.whoami", Some(limited), &json!({}))
         .await
-        .error(401, "unauthenticated");
+        .error(429, "rate_limited");
+
     let resp = s
         .request(reqwest::Method::GET, "/metrics", None)
         .send()
@@ -183,19 +230,31 @@ async fn metrics_count_requests_auth_failures_and_storage() {
         .unwrap()
         .starts_with("text/plain"));
     let text = resp.text().await.unwrap();
-    for needle in [
-        r#"opgate_requests_total{operation="api_keys.list",status="200"} 1"#,
-        r#"opgate_requests_total{operation="auth.whoami",status="401"} 3"#,
-        r#"opgate_auth_failures_total{reason="malformed_key"} 1"#,
-        r#"opgate_auth_failures_total{reason="unrecognized_token"} 1"#,
-        r#"opgate_auth_failures_total{reason="bad_checksum"} 1"#,
-        r#"opgate_request_duration_seconds_bucket{operation="api_keys.list",le="#,
-        r#"opgate_storage_seconds_count{kind="read"}"#,
-        "opgate_requests_in_flight",
-    ] {
-        assert!(text.contains(needle), "missing {needle} in:\n{text}");
+    let mut needles = vec![
+        r#"opgate_requests_total{operation="api_keys.list",status="200"} 1"#.to_owned(),
+        r#"opgate_requests_total{operation="auth.whoami",status="401"} 8"#.to_owned(),
+        r#"opgate_requests_total{operation="auth.whoami",status="403"} 1"#.to_owned(),
+        r#"opgate_requests_total{operation="auth.whoami",status="429"} 1"#.to_owned(),
+        "opgate_rate_limited_total 1".to_owned(),
+        r#"opgate_request_duration_seconds_bucket{operation="api_keys.list",le="#.to_owned(),
+        r#"opgate_storage_seconds_count{kind="read"}"#.to_owned(),
+        r#"opgate_storage_seconds_count{kind="write"}"#.to_owned(),
+        "opgate_requests_in_flight".to_owned(),
+    ];
+    for (_, _, reason) in failures {
+        needles.push(format!(
+            r#"opgate_auth_failures_total{{reason="{reason}"}} 1"#
+        ));
     }
-    assert!(!text.contains(&admin[4..]), "no secret in metrics");
+    for needle in &needles {
+        assert!(
+            text.contains(needle.as_str()),
+            "missing {needle} in:\n{text}"
+        );
+    }
+    for secret in [&admin, &revoked, &expired, &rotated, &fenced, &unknown] {
+        assert!(!text.contains(&secret[4..]), "no secret in metrics");
+    }
 }
 
 #[tokio::test]
@@ -209,7 +268,7 @@ async fn an_idle_keep_alive_connection_is_closed_after_the_header_timeout() {
     let n = conn.read(&mut buf).await.unwrap();
     assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200 OK"));
     let idle_from = Instant::now();
-    let rest = read_all(&mut conn, Duration::from_secs(5)).await;
+    let rest = read_until_closed(&mut conn, Duration::from_secs(5)).await;
     let idle = idle_from.elapsed();
     assert!(rest.is_empty(), "{rest}");
     assert!(
@@ -221,26 +280,87 @@ async fn an_idle_keep_alive_connection_is_closed_after_the_header_timeout() {
 #[tokio::test]
 async fn past_the_connection_limit_new_connections_are_closed() {
     let s = TestServer::start_with(&["--max-connections", "2"]);
-    let _a = TcpStream::connect(s.addr()).await.unwrap();
-    let _b = TcpStream::connect(s.addr()).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    let a = TcpStream::connect(s.addr()).await.unwrap();
+    let b = TcpStream::connect(s.addr()).await.unwrap();
+    // Accepted in order: the third is past the limit and closed unanswered.
     let mut third = TcpStream::connect(s.addr()).await.unwrap();
     let _ = third
         .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
         .await;
-    let got = read_all(&mut third, Duration::from_secs(2)).await;
+    let got = read_until_closed(&mut third, Duration::from_secs(2)).await;
     assert!(
         got.is_empty(),
         "the third connection is closed unanswered: {got}"
     );
-    drop((_a, _b));
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let mut fourth = TcpStream::connect(s.addr()).await.unwrap();
-    fourth
-        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .await
+    // Once the first two are gone, a new connection is served again.
+    drop((a, b));
+    eventually(
+        "a new connection is served",
+        Duration::from_secs(5),
+        || async {
+            let Ok(mut fourth) = TcpStream::connect(s.addr()).await else {
+                return false;
+            };
+            let sent = fourth
+                .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                .await;
+            let mut got = Vec::new();
+            let read =
+                tokio::time::timeout(Duration::from_secs(2), fourth.read_to_end(&mut got)).await;
+            sent.is_ok() && read.is_ok() && got.starts_with(b"HTTP/1.1 200 OK")
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_key_minted_offline_with_opgate_secret_needs_the_same_secret_to_serve() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = (
+        "OPGATE_SECRET",
+        "c2hhcmVkLXNlcnZlci1zZWNyZXQtb2YtMzItYnl0ZXMhIQ==",
+    );
+    // Minted offline under the secret from the environment.
+    let out = opgate()
+        .args(["admin", "create-key", "--org", "acme", "--name", "ci"])
+        .args(["--permissions", "api_keys:read"])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .env(secret.0, secret.1)
+        .output()
         .unwrap();
-    assert!(read_all(&mut fourth, Duration::from_secs(2))
+    assert!(out.status.success(), "{out:?}");
+    let key = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+
+    // A server with the same secret takes it ...
+    let mut with = TestServer::start_existing(dir.path(), &[], &[secret]);
+    let me = with.call_ok("auth.whoami", &key, json!({})).await.json();
+    assert_eq!(
+        (&me["org"], &me["kind"]),
+        (&json!("acme"), &json!("api_key"))
+    );
+    with.terminate();
+    with.wait_exit();
+    drop(with);
+    // ... a server without it (its own secret file) refuses it as unknown.
+    let without = TestServer::start_existing(dir.path(), &[], &[]);
+    without
+        .post(&op_path("auth.whoami"), Some(&key), &json!({}))
         .await
-        .starts_with("HTTP/1.1 200 OK"));
+        .error_with(401, "unauthenticated", &["the API key is not valid"]);
+    // And a key minted without the variable is refused by a server that has it.
+    let local = create_key_in_with(dir.path(), "acme", &["api_keys:read"], &[]);
+    assert_eq!(
+        without
+            .post(&op_path("auth.whoami"), Some(&local), &json!({}))
+            .await
+            .status,
+        200
+    );
+    drop(without);
+    let with = TestServer::start_existing(dir.path(), &[], &[secret]);
+    with.post(&op_path("auth.whoami"), Some(&local), &json!({}))
+        .await
+        .error_with(401, "unauthenticated", &["the API key is not valid"]);
+    with.call_ok("auth.whoami", &key, json!({})).await;
 }

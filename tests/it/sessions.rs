@@ -1,14 +1,18 @@
-//! Session tokens end to end against the real binary: every way a token can be bad is a 401 with
-//! `WWW-Authenticate: Bearer`; issuer and audience checks; sessions creating keys (recorded as their `sub`);
-//! scope enforcement; `auth.whoami` for both kinds of credential; the session secret file and
-//! `opgate admin mint-session`.
+//! Session tokens end to end, in process with a manual clock: every way a token can be bad is a 401 with
+//! `WWW-Authenticate: Bearer`; expiry to the second; issuer and audience checks; sessions creating keys
+//! (recorded as their `sub`); scope enforcement; `auth.whoami` for both kinds of credential; the session
+//! secret file and `opgate admin mint-session`.
 
+use std::time::Duration;
+
+use crate::support::gateway::capture_logs;
 use crate::support::*;
 use base64::Engine;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use opgate::auth::SessionSettings;
 use serde_json::{json, Value};
 
-/// The session secret the test servers get through `OPGATE_SESSION_SECRET` (raw: it is not base64).
+/// The session secret the test gateways get (as `OPGATE_SESSION_SECRET` would give it; raw: it is not base64).
 const SECRET: &str = "opgate-test-session-secret-0123456789abcdef";
 const WHOAMI: &str = "auth.whoami";
 
@@ -41,10 +45,14 @@ fn hs256(claims: &Value) -> String {
     )
 }
 
-/// Valid claims: issued now, expiring in five minutes.
-fn claims(org: &str, sub: &str, scope: &str) -> Value {
-    let now = now_unix();
+/// Valid claims: issued at `now`, expiring five minutes later.
+fn claims_at(now: i64, org: &str, sub: &str, scope: &str) -> Value {
     json!({"sub": sub, "org": org, "scope": scope, "iat": now, "exp": now + 300})
+}
+
+/// Valid claims by the gateway's clock.
+fn claims(s: &TestGateway, org: &str, sub: &str, scope: &str) -> Value {
+    claims_at(s.clock().now().unix(), org, sub, scope)
 }
 
 fn with(mut claims: Value, name: &str, value: Value) -> Value {
@@ -66,19 +74,44 @@ fn payload(token: &str) -> Value {
     serde_json::from_slice(&bytes).unwrap()
 }
 
-fn server() -> TestServer {
-    TestServer::start_with_env(&[], &[("OPGATE_SESSION_SECRET", SECRET)])
+fn settings() -> SessionSettings {
+    SessionSettings {
+        secret: Some(SECRET.into()),
+        ..SessionSettings::default()
+    }
 }
 
-async fn whoami(s: &TestServer, token: &str) -> Reply {
+async fn server() -> TestGateway {
+    TestGateway::start_with(|setup| setup.sessions = settings()).await
+}
+
+async fn whoami(s: &TestGateway, token: &str) -> Reply {
     s.post(&op_path(WHOAMI), Some(token), &json!({})).await
+}
+
+/// `auth.whoami` with `token` succeeds and names this session.
+#[track_caller]
+fn assert_session(reply: &Reply, org: &str, sub: &str, scopes: Value, exp: i64) {
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(
+        reply.json(),
+        json!({
+            "kind": "session",
+            "id": sub,
+            "org": org,
+            "permissions": scopes,
+            "rate_limit": null,
+            "expires_at": unix_rfc3339(exp),
+        })
+    );
 }
 
 #[tokio::test]
 async fn every_bad_session_token_is_unauthenticated() {
-    let s = server();
-    let good = claims("acme", "alice", "api_keys:read");
-    let now = now_unix();
+    let (logs, _guard) = capture_logs();
+    let s = server().await;
+    let good = claims(&s, "acme", "alice", "api_keys:read");
+    let now = s.clock().now().unix();
 
     let alg_none = format!("{}.{}.", b64_json(&json!({"alg": "none"})), b64_json(&good));
     let hs512 = jsonwebtoken::encode(
@@ -230,7 +263,13 @@ async fn every_bad_session_token_is_unauthenticated() {
         }
     }
     // The same claims, properly signed, pass: each failure above is the one thing changed.
-    whoami(&s, &hs256(&good)).await.json();
+    assert_session(
+        &whoami(&s, &hs256(&good)).await,
+        "acme",
+        "alice",
+        json!(["api_keys:read"]),
+        now + 300,
+    );
     // A session failure is no different on another operation.
     let reply = s
         .post(&op_path("api_keys.list"), Some("hello"), &json!({}))
@@ -240,8 +279,9 @@ async fn every_bad_session_token_is_unauthenticated() {
         "unauthenticated",
         &["neither an API key nor a session token"],
     );
-    // Nothing logs a token.
-    let log = s.log();
+    // Nothing logs a token (and the requests were logged, so the capture works).
+    let log = String::from_utf8(logs.lock().unwrap().clone()).unwrap();
+    assert!(log.contains("auth.whoami"), "{log}");
     for (name, token, _) in &cases {
         if let Some(signature) = token.split('.').nth(2).filter(|s| s.len() > 16) {
             assert!(!log.contains(signature), "{name}: the log holds the token");
@@ -258,25 +298,29 @@ async fn every_bad_session_token_is_unauthenticated() {
 
 #[tokio::test]
 async fn issuer_and_audience_are_enforced_when_configured() {
-    let s = TestServer::start_with_env(
-        &[
-            "--session-issuer",
-            "https://idp.example",
-            "--session-audience",
-            "opgate-test",
-        ],
-        &[("OPGATE_SESSION_SECRET", SECRET)],
-    );
+    let checked = || SessionSettings {
+        issuer: Some("https://idp.example".into()),
+        audience: Some("opgate-test".into()),
+        ..settings()
+    };
+    let s = TestGateway::start_with(|setup| setup.sessions = checked()).await;
+    let now = s.clock().now().unix();
     let good = with(
         with(
-            claims("acme", "alice", "api_keys:read"),
+            claims(&s, "acme", "alice", "api_keys:read"),
             "iss",
             json!("https://idp.example"),
         ),
         "aud",
         json!("opgate-test"),
     );
-    whoami(&s, &hs256(&good)).await.json();
+    assert_session(
+        &whoami(&s, &hs256(&good)).await,
+        "acme",
+        "alice",
+        json!(["api_keys:read"]),
+        now + 300,
+    );
     // `aud` may also be an array naming this server.
     let listed = with(good.clone(), "aud", json!(["other", "opgate-test"]));
     assert_eq!(whoami(&s, &hs256(&listed)).await.status, 200);
@@ -315,54 +359,122 @@ async fn issuer_and_audience_are_enforced_when_configured() {
             "{name}: {message}"
         );
     }
+    // What the gateway mints for itself carries them.
+    let minted = s.mint_session("acme", "alice", &["api_keys:read"], 60);
+    assert_eq!(payload(&minted)["iss"], "https://idp.example");
+    assert_eq!(whoami(&s, &minted).await.json()["id"], "alice");
 
-    // `mint-session` signs the issuer and audience it is given, so its tokens pass the server's checks.
-    let minted = s.mint_session(&[
+    // `opgate admin mint-session` signs the issuer and audience it is given, so its tokens pass the gateway's
+    // checks (verified at the moment they were issued: the CLI signs by the system clock).
+    let env = [("OPGATE_SESSION_SECRET", SECRET)];
+    let args = [
         "--org",
         "acme",
         "--sub",
         "alice",
         "--scopes",
         "api_keys:read",
+    ];
+    let flags = [
         "--issuer",
         "https://idp.example",
         "--audience",
         "opgate-test",
-    ]);
-    assert_eq!(payload(&minted)["iss"], "https://idp.example");
-    assert_eq!(payload(&minted)["aud"], "opgate-test");
-    assert_eq!(whoami(&s, &minted).await.json()["id"], "alice");
-    let plain = s.mint_session(&[
-        "--org",
-        "acme",
-        "--sub",
-        "alice",
-        "--scopes",
-        "api_keys:read",
-    ]);
-    whoami(&s, &plain)
-        .await
-        .error_with(401, "unauthenticated", &["lacks the `iss` claim"]);
-
-    // Without the flags, iss and aud are not checked.
-    let open = server();
+    ];
+    let minted = mint_session_in(s.data_dir(), &env, &[&args[..], &flags[..]].concat());
+    let claims = payload(&minted);
+    assert_eq!(claims["iss"], "https://idp.example");
+    assert_eq!(claims["aud"], "opgate-test");
+    let iat = claims["iat"].as_i64().unwrap();
+    let principal = s.data().sessions.verify_at(&minted, iat).unwrap();
     assert_eq!(
-        whoami(&open, &hs256(&without(good, "iss"))).await.status,
+        (principal.id.as_str(), principal.org.as_str()),
+        ("alice", "acme")
+    );
+    let plain = mint_session_in(s.data_dir(), &env, &args);
+    let iat = payload(&plain)["iat"].as_i64().unwrap();
+    let refused = s.data().sessions.verify_at(&plain, iat).unwrap_err();
+    assert!(
+        refused.message.contains("lacks the `iss` claim"),
+        "{refused:?}"
+    );
+
+    // Without the settings, iss and aud are not checked.
+    let open = server().await;
+    assert_eq!(
+        whoami(
+            &open,
+            &hs256(&without(
+                claims_at(open.clock().now().unix(), "acme", "alice", "*"),
+                "iss"
+            ))
+        )
+        .await
+        .status,
         200
     );
 }
 
 #[tokio::test]
-async fn a_session_creates_keys_recorded_as_its_subject() {
-    let s = server();
-    let token = s.mint_session(&[
-        "--org",
+async fn a_session_works_until_its_exp_to_the_second() {
+    let s = server().await;
+    let start = s.clock().now().unix();
+    let token = s.mint_session("acme", "alice", &["api_keys:read"], 60);
+    s.advance(Duration::from_secs(59));
+    assert_session(
+        &whoami(&s, &token).await,
         "acme",
-        "--sub",
+        "alice",
+        json!(["api_keys:read"]),
+        start + 60,
+    );
+    s.list(&token, json!({})).await;
+    // At `exp` exactly (no leeway): refused, on every operation.
+    s.advance(Duration::from_secs(1));
+    for op in [WHOAMI, "api_keys.list"] {
+        s.post(&op_path(op), Some(&token), &json!({}))
+            .await
+            .error_with(
+                401,
+                "unauthenticated",
+                &["expired at", &unix_rfc3339(start + 60)],
+            );
+    }
+    // A token issued in the future is accepted up to 60 seconds ahead of the clock, not more.
+    let now = s.clock().now().unix();
+    let ahead = |secs: i64| {
+        hs256(
+            &json!({"sub": "bob", "org": "acme", "scope": "", "iat": now + secs, "exp": now + 600}),
+        )
+    };
+    assert_eq!(whoami(&s, &ahead(60)).await.status, 200);
+    whoami(&s, &ahead(61))
+        .await
+        .error_with(401, "unauthenticated", &["not valid yet"]);
+    let nbf = hs256(
+        &json!({"sub": "bob", "org": "acme", "scope": "", "iat": now, "nbf": now + 120, "exp": now + 600}),
+    );
+    whoami(&s, &nbf)
+        .await
+        .error_with(401, "unauthenticated", &["not valid before"]);
+    s.advance(Duration::from_secs(60));
+    assert_eq!(
+        whoami(&s, &nbf).await.status,
+        200,
+        "60 s before nbf it passes"
+    );
+}
+
+#[tokio::test]
+async fn a_session_creates_keys_recorded_as_its_subject() {
+    let s = server().await;
+    let exp = s.clock().now().unix() + 900;
+    let token = s.mint_session(
+        "acme",
         "alice@example.com",
-        "--scopes",
-        "api_keys:read api_keys:write",
-    ]);
+        &["api_keys:read", "api_keys:write"],
+        900,
+    );
     let out = s
         .create(
             &token,
@@ -377,6 +489,11 @@ async fn a_session_creates_keys_recorded_as_its_subject() {
         json!(["api_keys:read", "api_keys:write"]),
         "a new key defaults to the session's scopes"
     );
+    assert_eq!(
+        details["expires_at"],
+        unix_rfc3339(exp),
+        "a new key expires with the session that made it"
+    );
     // The session sees its organization's keys, not `default`'s.
     let ids = s.list_ids(&token, json!({})).await;
     assert_eq!(ids, [details["id"].as_str().unwrap()]);
@@ -387,7 +504,8 @@ async fn a_session_creates_keys_recorded_as_its_subject() {
         (me["kind"].as_str(), me["org"].as_str()),
         (Some("api_key"), Some("acme"))
     );
-    // A session can grant no more than it holds.
+    assert_eq!(me["expires_at"], unix_rfc3339(exp));
+    // A session can grant no more than it holds, nor a key that outlives it.
     s.post(
         &op_path("api_keys.create"),
         Some(&token),
@@ -395,12 +513,24 @@ async fn a_session_creates_keys_recorded_as_its_subject() {
     )
     .await
     .error_with(403, "permission_denied", &["`*`"]);
+    s.post(
+        &op_path("api_keys.create"),
+        Some(&token),
+        &json!({"name": "too long", "expires_in_days": 1}),
+    )
+    .await
+    .error_with(403, "permission_denied", &["outlive"]);
+    // When the session has ended, so has the key it made.
+    s.advance(Duration::from_secs(900));
+    whoami(&s, key)
+        .await
+        .error_with(401, "unauthenticated", &["expired at"]);
 }
 
 #[tokio::test]
 async fn sessions_are_held_to_their_scopes() {
-    let s = server();
-    let reader = s.mint_session(&["--org", "acme", "--sub", "bob", "--scopes", "api_keys:read"]);
+    let s = server().await;
+    let reader = s.mint_session("acme", "bob", &["api_keys:read"], 3600);
     s.list(&reader, json!({})).await;
     for path in both_paths("api_keys.create") {
         s.post(&path, Some(&reader), &json!({"name": "nope"}))
@@ -408,10 +538,10 @@ async fn sessions_are_held_to_their_scopes() {
             .error_with(403, "permission_denied", &["`api_keys:write`"]);
     }
     // A forged token is held to its scopes just the same; wildcards work as for keys.
-    let wildcard = hs256(&claims("acme", "carol", "api_keys:*"));
+    let wildcard = hs256(&claims(&s, "acme", "carol", "api_keys:*"));
     s.create(&wildcard, json!({"name": "ok"})).await;
     // A session with no scopes may only ask who it is.
-    let nothing = s.mint_session(&["--org", "acme", "--sub", "dave", "--scopes", ""]);
+    let nothing = s.mint_session("acme", "dave", &[], 3600);
     assert_eq!(whoami(&s, &nothing).await.json()["permissions"], json!([]));
     s.post(&op_path("api_keys.list"), Some(&nothing), &json!({}))
         .await
@@ -420,7 +550,7 @@ async fn sessions_are_held_to_their_scopes() {
 
 #[tokio::test]
 async fn whoami_describes_api_keys_and_sessions() {
-    let s = server();
+    let s = server().await;
     let admin = s.admin_key().to_owned();
     let admin_id = s.list_ids(&admin, json!({})).await[0].clone();
     for path in both_paths(WHOAMI) {
@@ -465,20 +595,11 @@ async fn whoami_describes_api_keys_and_sessions() {
     assert!(me["expires_at"].is_string());
 
     // A session: id = sub, expires_at = exp, no rate limit of its own. Needs no scope at all.
-    let token = s.mint_session(&[
-        "--org",
-        "acme",
-        "--sub",
-        "user_42",
-        "--scopes",
-        "api_keys:read,api_keys:write",
-        "--ttl",
-        "600",
-    ]);
+    let token = s.mint_session("acme", "user_42", &["api_keys:read", "api_keys:write"], 600);
     let claims = payload(&token);
     let exp = claims["exp"].as_i64().unwrap();
+    assert_eq!(claims["iat"].as_i64().unwrap(), s.clock().now().unix());
     assert_eq!(exp - claims["iat"].as_i64().unwrap(), 600);
-    assert!((claims["iat"].as_i64().unwrap() - now_unix()).abs() <= 5);
     assert_eq!(claims["scope"], "api_keys:read api_keys:write");
     assert_eq!(
         whoami(&s, &token).await.json(),
@@ -495,8 +616,8 @@ async fn whoami_describes_api_keys_and_sessions() {
 
 #[tokio::test]
 async fn the_session_secret_file_is_private_durable_and_shared_with_mint_session() {
-    // No OPGATE_SESSION_SECRET: the server creates `<data-dir>/session_secret` on first start.
-    let mut s = TestServer::start();
+    // No session secret given: the gateway creates `<data-dir>/session_secret` on first start.
+    let mut s = TestGateway::start().await;
     let path = s.data_dir().join("session_secret");
     #[cfg(unix)]
     {
@@ -510,35 +631,38 @@ async fn the_session_secret_file_is_private_durable_and_shared_with_mint_session
         .expect("base64");
     assert_eq!(secret.len(), 32);
 
-    // mint-session signs with the same file, and a token forged with its bytes verifies.
-    let minted = s.mint_session(&["--org", "acme", "--sub", "erin", "--scopes", "*"]);
-    assert_eq!(whoami(&s, &minted).await.json()["id"], "erin");
+    // A token forged with the file's bytes verifies; the test secret is not this gateway's.
     let forged = forge(
         json!({"alg": "HS256"}),
-        &claims("acme", "frank", "api_keys:read"),
+        &claims(&s, "acme", "frank", "api_keys:read"),
         &secret,
     );
     assert_eq!(whoami(&s, &forged).await.json()["id"], "frank");
-    // The test secret is not this server's.
-    whoami(&s, &hs256(&claims("acme", "frank", "*")))
+    whoami(&s, &hs256(&claims(&s, "acme", "frank", "*")))
         .await
         .error_with(401, "unauthenticated", &["signature"]);
 
-    // The secret survives a restart, and so do the tokens signed with it.
-    s.restart();
-    assert_eq!(std::fs::read_to_string(&path).unwrap(), text);
-    assert_eq!(whoami(&s, &minted).await.json()["id"], "erin");
-}
+    // `opgate admin mint-session` signs with the same file (verified as of the moment it signed: the CLI
+    // uses the system clock).
+    let minted = mint_session_in(
+        s.data_dir(),
+        &[],
+        &["--org", "acme", "--sub", "erin", "--scopes", "*"],
+    );
+    let iat = payload(&minted)["iat"].as_i64().unwrap();
+    assert_eq!(
+        s.data().sessions.verify_at(&minted, iat).unwrap().id,
+        "erin"
+    );
 
-/// The binary, independent of the developer's `OPGATE_*` environment.
-fn opgate() -> std::process::Command {
-    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_opgate"));
-    for (name, _) in std::env::vars_os() {
-        if name.to_string_lossy().starts_with("OPGATE_") {
-            command.env_remove(name);
-        }
-    }
-    command
+    // The secret survives a restart, and so do the tokens signed with it.
+    s.restart().await;
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), text);
+    assert_eq!(whoami(&s, &forged).await.json()["id"], "frank");
+    assert_eq!(
+        s.data().sessions.verify_at(&minted, iat).unwrap().id,
+        "erin"
+    );
 }
 
 #[test]

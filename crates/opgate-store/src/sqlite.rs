@@ -115,17 +115,20 @@ impl SqliteStore {
                 (Attach::Hold(rx), Some(tx))
             }
         };
+        let attached = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let (job, rx) = Job::new(work, attach);
+        let job = job.reporting(Arc::clone(&attached));
         self.inner
             .writer
             .send(Msg::Write(Box::new(job)))
             .map_err(|_| StoreError::Closed)?;
         let result = rx.await.map_err(|_| StoreError::Closed)?;
         if let Some((unit, _)) = claimed {
-            match (&result, held) {
-                (Err(_), _) => unit.release(),
-                (Ok(_), None) => unit.committed(),
-                (Ok(_), Some(held)) => unit.hold(finisher(held.clone()), Box::new(HeldUnit(held))),
+            let attached = attached.load(std::sync::atomic::Ordering::SeqCst);
+            match (result.is_ok() && attached, held) {
+                (false, _) => unit.release(),
+                (true, None) => unit.committed(),
+                (true, Some(held)) => unit.hold(finisher(held.clone()), Box::new(HeldUnit(held))),
             }
         }
         metrics::histogram!("opgate_storage_seconds", "kind" => "write")

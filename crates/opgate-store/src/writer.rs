@@ -61,6 +61,8 @@ pub(crate) trait WriteJob: Send {
     fn fail(&mut self, e: StoreError);
     /// Answers now, before the commit (a held unit's writes: the call goes on while the savepoint is open).
     fn reply_now(&mut self);
+    /// Notes that the call's records were attached to this write (it changed something).
+    fn mark_attached(&mut self);
     /// Reports the outcome once the batch's commit is known (unless answered already).
     fn finish(self: Box<Self>, commit: Result<(), StoreError>);
 }
@@ -68,6 +70,8 @@ pub(crate) trait WriteJob: Send {
 pub(crate) struct Job<F, R> {
     work: Option<F>,
     attach: Attach,
+    /// Set when the call's records went with this write; read by the caller once it has its answer.
+    attached: Option<Arc<std::sync::atomic::AtomicBool>>,
     result: Option<Result<R, StoreError>>,
     reply: Option<oneshot::Sender<Result<R, StoreError>>>,
 }
@@ -78,10 +82,17 @@ impl<F, R> Job<F, R> {
         let job = Job {
             work: Some(work),
             attach,
+            attached: None,
             result: None,
             reply: Some(reply),
         };
         (job, rx)
+    }
+
+    /// The same job, reporting into `flag` whether the call's records went with it.
+    pub(crate) fn reporting(mut self, flag: Arc<std::sync::atomic::AtomicBool>) -> Self {
+        self.attached = Some(flag);
+        self
     }
 }
 
@@ -109,6 +120,12 @@ where
     fn reply_now(&mut self) {
         if let (Some(reply), Some(result)) = (self.reply.take(), self.result.take()) {
             let _ = reply.send(result);
+        }
+    }
+
+    fn mark_attached(&mut self) {
+        if let Some(flag) = &self.attached {
+            flag.store(true, std::sync::atomic::Ordering::SeqCst);
         }
     }
 
@@ -215,17 +232,23 @@ fn run_job(
 ) -> Result<(), StoreError> {
     let mark = CHANGED.with(|c| c.borrow().len());
     conn.execute_batch("SAVEPOINT job")?;
+    let before = conn.total_changes();
     let mut ok = job.run(conn);
-    if ok {
+    // The call's records go with a write that changed something. A write that changed nothing (a key not
+    // found, a rotation refused) leaves the unit open: the call's records, with its real outcome, are
+    // written on their own.
+    if ok && conn.total_changes() != before {
         match job.attach() {
             Attach::None => {}
-            Attach::Audit(record) => {
-                if let Err(e) = insert_audit(conn, &record) {
+            Attach::Audit(record) => match insert_audit(conn, &record) {
+                Ok(()) => job.mark_attached(),
+                Err(e) => {
                     job.fail(e);
                     ok = false;
                 }
-            }
+            },
             Attach::Hold(held) => {
+                job.mark_attached();
                 job.reply_now();
                 ok = hold(conn, &held, finished);
             }

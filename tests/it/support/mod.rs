@@ -1,5 +1,7 @@
 //! What the suites share: the two harnesses and the assertions on the contract's responses.
 
+pub(crate) mod gateway;
 pub(crate) mod process;
 
+pub(crate) use gateway::TestGateway;
 pub(crate) use process::*;

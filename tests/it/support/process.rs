@@ -59,6 +59,37 @@ impl TestServer {
         Self::launch(None, path.into(), extra_args, &[])
     }
 
+    /// Starts a server on a data directory that already holds keys (so no admin key is printed; `admin_key`
+    /// is then empty), with extra flags and environment.
+    pub(crate) fn start_existing(
+        path: &Path,
+        extra_args: &[&str],
+        env: &[(&str, &str)],
+    ) -> TestServer {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let extra_args: Vec<String> = extra_args.iter().map(|a| a.to_string()).collect();
+        let extra_env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let (child, base, admin_key) = spawn(path, &extra_args, &extra_env, &log);
+        assert_eq!(
+            admin_key, None,
+            "a data directory with keys mints no admin key"
+        );
+        TestServer {
+            _temp: None,
+            path: path.to_owned(),
+            extra_args,
+            extra_env,
+            child,
+            base,
+            admin_key: String::new(),
+            log,
+            client: reqwest::Client::new(),
+        }
+    }
+
     fn launch(
         temp: Option<TempDir>,
         path: std::path::PathBuf,
@@ -239,6 +270,19 @@ impl TestServer {
             .json()
     }
 
+    /// Requests being handled now (`opgate_requests_in_flight` from `GET /metrics`, which is not one of them
+    /// and holds no slot): to wait for slow requests under test without competing with them.
+    pub(crate) async fn in_flight(&self) -> u64 {
+        let text = send(self.request(Method::GET, "/metrics", None))
+            .await
+            .text();
+        text.lines()
+            .find_map(|l| l.strip_prefix("opgate_requests_in_flight "))
+            .map_or(0, |n| {
+                n.trim().parse::<f64>().expect("a gauge value") as u64
+            })
+    }
+
     /// Mints a key offline with `opgate admin create-key` and returns its secret.
     pub(crate) fn create_key(&self, org: &str, perms: &[&str]) -> String {
         create_key_in(self.data_dir(), org, perms)
@@ -358,7 +402,48 @@ pub(crate) fn mint_session_in(data_dir: &Path, env: &[(&str, &str)], args: &[&st
     token.to_owned()
 }
 
-trait EnvClearOpgate {
+/// The `opgate` binary as a command, independent of the developer's `OPGATE_*` environment.
+pub(crate) fn opgate() -> Command {
+    let mut command = Command::new(BIN);
+    command.env_clear_opgate();
+    command
+}
+
+/// A local URL nothing answers: its port is bound (so no other process can take it) but never listened on, so
+/// a connection is refused at once. The port stays reserved while this lives.
+pub(crate) struct ClosedPort {
+    pub url: String,
+    _socket: tokio::net::TcpSocket,
+}
+
+pub(crate) fn closed_port() -> ClosedPort {
+    let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
+    socket
+        .bind("127.0.0.1:0".parse().unwrap())
+        .expect("bind a port");
+    let url = format!("http://{}", socket.local_addr().unwrap());
+    ClosedPort {
+        url,
+        _socket: socket,
+    }
+}
+
+/// Polls `check` until it holds, failing with `what` once `limit` has passed: for events in another process
+/// that the test cannot be told of.
+pub(crate) async fn eventually<F, Fut>(what: &str, limit: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    while !check().await {
+        assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Removes every `OPGATE_*` variable of the test's environment from a command.
+pub(crate) trait EnvClearOpgate {
     fn env_clear_opgate(&mut self) -> &mut Self;
 }
 
@@ -669,7 +754,10 @@ pub(crate) fn now_unix() -> i64 {
         .as_secs() as i64
 }
 
-/// Opens a connection and sends a request head for `op` announcing a body of `len` bytes, plus `first` of it.
+/// Opens a connection and sends a request head for `op` announcing a body of `len` bytes with
+/// `Expect: 100-continue`, waits for `100 Continue` (sent when the gateway starts reading the body: the request
+/// has passed every check before it and holds its slots), then sends `first` of the body. Returns the
+/// connection with the `100 Continue` consumed.
 pub(crate) async fn start_upload(
     s: &TestServer,
     token: &str,
@@ -680,25 +768,79 @@ pub(crate) async fn start_upload(
     let mut conn = TcpStream::connect(s.addr()).await.unwrap();
     let head = format!(
         "POST {} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\n\
-         Content-Length: {len}\r\n\r\n",
+         Content-Length: {len}\r\nExpect: 100-continue\r\n\r\n",
         op_path(op),
         s.addr()
     );
     conn.write_all(head.as_bytes()).await.unwrap();
+    let expected = b"HTTP/1.1 100 Continue\r\n\r\n";
+    let mut got = vec![0u8; expected.len()];
+    tokio::time::timeout(Duration::from_secs(10), conn.read_exact(&mut got))
+        .await
+        .expect("the gateway starts reading the body")
+        .expect("100 Continue");
+    assert_eq!(
+        String::from_utf8_lossy(&got),
+        String::from_utf8_lossy(expected)
+    );
     conn.write_all(first).await.unwrap();
     conn
 }
 
-/// Reads until the server closes the connection or `limit` passes; returns what was read.
-pub(crate) async fn read_all(conn: &mut TcpStream, limit: Duration) -> String {
-    let mut out = Vec::new();
-    let mut buf = [0u8; 8192];
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        match tokio::time::timeout(deadline - Instant::now(), conn.read(&mut buf)).await {
-            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
-            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
+/// Reads until the server closes the connection (EOF or reset) and returns what was read; fails when `limit`
+/// passes first, so that a server that merely says nothing is never taken for one that refused.
+#[track_caller]
+pub(crate) fn read_until_closed(
+    conn: &mut TcpStream,
+    limit: Duration,
+) -> impl std::future::Future<Output = String> + '_ {
+    let caller = std::panic::Location::caller();
+    async move {
+        let mut out = Vec::new();
+        let mut buf = [0u8; 8192];
+        let deadline = Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, conn.read(&mut buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => break,
+                Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
+                Err(_) => panic!(
+                    "{caller}: the server did not close the connection within {limit:?}; it sent: {}",
+                    String::from_utf8_lossy(&out)
+                ),
+            }
         }
+        String::from_utf8_lossy(&out).into_owned()
     }
-    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Reads one HTTP/1.1 response (head and `Content-Length` body) within `limit`, leaving the connection open;
+/// fails when the connection ends first or the limit passes.
+pub(crate) async fn read_response(conn: &mut TcpStream, limit: Duration) -> String {
+    let read = async {
+        let mut out = Vec::new();
+        let mut buf = [0u8; 8192];
+        loop {
+            if let Some(end) = out.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&out[..end]).to_ascii_lowercase();
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .map_or(0, |v| v.trim().parse().unwrap_or(0));
+                if out.len() >= end + 4 + len {
+                    return String::from_utf8_lossy(&out).into_owned();
+                }
+            }
+            let n = conn.read(&mut buf).await.unwrap_or(0);
+            assert!(
+                n > 0,
+                "the connection ended before a whole response: {}",
+                String::from_utf8_lossy(&out)
+            );
+            out.extend_from_slice(&buf[..n]);
+        }
+    };
+    tokio::time::timeout(limit, read)
+        .await
+        .unwrap_or_else(|_| panic!("no whole response within {limit:?}"))
 }
