@@ -705,9 +705,9 @@ mod tests {
     /// An embedder's type that happens to share a built-in's name.
     mod theirs {
         #[derive(serde::Deserialize, serde::Serialize, schemars::JsonSchema, garde::Validate)]
-        pub struct In {
+        pub(super) struct In {
             #[garde(skip)]
-            pub other: u8,
+            pub(super) other: u8,
         }
     }
 
