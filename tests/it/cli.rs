@@ -831,6 +831,14 @@ fn human_output_escapes_terminal_controls() {
         "{call:#?}"
     );
 
+    // A stream through `call` (no `--json`) is escaped line by line too, each line still JSON of the value.
+    let streamed = run(&s, admin, &["call", "api_keys.list"]).ok();
+    assert_terminal_safe(&streamed);
+    assert!(streamed.stdout.contains(r"\u202egpj.exe"), "{streamed:#?}");
+    let line: serde_json::Value =
+        serde_json::from_str(streamed.stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(line["name"], EVIL_NAME);
+
     // `--json` is the gateway's bytes exactly.
     let raw = run(&s, admin, &["api-keys", "get", "--json", &id]).ok();
     let direct = tokio::runtime::Runtime::new().unwrap().block_on(s.post(

@@ -811,3 +811,200 @@ async fn a_malformed_token_never_touches_storage() {
     // A cached key is verified without storage.
     assert_eq!(s.id_of_key(&admin).await.len(), 30);
 }
+
+/// An HTTP/2 client that opens its window to nothing: the server can send response heads but no body.
+async fn shut_window_h2(
+    s: &TestServer,
+) -> (
+    hyper::client::conn::http2::SendRequest<http_body_util::Empty<bytes::Bytes>>,
+    tokio::task::JoinHandle<hyper::Result<()>>,
+) {
+    let stream = TcpStream::connect(s.addr()).await.unwrap();
+    let (send, conn) =
+        hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+            .initial_stream_window_size(0)
+            .handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    (send, tokio::spawn(conn))
+}
+
+#[tokio::test]
+async fn an_http2_client_that_keeps_its_window_shut_cannot_hold_the_connection() {
+    // Review: with a zero window, a response that can never be sent kept the connection open for minutes.
+    let s = TestServer::start_with(&[
+        "--header-read-timeout-seconds",
+        "1",
+        "--write-timeout-seconds",
+        "1",
+        "--max-streams-per-principal",
+        "1",
+    ]);
+    // A small answer the server hands over at once: the connection is then idle, and its graceful close
+    // cannot be held open either.
+    let (mut send, driver) = shut_window_h2(&s).await;
+    let req = hyper::Request::get(format!("http://{}/healthz", s.addr()))
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    assert_eq!(send.send_request(req).await.unwrap().status(), 200);
+    let started = Instant::now();
+    tokio::time::timeout(Duration::from_secs(8), driver)
+        .await
+        .expect("the server drops the connection")
+        .unwrap()
+        .ok();
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // A stream bigger than what HTTP/2 buffers: it makes no progress, holds the principal's stream slot, and
+    // the connection is dropped after the write timeout, giving the slot back.
+    s.seed_keys("default", 5_000);
+    let (mut send, driver) = shut_window_h2(&s).await;
+    let req = hyper::Request::post(format!("http://{}/v1/op/api_keys.list", s.addr()))
+        .header("authorization", format!("Bearer {}", s.admin_key()))
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    assert_eq!(send.send_request(req).await.unwrap().status(), 200);
+    s.post(
+        &op_path("api_keys.list"),
+        Some(s.admin_key()),
+        &json!({ "limit": 1 }),
+    )
+    .await
+    .error_with(503, "unavailable", &["1 streams open"]);
+    tokio::time::timeout(Duration::from_secs(8), driver)
+        .await
+        .expect("the stalled stream's connection is dropped")
+        .unwrap()
+        .ok();
+    eventually(
+        "the stream slot is given back",
+        Duration::from_secs(5),
+        || async {
+            s.post(
+                &op_path("api_keys.list"),
+                Some(s.admin_key()),
+                &json!({ "limit": 1 }),
+            )
+            .await
+            .status
+                == 200
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn an_idle_http2_connection_cannot_hold_its_close() {
+    // Preface and SETTINGS, then nothing: closed about one header timeout after accept, not after the pings.
+    let s = TestServer::start_with(&["--header-read-timeout-seconds", "1"]);
+    let mut conn = TcpStream::connect(s.addr()).await.unwrap();
+    conn.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        .await
+        .unwrap();
+    let after = closed_within(&mut conn, Duration::from_secs(10))
+        .await
+        .expect("closed");
+    assert!(after < Duration::from_secs(4), "closed after {after:?}");
+}
+
+#[tokio::test]
+async fn early_refusals_give_their_request_slot_back_before_draining() {
+    // Requests refused before their body is read (no token) wait for a body that never comes; they must not
+    // hold the gateway's request slots meanwhile (review: 4 such streams gave the admin 503s).
+    let s = TestServer::start_with(&["--max-concurrent-requests", "4"]);
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        let mut conn = TcpStream::connect(s.addr()).await.unwrap();
+        conn.write_all(
+            b"POST /v1/op/auth.whoami HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+              Content-Length: 100\r\n\r\n",
+        )
+        .await
+        .unwrap();
+        held.push(conn);
+    }
+    // Each is being answered 401 while its body is awaited for the drain.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for _ in 0..5 {
+        let reply = s
+            .post(&op_path("auth.whoami"), Some(s.admin_key()), &json!({}))
+            .await;
+        assert_eq!(reply.status, 200, "{}", reply.text());
+    }
+    drop(held);
+}
+
+#[tokio::test]
+async fn one_organization_cannot_take_every_request_slot_with_many_keys() {
+    let s = TestServer::start_with(&[
+        "--max-concurrent-requests-per-org",
+        "2",
+        "--body-read-timeout-seconds",
+        "5",
+    ]);
+    let acme: Vec<String> = (0..3)
+        .map(|_| s.create_key("acme", &["api_keys:read"]))
+        .collect();
+    let body = br#"{"limit": 1}"#;
+    // Two keys of acme each hold one slot with a slow upload: the organization's two.
+    let _a = start_upload(&s, &acme[0], "api_keys.list", body.len(), &body[..2]).await;
+    let _b = start_upload(&s, &acme[1], "api_keys.list", body.len(), &body[..2]).await;
+    // A third key of acme is refused; another organization is served.
+    s.post(&op_path("api_keys.list"), Some(&acme[2]), &json!({}))
+        .await
+        .error_with(
+            503,
+            "unavailable",
+            &["this organization already has 2 requests in flight"],
+        );
+    assert_eq!(
+        s.post(&op_path("auth.whoami"), Some(s.admin_key()), &json!({}))
+            .await
+            .status,
+        200
+    );
+}
+
+#[tokio::test]
+async fn invisible_characters_are_refused_by_field() {
+    let s = TestGateway::start().await;
+    let admin = s.admin_key().to_owned();
+    for (field, value, found) in [
+        ("name", "admin\u{200b}", "U+200B"),
+        ("name", "\u{feff}", "U+FEFF"),
+        ("description", "a\u{202e}b", "U+202E"),
+        ("description", "soft\u{ad}hyphen", "U+00AD"),
+    ] {
+        let mut body = json!({ "name": "ok" });
+        body[field] = json!(value);
+        s.post(&op_path("api_keys.create"), Some(&admin), &body)
+            .await
+            .error_with(
+                400,
+                "invalid_argument",
+                &[&format!(
+                    "{field}: must not contain invisible or formatting characters (found {found})"
+                )],
+            );
+    }
+}
+
+#[test]
+fn the_data_dir_lock_is_the_database_itself() {
+    // A second server is refused even when nothing but the database file is there to lock.
+    let s = TestServer::start();
+    let _ = std::fs::remove_file(s.data_dir().join("opgate.lock"));
+    let second = opgate()
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .arg("--data-dir")
+        .arg(s.data_dir())
+        .output()
+        .unwrap();
+    assert_eq!(second.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&second.stderr)
+        .contains("another opgate server is using the data directory"));
+}
