@@ -5,6 +5,8 @@
   contract's error shape.
 - Depth: every answer is counted per operation, generation mode and status; at exit the counts are written to
   $OPGATE_FUZZ_SUMMARY (JSON) for scripts/fuzz-api to print and judge (no operation mostly 404 or mostly 400).
+- Its own key: calls that would revoke, rotate or update the fuzzer's key (OPGATE_FUZZ_KEY_ID) name an absent
+  key instead, so that it cannot lock itself out halfway.
 - Idempotency keys: the generator draws the same few short strings again and again, so most calls under a key
   would meet an earlier call's different body (422) and never reach the handler. A generated key is made unique
   per call; replays, mismatches and concurrent retries are covered by the test suite.
@@ -57,12 +59,21 @@ def ndjson(ctx, response):
     return items
 
 
+OWN_KEY = os.environ.get("OPGATE_FUZZ_KEY_ID")
+ABSENT_KEY = "key_00000000000000000000000000"
+
+
 @schemathesis.hook
 def before_call(context, case, **kwargs):
     headers = case.headers or {}
     for name in list(headers):
         if name.lower() == "idempotency-key" and isinstance(headers[name], str):
             headers[name] = f"{headers[name][:200]}-{uuid.uuid4().hex}"
+    # The fuzzer would revoke, rotate or narrow its own key (it finds the id in lists) and lock itself out.
+    body = case.body
+    if OWN_KEY and isinstance(body, dict) and body.get("key_id") == OWN_KEY:
+        if not case.operation.label.endswith(("api_keys/get", "api_keys.get")):
+            body["key_id"] = ABSENT_KEY
 
 
 COUNTS = collections.defaultdict(collections.Counter)
