@@ -121,3 +121,47 @@ fn the_python_script_streams_keys_line_by_line() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("unauthenticated (401)"));
 }
+
+/// The embedding guide's program, built as an outside crate builds opgate (a path dependency without the CLI
+/// feature), then run: a re-export the guide relies on, or a trap it would fall into, fails here.
+#[test]
+fn the_embedding_guide_builds_as_an_outside_crate_and_runs() {
+    let profile_dir = Path::new(env!("CARGO_BIN_EXE_opgate")).parent().unwrap();
+    let target_dir = profile_dir.parent().unwrap();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let manifest = root().join("examples/embedded/Cargo.toml");
+    let built = Command::new(&cargo)
+        .args(["build", "--locked", "--quiet", "--manifest-path"])
+        .arg(&manifest)
+        .env("CARGO_TARGET_DIR", target_dir)
+        .output()
+        .unwrap();
+    assert_ok(&built, "cargo build of examples/embedded");
+    let bin = target_dir.join("debug").join("greetings");
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(&bin)
+        .arg("demo")
+        .arg(dir.path().join("data"))
+        .env_clear_opgate()
+        .output()
+        .unwrap();
+    let stdout = assert_ok(&out, "examples/embedded demo");
+    assert!(stdout.starts_with("said \"Hello!\" as key_"), "{stdout}");
+    assert!(stdout.contains("listed 1 greeting(s)"), "{stdout}");
+    // Its spec holds its own operations beside the built-ins.
+    let out = Command::new(&bin)
+        .arg("spec")
+        .env_clear_opgate()
+        .output()
+        .unwrap();
+    let spec: Value = serde_json::from_str(&assert_ok(&out, "examples/embedded spec")).unwrap();
+    assert_eq!(
+        spec["paths"]["/v1/op/greetings.create"]["post"]["x-scope"],
+        "greetings:write"
+    );
+    assert_eq!(
+        spec["paths"]["/v1/op/greetings.list"]["post"]["x-streaming"],
+        true
+    );
+    assert!(spec["paths"]["/v1/op/api_keys.create"].is_object());
+}
