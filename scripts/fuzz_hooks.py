@@ -5,8 +5,9 @@
   contract's error shape.
 - Depth: every answer is counted per operation, generation mode and status; at exit the counts are written to
   $OPGATE_FUZZ_SUMMARY (JSON) for scripts/fuzz-api to print and judge (no operation mostly 404 or mostly 400).
-- Its own key: calls that would revoke, rotate or update the fuzzer's key (OPGATE_FUZZ_KEY_ID) name an absent
-  key instead, so that it cannot lock itself out halfway.
+- Its own key: calls that would lock the fuzzer out halfway are made harmless: a revoke of its key
+  (OPGATE_FUZZ_KEY_ID) names an absent key, a rotation of it keeps the old key for 30 days, an update of it
+  leaves its permissions alone.
 - Idempotency keys: the generator draws the same few short strings again and again, so most calls under a key
   would meet an earlier call's different body (422) and never reach the handler. A generated key is made unique
   per call; replays, mismatches and concurrent retries are covered by the test suite.
@@ -69,11 +70,17 @@ def before_call(context, case, **kwargs):
     for name in list(headers):
         if name.lower() == "idempotency-key" and isinstance(headers[name], str):
             headers[name] = f"{headers[name][:200]}-{uuid.uuid4().hex}"
-    # The fuzzer would revoke, rotate or narrow its own key (it finds the id in lists) and lock itself out.
+    # The fuzzer would revoke, rotate or narrow its own key (it finds the id in lists) and lock itself out:
+    # such calls still reach the handler, made harmless.
     body = case.body
     if OWN_KEY and isinstance(body, dict) and body.get("key_id") == OWN_KEY:
-        if not case.operation.label.endswith(("api_keys/get", "api_keys.get")):
+        label = case.operation.label
+        if label.endswith(("api_keys/revoke", "api_keys.revoke")):
             body["key_id"] = ABSENT_KEY
+        elif label.endswith(("api_keys/rotate", "api_keys.rotate")):
+            body["grace_period_seconds"] = 2_592_000
+        elif label.endswith(("api_keys/update", "api_keys.update")):
+            body.pop("permissions", None)
 
 
 COUNTS = collections.defaultdict(collections.Counter)
@@ -87,9 +94,10 @@ def _meta(case):
 def after_call(context, case, response):
     meta = _meta(case)
     mode = str(meta.generation.mode) if meta is not None else "positive"
-    phase = str(getattr(getattr(meta, "phase", None), "name", "")) if meta is not None else ""
-    COUNTS[case.operation.label][f"{mode}:{response.status_code}"] += 1
-    if phase == "stateful" or "stateful" in phase.lower():
+    phase = str(getattr(getattr(meta, "phase", None), "name", "")).lower() if meta is not None else ""
+    phase = phase.rsplit(".", 1)[-1] or "unknown"
+    COUNTS[case.operation.label][f"{phase}:{mode}:{response.status_code}"] += 1
+    if "stateful" in phase:
         COUNTS["(stateful)"]["calls"] += 1
 
 
