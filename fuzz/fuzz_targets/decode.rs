@@ -5,7 +5,7 @@
 use libfuzzer_sys::fuzz_target;
 use opgate_core::{decode_input, Code};
 
-fn check<T: serde::de::DeserializeOwned + garde::Validate<Context = ()>>(body: &[u8]) {
+fn check<T: serde::de::DeserializeOwned + garde::Validate<Context = ()> + 'static>(body: &[u8]) {
     if let Err(e) = decode_input::<T>(body) {
         assert_eq!(e.code, Code::InvalidArgument);
         assert!(!e.message.is_empty());
