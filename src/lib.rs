@@ -1,7 +1,10 @@
 //! opgate as a library: serve your own typed operations beside the built-in ones (API keys, sessions, audit
 //! log), with one authentication, scope model, validation, rate limiting, idempotency, audit and spec.
 //!
-//! ```no_run
+//! (Not compiled as a doc test: the same program, whole, is `examples/embedded`, which the test suite builds as
+//! an outside crate and runs.)
+//!
+//! ```ignore
 //! use opgate::core::{Context, Error, OpMeta, Operation, SideEffect};
 //!
 //! /// Input of `greetings.create`.
