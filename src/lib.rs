@@ -132,7 +132,12 @@ impl DataDir {
         let sessions = SessionConfig::load(path, sessions)?;
         let store = SqliteStore::open(&path.join(DB_FILE))
             .map_err(|e| format!("cannot open database {}: {e}", path.join(DB_FILE).display()))?;
-        let keys = ApiKeys::new(Arc::new(store.clone()), hasher, Arc::clone(&clock));
+        let keys = ApiKeys::new(
+            Arc::new(store.clone()),
+            Arc::new(store.clone()),
+            hasher,
+            Arc::clone(&clock),
+        );
         Ok(DataDir {
             path: path.to_owned(),
             store,
@@ -144,7 +149,11 @@ impl DataDir {
 
     /// The registry of every built-in operation, served from this data directory.
     pub fn registry(&self) -> Result<Registry, RegistryError> {
-        registry(&self.keys, Arc::new(self.store.clone()))
+        registry(
+            &self.keys,
+            Arc::new(self.store.clone()),
+            Arc::new(self.store.clone()),
+        )
     }
 
     /// A gateway serving `registry`, authenticating API keys from this data directory and session tokens
@@ -160,7 +169,8 @@ impl DataDir {
         let authenticator = Arc::new(TokenRouter::new(keys, sessions));
         let store = Arc::new(self.store.clone());
         let mut gateway = Gateway::new(Arc::new(registry), authenticator, config)
-            .with_journal(store)
+            .with_journal(store.clone())
+            .with_workspaces(store)
             .with_clock(Arc::clone(&self.clock));
         if let Some(metrics) = metrics {
             gateway = gateway.with_metrics(metrics);
@@ -256,17 +266,23 @@ pub fn describe_registry() -> Result<Registry, BoxError> {
     let store = Arc::new(opgate_store::Unopened);
     let keys = ApiKeys::new(
         store.clone(),
+        store.clone(),
         KeyHasher::new(&[0u8; 32])?,
         opgate_core::SystemClock::shared(),
     );
-    Ok(registry(&keys, store)?)
+    Ok(registry(&keys, store.clone(), store)?)
 }
 
 /// The registry of every built-in operation. Each resource registers its operations in its own crate; adding
 /// a resource adds one line here.
-pub fn registry(keys: &Arc<ApiKeys>, audit: Arc<dyn AuditLog>) -> Result<Registry, RegistryError> {
+pub fn registry(
+    keys: &Arc<ApiKeys>,
+    tenancy: Arc<dyn opgate_store::TenancyStore>,
+    audit: Arc<dyn AuditLog>,
+) -> Result<Registry, RegistryError> {
     let mut registry = Registry::new();
     keys.register(&mut registry)?;
+    opgate_tenancy::Tenancy::new(tenancy).register(&mut registry)?;
     registry.register(opgate_auth::Whoami)?;
     opgate_audit::register(&mut registry, audit)?;
     Ok(registry)

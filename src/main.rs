@@ -37,6 +37,12 @@ enum Command {
     Auth(cli::AuthArgs),
     /// Read the audit log of a running gateway (`--url`, `--token`).
     Audit(cli::AuditArgs),
+    /// Manage the workspaces of a running gateway (`--url`, `--token`).
+    Workspaces(cli::WorkspacesArgs),
+    /// Manage the environments of a running gateway's workspaces (`--url`, `--token`).
+    Environments(cli::EnvironmentsArgs),
+    /// Manage the service accounts (non-human owners of keys) of a running gateway (`--url`, `--token`).
+    ServiceAccounts(cli::ServiceAccountsArgs),
     /// Call any operation on a running gateway: `opgate call api_keys.list '{"limit": 10}'`.
     Call(cli::CallArgs),
     /// Print a shell completion script, e.g. `opgate completions bash > ~/.local/share/bash-completion/completions/opgate`.
@@ -261,6 +267,9 @@ pub(crate) struct MintSessionArgs {
     /// Audience (`aud`) to sign in; must match the server's `--session-audience`.
     #[arg(long, env = "OPGATE_SESSION_AUDIENCE")]
     pub(crate) audience: Option<String>,
+    /// Sign a test-mode session (the `mode: "test"` claim): it sees and makes test objects only.
+    #[arg(long)]
+    pub(crate) test: bool,
 }
 
 #[derive(Args)]
@@ -288,6 +297,9 @@ pub(crate) struct CreateKeyArgs {
     /// Comma-separated IP addresses or CIDR ranges the key may be used from (default: any).
     #[arg(long, value_delimiter = ',', value_parser = parse_allowed_ip)]
     pub(crate) allowed_ips: Vec<String>,
+    /// Mint a test-mode admin key (`opg_test_...`): it sees and makes test objects only.
+    #[arg(long)]
+    pub(crate) test: bool,
 }
 
 #[derive(Args)]
@@ -426,6 +438,9 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
         Command::ApiKeys(args) => cli::finish(cli::api_keys::run(args).await),
         Command::Auth(args) => cli::finish(cli::auth::run(args).await),
         Command::Audit(args) => cli::finish(cli::audit::run(args).await),
+        Command::Workspaces(args) => cli::finish(cli::workspaces::run(args).await),
+        Command::Environments(args) => cli::finish(cli::environments::run(args).await),
+        Command::ServiceAccounts(args) => cli::finish(cli::service_accounts::run(args).await),
         Command::Call(args) => cli::finish(cli::call::run(args).await),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "opgate", &mut std::io::stdout());

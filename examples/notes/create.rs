@@ -18,7 +18,7 @@ pub(crate) struct CreateNoteInput {
     pub text: String,
 }
 
-/// `notes.create`: writes a note in the caller's organization.
+/// `notes.create`: writes a note in the caller's organization, workspace and mode.
 pub(crate) struct CreateNote(pub Arc<Notes>);
 
 impl Operation for CreateNote {
@@ -34,9 +34,7 @@ impl Operation for CreateNote {
 
     async fn call(&self, ctx: Context, input: CreateNoteInput) -> Result<Note, Error> {
         // The gateway has authenticated the caller and checked `notes:write` before this runs.
-        let note = self
-            .0
-            .add(&ctx.principal.org, input.text, ctx.principal.id.clone());
+        let note = self.0.add(&ctx, input.text);
         ctx.set_target(&note.id);
         Ok(note)
     }

@@ -19,7 +19,8 @@ pub(crate) struct ListNotesInput {
     pub limit: Option<u32>,
 }
 
-/// `notes.list`: the caller's organization's notes, oldest first.
+/// `notes.list`: the notes the caller sees (its organization and mode; its workspace if it works in one),
+/// oldest first.
 pub(crate) struct ListNotes(pub Arc<Notes>);
 
 impl StreamOperation for ListNotes {
@@ -27,7 +28,7 @@ impl StreamOperation for ListNotes {
         id: "notes.list",
         scope: "notes:read",
         side_effect: SideEffect::Read,
-        summary: "List the organization's notes, oldest first, as an NDJSON stream.",
+        summary: "List the notes of the caller's mode (and workspace), oldest first, as an NDJSON stream.",
     };
     const EXAMPLE: &'static str = r#"{"limit": 10}"#;
     type Input = ListNotesInput;
@@ -35,7 +36,7 @@ impl StreamOperation for ListNotes {
 
     async fn call(&self, ctx: Context, input: ListNotesInput) -> Result<Items<Note>, Error> {
         let limit = input.limit.map_or(usize::MAX, |l| l as usize);
-        let notes = self.0.list(&ctx.principal.org, limit);
+        let notes = self.0.list(&ctx, limit);
         Ok(Box::pin(stream::iter(notes.into_iter().map(Ok))))
     }
 }

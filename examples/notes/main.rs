@@ -3,7 +3,9 @@
 //! the built-in `api_keys.*`, `auth.whoami` and `audit.list` by the same gateway — same authentication, scope
 //! checks, validation, rate limits, audit log and error model, and in the same generated OpenAPI document.
 //!
-//! Each operation is one file (`create.rs`, `list.rs`); registering it is one line (see [`registry`]).
+//! Each operation is one file (`create.rs`, `list.rs`); registering it is one line (see [`registry`]). Handlers
+//! keep each caller's data apart by the organization, workspace and mode on their `Context` (`store.rs`): a
+//! test key's notes are not a live key's notes.
 //!
 //! ```sh
 //! cargo run --example notes              # demo: serve on a free port, create and list notes over HTTP
@@ -143,6 +145,41 @@ async fn demo() -> Result<(), BoxError> {
     }
     if notes.len() != 2 {
         return Err(format!("expected 2 notes, listed {}", notes.len()).into());
+    }
+
+    // A test key's notes are not a live key's notes: the handlers partition by `ctx.mode()` (and
+    // `ctx.workspace`), so a test key starts with none and its notes stay out of the live list.
+    let test = Client::new(&url)?.with_token({
+        let input = CreateKeyInput {
+            permissions: Some(vec!["notes:read".into(), "notes:write".into()]),
+            mode: Some(opgate::core::Mode::Test),
+            ..CreateKeyInput::new("notes-test")
+        };
+        admin.api_keys().create(input).await?.key
+    });
+    let list = |client: Client| async move {
+        let notes: Vec<Note> = client
+            .invoke_stream(
+                "notes.list",
+                &ListNotesInput::default(),
+                &CallOptions::default(),
+            )
+            .await?
+            .try_collect()
+            .await?;
+        Ok::<_, BoxError>(notes)
+    };
+    println!("test key lists {} notes", list(test.clone()).await?.len());
+    test.call("notes.create", serde_json::json!({"text": "A test note."}))
+        .await?;
+    let (test_notes, live_notes) = (list(test).await?, list(reader.clone()).await?);
+    println!(
+        "after a test note: test key lists {}, live key lists {}",
+        test_notes.len(),
+        live_notes.len()
+    );
+    if test_notes.len() != 1 || live_notes.len() != 2 {
+        return Err("test and live notes must stay apart".into());
     }
 
     // The gateway enforces our scopes and validates our input like its own.

@@ -14,31 +14,38 @@ pub(crate) async fn revoke_key(args: RevokeKeyArgs) -> Result<(), BoxError> {
         .await?
         .ok_or_else(|| format!("no API key `{}` in this data directory", args.key_id))?;
     let now = opgate::core::Timestamp::now().unix();
-    opgate::store::KeyStore::revoke_key(&data.store, &key.org_id, &key.id, now).await?;
+    let scope = opgate::store::Scope {
+        org_id: key.org_id.clone(),
+        mode: key.mode,
+        workspace_id: None,
+    };
+    opgate::store::KeyStore::revoke_key(&data.store, &scope, &key.id, now).await?;
     data.store.close().await;
     eprintln!("revoked {} (organization {})", key.id, key.org_id);
     Ok(())
 }
 
-/// `opgate admin create-key`: mints a key and prints only its secret.
+/// `opgate admin create-key`: mints an organization-wide admin key and prints only its secret.
 pub(crate) async fn create_key(args: CreateKeyArgs) -> Result<(), BoxError> {
     validate_scopes(&args.permissions)?;
     validate_org(&args.org)?;
     let data = args.data.open()?;
     let spec = KeySpec {
-        org_id: args.org,
-        name: args.name,
-        description: None,
         permissions: args.permissions,
         rate_limit: args.rate_limit,
         allowed_ips: args.allowed_ips,
-        created_by: "cli".into(),
+        mode: if args.test {
+            opgate::core::Mode::Test
+        } else {
+            opgate::core::Mode::Live
+        },
         expires_at: args.expires_at.or_else(|| {
             let days = i64::from(args.expires_in_days?);
             Some(opgate::core::Timestamp(
                 opgate::core::Timestamp::now().unix() + days * 86_400,
             ))
         }),
+        ..KeySpec::admin(&args.org, &args.name, "cli")
     };
     let (secret, _) = data.keys.mint(spec).await?;
     data.store.close().await;
@@ -63,6 +70,11 @@ pub(crate) fn mint_session(args: MintSessionArgs) -> Result<(), BoxError> {
         org: args.org,
         scopes,
         ttl_seconds: args.ttl,
+        mode: if args.test {
+            opgate::core::Mode::Test
+        } else {
+            opgate::core::Mode::Live
+        },
     })?;
     // Printed deliberately, alone on stdout (for `TOKEN=$(opgate admin mint-session ...)`); never logged.
     println!("{token}");
@@ -79,14 +91,8 @@ pub(crate) async fn seed_keys(args: SeedKeysArgs) -> Result<(), BoxError> {
         let n = CHUNK.min(args.count - done);
         let specs = (done..done + n)
             .map(|i| KeySpec {
-                org_id: args.org.clone(),
-                name: format!("seed-{i}"),
-                description: None,
                 permissions: args.permissions.clone(),
-                rate_limit: None,
-                allowed_ips: Vec::new(),
-                created_by: "cli".into(),
-                expires_at: None,
+                ..KeySpec::admin(&args.org, &format!("seed-{i}"), "cli")
             })
             .collect();
         data.keys.mint_many(specs).await?;

@@ -1,6 +1,7 @@
 //! `opgate api-keys create|list|get|update|rotate|revoke`: one subcommand per `api_keys.*` operation, one
 //! flag per input field (`rate_limit` is `--rate-limit`), building the server's own input types. The key id
-//! may also be given positionally.
+//! may also be given positionally. Permissions show the presets `*:read` and `*:write` as `read` and
+//! `read-write`, and `--permissions` takes those names too.
 
 use std::io::{self, Write};
 
@@ -8,13 +9,15 @@ use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, Subcommand};
 use futures_util::StreamExt;
 use opgate_client::types::{
-    CreateKeyInput, CreateKeyOutput, GetKeyInput, KeyDetails, ListKeysInput, RevokeKeyInput,
-    RotateKeyInput, RotateKeyOutput, Status, UpdateKeyInput,
+    CreateKeyInput, CreateKeyOutput, GetKeyInput, KeyDetails, KeyType, ListKeysInput, Mode,
+    RevokeKeyInput, RotateKeyInput, RotateKeyOutput, Status, UpdateKeyInput,
 };
 use opgate_client::{CallOptions, Timestamp};
 
 use super::output::{self, Table};
-use super::{body, non_empty, print_raw, warn_secret_once, Connection, Exit};
+use super::{
+    body, non_empty, nullable, permissions, print_raw, warn_secret_once, Connection, Exit,
+};
 
 /// `opgate api-keys ...`.
 #[derive(Args)]
@@ -47,7 +50,8 @@ struct CreateArgs {
     /// Name of the key (1–128 characters).
     #[arg(long)]
     name: String,
-    /// Comma-separated scopes, e.g. `api_keys:read,api_keys:write`; default: the caller's own.
+    /// Comma-separated scopes, e.g. `api_keys:read,api_keys:write`, or the presets `read` (`*:read`) and
+    /// `read-write` (`*:write`); default: the caller's own.
     #[arg(long, value_delimiter = ',')]
     permissions: Option<Vec<String>>,
     /// Requests per minute (1–1000000); default: the server's.
@@ -62,6 +66,23 @@ struct CreateArgs {
     /// Free-text description.
     #[arg(long)]
     description: Option<String>,
+    /// `workspace` (confined to one workspace; the default) or `admin` (organization-wide; only an
+    /// organization-wide caller may create one).
+    #[arg(long, value_parser = key_type_parser())]
+    key_type: Option<KeyType>,
+    /// Workspace of a workspace key (`ws_...`); default: the caller's, else `--workspace`, else that of
+    /// `--environment-id` or `--service-account-id`, else the organization's default workspace.
+    #[arg(long, value_name = "WS_ID")]
+    workspace_id: Option<String>,
+    /// Bind the key to this environment of its workspace (`env_...`).
+    #[arg(long, value_name = "ENV_ID")]
+    environment_id: Option<String>,
+    /// `live` or `test`; default: the caller's (a test caller cannot create a live key).
+    #[arg(long, value_parser = mode_parser())]
+    mode: Option<Mode>,
+    /// The (enabled) service account of the key's workspace the key belongs to (`sa_...`).
+    #[arg(long, value_name = "SA_ID")]
+    service_account_id: Option<String>,
 }
 
 #[derive(Args)]
@@ -72,6 +93,21 @@ struct ListArgs {
     /// Start after the key with this id (the last id of a previous page).
     #[arg(long)]
     after_id: Option<String>,
+    /// Only keys created before the key with this id (paging backwards; still oldest first).
+    #[arg(long)]
+    before_id: Option<String>,
+    /// Only keys of this workspace (`ws_...`).
+    #[arg(long, value_name = "WS_ID")]
+    workspace_id: Option<String>,
+    /// Only keys bound to this environment (`env_...`).
+    #[arg(long, value_name = "ENV_ID")]
+    environment_id: Option<String>,
+    /// Only keys of this service account (`sa_...`).
+    #[arg(long, value_name = "SA_ID")]
+    service_account_id: Option<String>,
+    /// Only keys created by this principal id (a key id or a session subject).
+    #[arg(long)]
+    created_by: Option<String>,
     /// Include revoked keys.
     #[arg(long)]
     include_revoked: bool,
@@ -132,7 +168,8 @@ struct UpdateArgs {
     /// Allow any address again (sends `null`).
     #[arg(long)]
     clear_allowed_ips: bool,
-    /// New comma-separated permissions; each must be held by the key already (keys can only be narrowed).
+    /// New comma-separated permissions (or `read` / `read-write`); each must be held by the key already (keys
+    /// can only be narrowed).
     #[arg(long, value_delimiter = ',')]
     permissions: Option<Vec<String>>,
     /// `Idempotency-Key` header: a retry with the same key and flags gets the first answer.
@@ -168,6 +205,18 @@ fn status_parser() -> impl TypedValueParser<Value = Status> {
     })
 }
 
+/// `--key-type`: `admin` or `workspace`, offered in help and completions.
+fn key_type_parser() -> impl TypedValueParser<Value = KeyType> {
+    PossibleValuesParser::new(["admin", "workspace"])
+        .map(|name| KeyType::parse(&name).expect("a possible value"))
+}
+
+/// `--mode`: `live` or `test`, offered in help and completions.
+fn mode_parser() -> impl TypedValueParser<Value = Mode> {
+    PossibleValuesParser::new(["live", "test"])
+        .map(|name| Mode::parse(&name).expect("a possible value"))
+}
+
 /// Runs `opgate api-keys ...`.
 pub(crate) async fn run(args: ApiKeysArgs) -> Result<(), Exit> {
     let client = args.conn.client()?;
@@ -177,11 +226,16 @@ pub(crate) async fn run(args: ApiKeysArgs) -> Result<(), Exit> {
         ApiKeysCommand::Create(a) => {
             let input = CreateKeyInput {
                 name: a.name,
-                permissions: a.permissions.map(non_empty),
+                permissions: a.permissions.map(permissions),
                 rate_limit: a.rate_limit,
                 expires_in_days: a.expires_in_days,
                 allowed_ips: a.allowed_ips.map(non_empty),
                 description: a.description,
+                key_type: a.key_type,
+                workspace_id: a.workspace_id,
+                environment_id: a.environment_id,
+                mode: a.mode,
+                service_account_id: a.service_account_id,
             };
             if json {
                 let reply = client
@@ -198,6 +252,11 @@ pub(crate) async fn run(args: ApiKeysArgs) -> Result<(), Exit> {
             let input = ListKeysInput {
                 limit: a.limit,
                 after_id: a.after_id,
+                before_id: a.before_id,
+                workspace_id: a.workspace_id,
+                environment_id: a.environment_id,
+                service_account_id: a.service_account_id,
+                created_by: a.created_by,
                 include_revoked: a.include_revoked,
                 status: a.status,
             };
@@ -216,6 +275,8 @@ pub(crate) async fn run(args: ApiKeysArgs) -> Result<(), Exit> {
                     "NAME",
                     "PREFIX",
                     "STATUS",
+                    "MODE",
+                    "WORKSPACE",
                     "PERMISSIONS",
                     "CREATED",
                     "LAST USED",
@@ -231,7 +292,9 @@ pub(crate) async fn run(args: ApiKeysArgs) -> Result<(), Exit> {
                             k.name,
                             k.key_prefix,
                             k.status.as_str().to_owned(),
-                            output::list(&k.permissions, "-"),
+                            k.mode.as_str().to_owned(),
+                            output::or(k.workspace_id, "-"),
+                            output::permissions(&k.permissions, "-"),
                             output::relative(k.created_at, now),
                             output::when(k.last_used_at, now, "never"),
                             expires,
@@ -269,7 +332,7 @@ pub(crate) async fn run(args: ApiKeysArgs) -> Result<(), Exit> {
                 description: nullable(a.description, a.clear_description),
                 rate_limit: nullable(a.rate_limit, a.clear_rate_limit),
                 allowed_ips: nullable(a.allowed_ips.map(non_empty), a.clear_allowed_ips),
-                permissions: a.permissions.map(non_empty),
+                permissions: a.permissions.map(permissions),
             };
             if json {
                 let reply = client
@@ -330,15 +393,6 @@ fn ends_at(k: &KeyDetails) -> Option<Timestamp> {
     }
 }
 
-/// An update field: a new value, `null` (clear), or absent (leave as is).
-fn nullable<T>(value: Option<T>, clear: bool) -> Option<Option<T>> {
-    if clear {
-        Some(None)
-    } else {
-        value.map(Some)
-    }
-}
-
 fn print_created(out: &CreateKeyOutput) -> Result<(), Exit> {
     let mut stdout = io::stdout().lock();
     print_details(&mut stdout, &out.key_details, &[("key", out.key.clone())])
@@ -374,8 +428,11 @@ fn print_details(
         ("name", k.name.clone()),
         ("description", output::or(k.description.as_deref(), "-")),
         ("status", k.status.as_str().to_owned()),
+        ("is_active", k.is_active.to_string()),
+        ("key_type", k.key_type.as_str().to_owned()),
+        ("mode", k.mode.as_str().to_owned()),
         ("key_prefix", k.key_prefix.clone()),
-        ("permissions", output::list(&k.permissions, "none")),
+        ("permissions", output::permissions(&k.permissions, "none")),
         (
             "rate_limit",
             k.rate_limit
@@ -383,6 +440,15 @@ fn print_details(
         ),
         ("allowed_ips", output::list(&k.allowed_ips, "any")),
         ("org_id", k.org_id.clone()),
+        ("workspace_id", output::or(k.workspace_id.as_deref(), "-")),
+        (
+            "environment_id",
+            output::or(k.environment_id.as_deref(), "-"),
+        ),
+        (
+            "service_account_id",
+            output::or(k.service_account_id.as_deref(), "-"),
+        ),
         ("created_by", k.created_by.clone()),
         (
             "created_at",

@@ -19,8 +19,8 @@ pub(crate) struct AuthArgs {
 
 #[derive(Subcommand)]
 enum AuthCommand {
-    /// Show the caller: credential kind, id, organization, permissions, rate limit and expiry
-    /// (`auth.whoami`).
+    /// Show the caller: credential kind, id, organization, workspace, environment, mode, key type, service
+    /// account, permissions, rate limit and expiry (`auth.whoami`).
     Whoami,
 }
 
@@ -51,7 +51,12 @@ pub(crate) async fn run(args: AuthArgs) -> Result<(), Exit> {
                     ("kind", kind.to_owned()),
                     ("id", me.id),
                     ("org", me.org),
-                    ("permissions", output::list(&me.permissions, "none")),
+                    ("key_type", output::or(me.key_type.map(|t| t.as_str()), "-")),
+                    ("mode", me.mode.as_str().to_owned()),
+                    ("workspace_id", output::or(me.workspace_id, "-")),
+                    ("environment_id", output::or(me.environment_id, "-")),
+                    ("service_account_id", output::or(me.service_account_id, "-")),
+                    ("permissions", output::permissions(&me.permissions, "none")),
                     (
                         "rate_limit",
                         me.rate_limit

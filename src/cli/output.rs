@@ -196,6 +196,20 @@ pub(super) fn list(items: &[String], none: &str) -> String {
     }
 }
 
+/// Permissions for humans: `a,b` with the presets named as the CLI names them (`read`, `read-write`), or
+/// `none` when empty.
+pub(super) fn permissions(items: &[String], none: &str) -> String {
+    if items.is_empty() {
+        none.to_owned()
+    } else {
+        items
+            .iter()
+            .map(|p| opgate::core::scope::display(p))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
 /// An optional value, or `none`.
 pub(super) fn or<T: ToString>(value: Option<T>, none: &str) -> String {
     value.map_or_else(|| none.to_owned(), |v| v.to_string())

@@ -1,7 +1,8 @@
 //! The `opgate` CLI as an API client, driven as a subprocess against a real server: every `api-keys`
-//! command, `auth whoami`, `audit list` and `call`, in human and `--json` output, the exit status of every
-//! kind of failure (including a stream that fails midway), shell completions, and every CLI form the API
-//! reference documents.
+//! command, `auth whoami`, `audit list`, the `workspaces`, `environments` and `service-accounts` commands
+//! (with `--workspace`) and `call`, in human and `--json` output, the exit status of every kind of failure
+//! (including a stream that fails midway), shell completions, and every CLI form the API reference
+//! documents.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
@@ -810,7 +811,7 @@ fn human_output_escapes_terminal_controls() {
     assert_eq!(got.field("name"), EVIL_NAME_SHOWN);
     assert_eq!(got.field("description"), EVIL_DESCRIPTION_SHOWN);
     assert_eq!(got.field("last_used_user_agent"), EVIL_AGENT_SHOWN);
-    assert_eq!(got.stdout.lines().count(), 15, "{got:#?}");
+    assert_eq!(got.stdout.lines().count(), 21, "{got:#?}");
 
     let audit = run(&s, admin, &["audit", "list"]).ok();
     assert_terminal_safe(&audit);
@@ -947,7 +948,9 @@ fn failing_stream_server() -> String {
         json!({
             "id": format!("key_{i}"), "name": format!("k{i}"), "description": null,
             "key_prefix": "opg_abcdefgh", "permissions": ["api_keys:read"], "rate_limit": null,
-            "allowed_ips": [], "org_id": "default", "created_by": "cli",
+            "allowed_ips": [], "org_id": "default", "workspace_id": "ws_01jf3m8v6k2x9q4w7e5r1t0y8z",
+            "environment_id": null, "mode": "live", "livemode": true, "key_type": "workspace",
+            "is_active": true, "service_account_id": null, "created_by": "cli",
             "created_at": "2026-01-01T00:00:00Z", "expires_at": null, "last_used_at": null,
             "last_used_ip": null, "last_used_user_agent": null, "revoked_at": null,
             "replaced_by_key_id": null, "grace_expires_at": null, "status": "active"
@@ -1048,9 +1051,17 @@ fn every_documented_cli_form_parses() {
     let client_commands: Vec<String> = documented_commands(&readme)
         .into_iter()
         .filter(|l| {
-            ["api-keys", "auth", "audit", "call"]
-                .iter()
-                .any(|c| l.starts_with(&format!("opgate {c} ")))
+            [
+                "api-keys",
+                "auth",
+                "audit",
+                "workspaces",
+                "environments",
+                "service-accounts",
+                "call",
+            ]
+            .iter()
+            .any(|c| l.starts_with(&format!("opgate {c} ")))
         })
         .collect();
     assert!(client_commands.len() >= 8, "{client_commands:?}");
@@ -1117,4 +1128,477 @@ fn every_documented_cli_form_parses() {
     }
     assert!(examples >= 24, "found only {examples} documented commands");
     assert!(synopses >= 8, "found only {synopses} typed CLI forms");
+}
+
+/// The names of the `field  value` lines of human output, in order.
+fn field_names(r: &Run) -> Vec<&str> {
+    r.stdout
+        .lines()
+        .map(|l| l.split_once(' ').map_or(l, |(k, _)| k))
+        .collect()
+}
+
+/// What the CLI prints as a table of `rows` (the header first): each column as wide as its widest cell, two
+/// spaces apart, no trailing blanks.
+fn table(rows: &[Vec<&str>]) -> String {
+    let mut widths = vec![0; rows[0].len()];
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for row in rows {
+        let line: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(cell, w)| format!("{cell:w$}"))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+#[test]
+fn workspaces_environments_and_service_accounts() {
+    let s = TestServer::start();
+    let admin = s.admin_key();
+
+    // The organization starts with its default workspace.
+    let first = run(&s, admin, &["workspaces", "list", "--json"])
+        .ok()
+        .ndjson();
+    assert_eq!(first.len(), 1, "{first:?}");
+    assert_eq!(first[0]["is_default"], true);
+    let default_ws = first[0]["id"].as_str().unwrap().to_owned();
+
+    let created = run(
+        &s,
+        admin,
+        &[
+            "workspaces",
+            "create",
+            "--name",
+            "Payments",
+            "--description",
+            "The payments team's keys.",
+        ],
+    )
+    .ok();
+    assert_eq!(
+        field_names(&created),
+        [
+            "id",
+            "name",
+            "description",
+            "is_default",
+            "org_id",
+            "created_at",
+            "updated_at"
+        ]
+    );
+    let ws = created.field("id");
+    assert!(ws.starts_with("ws_") && ws.len() == 29, "{created:#?}");
+    assert_eq!(created.field("name"), "Payments");
+    assert_eq!(created.field("description"), "The payments team's keys.");
+    assert_eq!(created.field("is_default"), "false");
+    assert_eq!(created.field("org_id"), "default");
+    assert!(created.field("created_at").ends_with("(just now)"));
+
+    let list = run(&s, admin, &["workspaces", "list"]).ok();
+    assert_eq!(
+        list.stdout,
+        table(&[
+            vec!["ID", "NAME", "DEFAULT", "CREATED", "DESCRIPTION"],
+            vec![&default_ws, "Default", "yes", "just now", "-"],
+            vec![
+                &ws,
+                "Payments",
+                "no",
+                "just now",
+                "The payments team's keys."
+            ],
+        ])
+    );
+    let page = run(
+        &s,
+        admin,
+        &["workspaces", "list", "--json", "--after-id", &default_ws],
+    )
+    .ok()
+    .ndjson();
+    assert_eq!(page.len(), 1);
+    assert_eq!(page[0]["id"], ws.as_str());
+
+    // Positional id or flag; `--clear-description` sends null.
+    assert_eq!(
+        run(&s, admin, &["workspaces", "get", &ws])
+            .ok()
+            .field("name"),
+        "Payments"
+    );
+    let updated = run(
+        &s,
+        admin,
+        &[
+            "workspaces",
+            "update",
+            "--workspace-id",
+            &ws,
+            "--name",
+            "Payments (EU)",
+            "--clear-description",
+        ],
+    )
+    .ok();
+    assert_eq!(updated.field("name"), "Payments (EU)");
+    assert_eq!(updated.field("description"), "-");
+
+    // The admin key works in a workspace when it names one.
+    let me = run(&s, admin, &["auth", "whoami"]).ok();
+    assert_eq!(me.field("key_type"), "admin");
+    assert_eq!(me.field("mode"), "live");
+    assert_eq!(me.field("workspace_id"), "-");
+    assert_eq!(me.field("permissions"), "*");
+    let admin_id = me.field("id");
+    let there = run(&s, admin, &["auth", "whoami", "--workspace", &ws]).ok();
+    assert_eq!(there.field("workspace_id"), ws);
+
+    // An environment and a service account in it.
+    let env = run(
+        &s,
+        admin,
+        &[
+            "environments",
+            "create",
+            "--name",
+            "production",
+            "--workspace-id",
+            &ws,
+        ],
+    )
+    .ok();
+    assert_eq!(
+        field_names(&env),
+        ["id", "name", "workspace_id", "org_id", "created_at"]
+    );
+    let env_id = env.field("id");
+    assert!(env_id.starts_with("env_"), "{env:#?}");
+    assert_eq!(env.field("name"), "production");
+    assert_eq!(env.field("workspace_id"), ws);
+    let envs = run(&s, admin, &["environments", "list", "--workspace-id", &ws]).ok();
+    assert_eq!(
+        envs.stdout,
+        table(&[
+            vec!["ID", "NAME", "WORKSPACE", "CREATED"],
+            vec![&env_id, "production", &ws, "just now"],
+        ])
+    );
+    run(
+        &s,
+        admin,
+        &[
+            "environments",
+            "create",
+            "--name",
+            "production",
+            "--workspace-id",
+            &ws,
+        ],
+    )
+    .fails(
+        4,
+        "conflict (409): name: the workspace already has an environment named `production`",
+    );
+
+    let bot = run(
+        &s,
+        admin,
+        &[
+            "service-accounts",
+            "create",
+            "--workspace",
+            &ws,
+            "--name",
+            "deploy-bot",
+            "--description",
+            "Keys of the deploy pipeline.",
+        ],
+    )
+    .ok();
+    assert_eq!(
+        field_names(&bot),
+        [
+            "id",
+            "name",
+            "description",
+            "is_active",
+            "workspace_id",
+            "org_id",
+            "created_by",
+            "created_at",
+            "updated_at"
+        ]
+    );
+    let sa = bot.field("id");
+    assert!(sa.starts_with("sa_"), "{bot:#?}");
+    assert_eq!(bot.field("workspace_id"), ws);
+    assert_eq!(bot.field("is_active"), "true");
+    assert_eq!(bot.field("created_by"), admin_id);
+    let accounts = run(&s, admin, &["service-accounts", "list"]).ok();
+    assert_eq!(
+        accounts.stdout,
+        table(&[
+            vec!["ID", "NAME", "WORKSPACE", "STATUS", "CREATED BY", "CREATED"],
+            vec![&sa, "deploy-bot", &ws, "active", &admin_id, "just now"],
+        ])
+    );
+
+    // A key of the service account, in the workspace the call works in (`--workspace`), holding the `read`
+    // preset.
+    let key = run(
+        &s,
+        admin,
+        &[
+            "api-keys",
+            "create",
+            "--workspace",
+            &ws,
+            "--name",
+            "deploy",
+            "--permissions",
+            "read",
+            "--service-account-id",
+            &sa,
+            "--environment-id",
+            &env_id,
+        ],
+    )
+    .ok();
+    let secret = key.field("key");
+    let key_id = key.field("id");
+    assert_eq!(key.field("key_type"), "workspace");
+    assert_eq!(key.field("mode"), "live");
+    assert_eq!(key.field("is_active"), "true");
+    assert_eq!(key.field("permissions"), "read");
+    assert_eq!(key.field("workspace_id"), ws);
+    assert_eq!(key.field("environment_id"), env_id);
+    assert_eq!(key.field("service_account_id"), sa);
+    assert_eq!(key.field("created_by"), admin_id);
+    let raw = run(&s, admin, &["api-keys", "get", "--json", &key_id])
+        .ok()
+        .json();
+    assert_eq!(raw["permissions"], json!(["*:read"]));
+    assert_eq!(raw["livemode"], true);
+
+    // `--workspace-id` names the workspace in the input instead; an admin key belongs to none; a test key.
+    let other = run(
+        &s,
+        admin,
+        &[
+            "api-keys",
+            "create",
+            "--json",
+            "--name",
+            "payments-ci",
+            "--workspace-id",
+            &ws,
+            "--mode",
+            "test",
+        ],
+    )
+    .ok()
+    .json();
+    assert!(other["key"].as_str().unwrap().starts_with("opg_test_"));
+    assert_eq!(other["key_details"]["workspace_id"], ws.as_str());
+    assert_eq!(other["key_details"]["mode"], "test");
+    let org_reader = run(
+        &s,
+        admin,
+        &[
+            "api-keys",
+            "create",
+            "--name",
+            "org-reader",
+            "--key-type",
+            "admin",
+            "--permissions",
+            "read-write",
+        ],
+    )
+    .ok();
+    assert_eq!(org_reader.field("key_type"), "admin");
+    assert_eq!(org_reader.field("workspace_id"), "-");
+    assert_eq!(org_reader.field("permissions"), "read-write");
+    run(
+        &s,
+        admin,
+        &["api-keys", "create", "--name", "x", "--key-type", "root"],
+    )
+    .fails(2, "possible values: admin, workspace");
+
+    // The key list, filtered by workspace (live keys only: the caller's mode), with its MODE and WORKSPACE.
+    let listed = run(&s, admin, &["api-keys", "list", "--workspace-id", &ws]).ok();
+    let lines: Vec<&str> = listed.stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{listed:#?}");
+    let header = [
+        "ID",
+        "NAME",
+        "PREFIX",
+        "STATUS",
+        "MODE",
+        "WORKSPACE",
+        "PERMISSIONS",
+        "CREATED",
+        "LAST USED",
+        "EXPIRES",
+    ];
+    let at = |column: &str| lines[0].find(column).unwrap();
+    let mut columns: Vec<usize> = header.iter().map(|c| at(c)).collect();
+    let sorted = columns.clone();
+    columns.sort_unstable();
+    assert_eq!(columns, sorted, "{listed:#?}");
+    assert!(lines[1].starts_with(&format!("{key_id}  deploy  ")));
+    assert_eq!(
+        lines[1][at("STATUS")..]
+            .split_whitespace()
+            .take(4)
+            .collect::<Vec<_>>(),
+        ["active", "live", ws.as_str(), "read"],
+        "{listed:#?}"
+    );
+    let by = |flag: &str, value: &str| {
+        run(&s, admin, &["api-keys", "list", "--json", flag, value])
+            .ok()
+            .ndjson()
+            .iter()
+            .map(|k| k["name"].as_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(by("--service-account-id", &sa), ["deploy"]);
+    assert_eq!(by("--environment-id", &env_id), ["deploy"]);
+    assert_eq!(by("--created-by", &admin_id), ["deploy", "org-reader"]);
+    assert_eq!(by("--before-id", &key_id), ["admin"]);
+
+    // The workspace key works in its own workspace only.
+    let who = run(&s, &secret, &["auth", "whoami"]).ok();
+    assert_eq!(who.field("id"), key_id);
+    assert_eq!(who.field("key_type"), "workspace");
+    assert_eq!(who.field("workspace_id"), ws);
+    assert_eq!(who.field("environment_id"), env_id);
+    assert_eq!(who.field("service_account_id"), sa);
+    assert_eq!(who.field("permissions"), "read");
+    run(&s, &secret, &["auth", "whoami", "--workspace", &ws]).ok();
+    let refused = run(
+        &s,
+        &secret,
+        &["api-keys", "list", "--workspace", &default_ws],
+    )
+    .fails(
+        3,
+        &format!(
+            "error: permission_denied (403): X-Workspace-ID: this key is confined to workspace `{ws}` [request req_"
+        ),
+    );
+    assert!(refused.stdout.is_empty(), "{refused:#?}");
+    assert_eq!(refused.stderr.lines().count(), 1, "{refused:#?}");
+    // The same from OPGATE_WORKSPACE.
+    let out = opgate()
+        .args(["auth", "whoami"])
+        .env("OPGATE_URL", s.url(""))
+        .env("OPGATE_TOKEN", &secret)
+        .env("OPGATE_WORKSPACE", &default_ws)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("this key is confined to workspace"));
+
+    // In use: the environment and the workspace cannot go.
+    run(&s, admin, &["environments", "delete", &env_id])
+        .fails(4, "conflict (409): environment_id: ");
+    run(&s, admin, &["workspaces", "delete", &ws]).fails(4, "conflict (409): workspace_id: ");
+    run(&s, admin, &["workspaces", "delete", &default_ws]).fails(4, "conflict (409)");
+
+    // Disabling the service account stops its key from the next request on.
+    let disabled = run(
+        &s,
+        admin,
+        &["service-accounts", "update", &sa, "--disabled", "true"],
+    )
+    .ok();
+    assert_eq!(disabled.field("is_active"), "false");
+    assert!(disabled.field("disabled_at").ends_with("(just now)"));
+    run(&s, &secret, &["auth", "whoami"]).fails(
+        3,
+        "unauthenticated (401): the API key's service account is disabled or deleted",
+    );
+    let key_now = run(&s, admin, &["api-keys", "get", &key_id]).ok();
+    assert_eq!(key_now.field("status"), "active");
+    assert_eq!(key_now.field("is_active"), "false");
+    let accounts = run(
+        &s,
+        admin,
+        &["service-accounts", "list", "--workspace-id", &ws],
+    )
+    .ok();
+    assert!(accounts
+        .stdout
+        .lines()
+        .nth(1)
+        .unwrap()
+        .contains("  disabled  "));
+    // The bare flag disables too; `false` enables.
+    let bare = run(
+        &s,
+        admin,
+        &[
+            "service-accounts",
+            "update",
+            "--service-account-id",
+            &sa,
+            "--disabled",
+        ],
+    )
+    .ok();
+    assert_eq!(bare.field("is_active"), "false");
+    let enabled = run(
+        &s,
+        admin,
+        &["service-accounts", "update", &sa, "--disabled", "false"],
+    )
+    .ok();
+    assert_eq!(enabled.field("is_active"), "true");
+    assert_eq!(
+        field_names(&enabled).len(),
+        9,
+        "no disabled_at: {enabled:#?}"
+    );
+
+    // Deleting the account revokes its key; the environment, then the workspace, can go (the test key
+    // revoked first).
+    let deleted = run(&s, admin, &["service-accounts", "delete", &sa]).ok();
+    assert_eq!(deleted.field("id"), sa);
+    assert_eq!(deleted.field("revoked_keys"), "1");
+    run(&s, &secret, &["auth", "whoami"]).fails(3, "unauthenticated (401)");
+    let env_gone = run(
+        &s,
+        admin,
+        &["environments", "delete", "--environment-id", &env_id],
+    )
+    .ok();
+    assert_eq!(env_gone.field("id"), env_id);
+    let test_key_id = other["key_details"]["id"].as_str().unwrap();
+    run(
+        &s,
+        other["key"].as_str().unwrap(),
+        &["api-keys", "revoke", test_key_id],
+    )
+    .ok();
+    let gone = run(&s, admin, &["workspaces", "delete", &ws]).ok();
+    assert_eq!(gone.field("name"), "Payments (EU)");
+    run(&s, admin, &["workspaces", "get", &ws]).fails(
+        4,
+        &format!("not_found (404): workspace_id: no workspace `{ws}` in this organization"),
+    );
 }

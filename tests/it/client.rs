@@ -1,14 +1,17 @@
 //! `opgate-client` against the gateway served on a local socket from this process: every typed method returns
 //! the server's own types, streams are handed out item by item as they arrive (10,000 keys), errors carry the
-//! contract's code, status, message and request id, and the generic call reaches every operation.
+//! contract's code, status, message and request id, the generic call reaches every operation, and a client
+//! set to a workspace (`X-Workspace-ID`) makes keys and service accounts there.
 
 use std::time::Duration;
 
 use crate::support::{closed_port, opgate, TestGateway};
 use futures_util::{StreamExt, TryStreamExt};
 use opgate_client::types::{
-    CreateKeyInput, CredentialKind, GetKeyInput, ListAuditInput, ListKeysInput, RevokeKeyInput,
-    RotateKeyInput, Status, UpdateKeyInput,
+    CreateEnvironmentInput, CreateKeyInput, CreateServiceAccountInput, CreateWorkspaceInput,
+    CredentialKind, GetKeyInput, KeyType, ListAuditInput, ListKeysInput, ListServiceAccountsInput,
+    ListWorkspacesInput, Mode, RevokeKeyInput, RotateKeyInput, ServiceAccountIdInput, Status,
+    UpdateKeyInput, UpdateServiceAccountInput, UpdateWorkspaceInput, WorkspaceIdInput,
 };
 use opgate_client::{Client, Code, Error, Reply, TYPED_OPERATIONS};
 use serde_json::{json, Value};
@@ -373,20 +376,58 @@ async fn the_generic_call_reaches_every_operation() {
     let (url, _server) = s.serve().await;
     let admin = client(&url, s.admin_key());
     let registry = opgate::describe_registry().unwrap();
-    assert!(registry.entries().len() >= 8);
-    for entry in registry.entries() {
-        // Each operation's documented example, aimed at a key that exists.
+    assert!(registry.entries().len() >= 21);
+    for (i, entry) in registry.entries().iter().enumerate() {
+        // Each operation's documented example, aimed at objects that exist: a key, an empty workspace (which
+        // `workspaces.delete` may remove), and an environment and a service account of the default workspace.
         let target = s
             .create(
                 s.admin_key(),
                 json!({ "name": "target", "permissions": ["api_keys:read"] }),
             )
             .await;
-        let target = target["key_details"]["id"].as_str().unwrap().to_owned();
+        let key = target["key_details"]["id"].as_str().unwrap().to_owned();
+        let workspace = admin
+            .workspaces()
+            .create(CreateWorkspaceInput {
+                name: format!("target-{i}"),
+                description: None,
+            })
+            .await
+            .unwrap()
+            .id;
+        let environment = admin
+            .environments()
+            .create(CreateEnvironmentInput {
+                name: format!("target-{i}"),
+                workspace_id: None,
+            })
+            .await
+            .unwrap()
+            .id;
+        let account = admin
+            .service_accounts()
+            .create(CreateServiceAccountInput {
+                name: format!("target-{i}"),
+                description: None,
+                workspace_id: None,
+            })
+            .await
+            .unwrap()
+            .id;
         let mut input: Value = serde_json::from_str(entry.example).unwrap();
         for (_, v) in input.as_object_mut().unwrap().iter_mut() {
-            if v.as_str().is_some_and(|s| s.starts_with("key_")) {
-                *v = json!(target);
+            let Some(text) = v.as_str() else { continue };
+            for (prefix, id) in [
+                ("key_", &key),
+                ("ws_", &workspace),
+                ("env_", &environment),
+                ("sa_", &account),
+            ] {
+                if text.starts_with(prefix) {
+                    *v = json!(id);
+                    break;
+                }
             }
         }
         let id = entry.meta.id;
@@ -429,4 +470,251 @@ async fn the_generic_call_reaches_every_operation() {
         .await
         .unwrap_err();
     assert!(matches!(e, Error::Connection { .. }), "{e:?}");
+}
+
+#[tokio::test]
+async fn a_workspace_its_service_account_and_keys() {
+    let s = TestGateway::start().await;
+    let (url, _server) = s.serve().await;
+    let admin = client(&url, s.admin_key());
+    let created_at = s.clock().now();
+
+    // The admin key is organization-wide, live, in no workspace.
+    let me = admin.auth().whoami().await.unwrap();
+    assert_eq!(me.key_type, Some(KeyType::Admin));
+    assert_eq!((me.mode, me.livemode), (Mode::Live, true));
+    assert_eq!(me.workspace_id, None);
+    assert_eq!(me.service_account_id, None);
+
+    let ws = admin
+        .workspaces()
+        .create(CreateWorkspaceInput {
+            name: "Payments".into(),
+            description: Some("The payments team's keys.".into()),
+        })
+        .await
+        .unwrap();
+    assert!(ws.id.starts_with("ws_") && ws.id.len() == 29, "{ws:?}");
+    assert_eq!(ws.org_id, "default");
+    assert_eq!(ws.name, "Payments");
+    assert_eq!(ws.description.as_deref(), Some("The payments team's keys."));
+    assert!(!ws.is_default);
+    assert_eq!((ws.created_at, ws.updated_at), (created_at, created_at));
+
+    // The organization's default workspace (made with the first other one, so the oldest) and the new one.
+    let all: Vec<_> = admin
+        .workspaces()
+        .list(ListWorkspacesInput::default())
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 2, "{all:?}");
+    assert_eq!(all[1], ws);
+    assert!(all[0].is_default && all[0].name == "Default", "{all:?}");
+    let default_ws = all[0].id.clone();
+
+    s.advance(Duration::from_secs(60));
+    let renamed = admin
+        .workspaces()
+        .update(UpdateWorkspaceInput {
+            workspace_id: ws.id.clone(),
+            name: Some("Payments (EU)".into()),
+            description: Some(None),
+        })
+        .await
+        .unwrap();
+    let ws = opgate_client::types::WorkspaceDetails {
+        name: "Payments (EU)".into(),
+        description: None,
+        updated_at: opgate_client::Timestamp(created_at.unix() + 60),
+        ..ws
+    };
+    assert_eq!(renamed, ws);
+    let got = admin
+        .workspaces()
+        .get(WorkspaceIdInput {
+            workspace_id: ws.id.clone(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(got, ws);
+
+    // A client working in the workspace: what it makes goes there.
+    let in_ws = admin.clone().with_workspace(&ws.id);
+    assert_eq!(in_ws.workspace_id(), Some(ws.id.as_str()));
+    let bot = in_ws
+        .service_accounts()
+        .create(CreateServiceAccountInput {
+            name: "deploy-bot".into(),
+            description: Some("Keys of the deploy pipeline.".into()),
+            workspace_id: None,
+        })
+        .await
+        .unwrap();
+    assert!(bot.id.starts_with("sa_"), "{bot:?}");
+    assert_eq!(bot.workspace_id, ws.id);
+    assert_eq!(bot.name, "deploy-bot");
+    assert_eq!(
+        bot.description.as_deref(),
+        Some("Keys of the deploy pipeline.")
+    );
+    assert!(bot.is_active);
+    assert_eq!(bot.disabled_at, None);
+    assert_eq!(bot.created_by, me.id);
+
+    let created = in_ws
+        .api_keys()
+        .create(CreateKeyInput {
+            permissions: Some(vec!["api_keys:read".into()]),
+            service_account_id: Some(bot.id.clone()),
+            ..CreateKeyInput::new("deploy")
+        })
+        .await
+        .unwrap();
+    assert!(created.key.starts_with("opg_") && !created.key.starts_with("opg_test_"));
+    let key = &created.key_details;
+    assert_eq!(key.name, "deploy");
+    assert_eq!(key.workspace_id.as_deref(), Some(ws.id.as_str()));
+    assert_eq!(key.environment_id, None);
+    assert_eq!(key.service_account_id.as_deref(), Some(bot.id.as_str()));
+    assert_eq!(key.key_type, KeyType::Workspace);
+    assert_eq!((key.mode, key.livemode), (Mode::Live, true));
+    assert_eq!((key.status, key.is_active), (Status::Active, true));
+    assert_eq!(key.permissions, ["api_keys:read"]);
+    assert_eq!(key.created_by, me.id);
+
+    // A key elsewhere (the default workspace), which the workspace filter leaves out.
+    let elsewhere = admin
+        .api_keys()
+        .create(CreateKeyInput::new("elsewhere"))
+        .await
+        .unwrap();
+    assert_eq!(
+        elsewhere.key_details.workspace_id.as_deref(),
+        Some(default_ws.as_str())
+    );
+    let in_workspace: Vec<_> = admin
+        .api_keys()
+        .list(ListKeysInput {
+            workspace_id: Some(ws.id.clone()),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(in_workspace, std::slice::from_ref(key));
+    let of_bot: Vec<_> = admin
+        .api_keys()
+        .list(ListKeysInput {
+            service_account_id: Some(bot.id.clone()),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(of_bot, std::slice::from_ref(key));
+
+    // The new key works in its workspace, and only there.
+    let deploy = client(&url, &created.key);
+    let who = deploy.auth().whoami().await.unwrap();
+    assert_eq!(who.id, key.id);
+    assert_eq!(who.key_type, Some(KeyType::Workspace));
+    assert_eq!(who.workspace_id.as_deref(), Some(ws.id.as_str()));
+    assert_eq!(who.service_account_id.as_deref(), Some(bot.id.as_str()));
+    assert_eq!(who.mode, Mode::Live);
+    let same = deploy.clone().with_workspace(&ws.id).auth().whoami().await;
+    assert_eq!(same.unwrap().id, key.id);
+    let e = deploy
+        .with_workspace(&default_ws)
+        .auth()
+        .whoami()
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (e.code(), e.status()),
+        (Some(Code::PermissionDenied), Some(403))
+    );
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "permission_denied (403): X-Workspace-ID: this key is confined to workspace `{}`",
+            ws.id
+        )
+    );
+
+    // Disabling the service account stops its key from the very next request.
+    let disabled = admin
+        .service_accounts()
+        .update(UpdateServiceAccountInput {
+            service_account_id: bot.id.clone(),
+            name: None,
+            description: None,
+            disabled: Some(true),
+        })
+        .await
+        .unwrap();
+    assert!(!disabled.is_active);
+    assert_eq!(disabled.disabled_at, Some(s.clock().now()));
+    let e = client(&url, &created.key)
+        .auth()
+        .whoami()
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (e.code(), e.status()),
+        (Some(Code::Unauthenticated), Some(401))
+    );
+    let listed: Vec<_> = in_ws
+        .service_accounts()
+        .list(ListServiceAccountsInput::default())
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(listed, std::slice::from_ref(&disabled));
+    let now_inactive = admin
+        .api_keys()
+        .get(GetKeyInput {
+            key_id: key.id.clone(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        (now_inactive.status, now_inactive.is_active),
+        (Status::Active, false)
+    );
+
+    // Deleting the account revokes its key; the workspace is then empty and can go.
+    let deleted = admin
+        .service_accounts()
+        .delete(ServiceAccountIdInput {
+            service_account_id: bot.id.clone(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(deleted.service_account.id, bot.id);
+    assert_eq!(deleted.revoked_keys, 1);
+    let gone = admin
+        .workspaces()
+        .delete(WorkspaceIdInput {
+            workspace_id: ws.id.clone(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(gone, ws);
+    let e = admin
+        .workspaces()
+        .get(WorkspaceIdInput {
+            workspace_id: ws.id.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some(Code::NotFound));
 }

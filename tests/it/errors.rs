@@ -63,7 +63,7 @@ async fn invalid_argument_names_the_field_through_both_paths() {
         (CREATE, json!({ "name": "n", "rate_limit": 0 }), vec!["rate_limit: "]),
         (CREATE, json!({ "name": "n", "permissions": ["Api:read"] }), vec!["permissions[0]: ", "`Api:read` is not a scope"]),
         (CREATE, json!({ "name": "n", "permissions": ["api_keys:read", "api_keys"] }), vec!["permissions[1]: ", "`api_keys` is not a scope"]),
-        (CREATE, json!({ "name": "n", "permissions": ["*:read"] }), vec!["permissions[0]: ", "not a scope"]),
+        (CREATE, json!({ "name": "n", "permissions": ["*:reed"] }), vec!["permissions[0]: ", "not a scope"]),
         (CREATE, json!({ "name": "n", "allowed_ips": ["10.0.0.1", "not-an-ip"] }), vec!["allowed_ips[1]: ", "`not-an-ip` is not an IP address or CIDR range"]),
         (CREATE, json!({ "name": "n", "allowed_ips": ["10.0.0.0/33"] }), vec!["allowed_ips[0]: ", "`10.0.0.0/33`"]),
         (LIST, json!({ "limit": 0 }), vec!["limit: ", "lower than 1"]),

@@ -52,6 +52,11 @@ fn the_embedding_example_serves_its_own_operations() {
         "{stdout}"
     );
     assert!(stdout.contains("listed note_1"), "{stdout}");
+    assert!(stdout.contains("test key lists 0 notes"), "{stdout}");
+    assert!(
+        stdout.contains("after a test note: test key lists 1, live key lists 2"),
+        "{stdout}"
+    );
     assert!(stdout.contains("permission_denied (403)"), "{stdout}");
     assert!(stdout.trim_end().ends_with("ok"), "{stdout}");
 

@@ -146,12 +146,13 @@ async fn refused_requests_count_toward_the_rate_limit() {
 }
 
 /// Every field of an audit item, exactly.
-const AUDIT_FIELDS: [&str; 12] = [
+const AUDIT_FIELDS: [&str; 14] = [
     "at",
     "client_ip",
     "count",
     "error_code",
     "id",
+    "mode",
     "operation",
     "org_id",
     "principal_id",
@@ -159,6 +160,7 @@ const AUDIT_FIELDS: [&str; 12] = [
     "request_id",
     "status",
     "target_id",
+    "workspace_id",
 ];
 
 async fn audit(s: &TestGateway, token: &str, body: Value) -> Vec<Value> {

@@ -102,6 +102,12 @@ fn assert_session(reply: &Reply, org: &str, sub: &str, scopes: Value, exp: i64) 
             "permissions": scopes,
             "rate_limit": null,
             "expires_at": unix_rfc3339(exp),
+            "workspace_id": null,
+            "environment_id": null,
+            "mode": "live",
+            "livemode": true,
+            "key_type": null,
+            "service_account_id": null,
         })
     );
 }
@@ -565,6 +571,12 @@ async fn whoami_describes_api_keys_and_sessions() {
                 "permissions": ["*"],
                 "rate_limit": null,
                 "expires_at": null,
+                "workspace_id": null,
+                "environment_id": null,
+                "mode": "live",
+                "livemode": true,
+                "key_type": "admin",
+                "service_account_id": null,
             })
         );
     }
@@ -610,6 +622,12 @@ async fn whoami_describes_api_keys_and_sessions() {
             "permissions": ["api_keys:read", "api_keys:write"],
             "rate_limit": null,
             "expires_at": unix_rfc3339(exp),
+            "workspace_id": null,
+            "environment_id": null,
+            "mode": "live",
+            "livemode": true,
+            "key_type": null,
+            "service_account_id": null,
         })
     );
 }

@@ -16,7 +16,7 @@ use opgate_core::{
     Code, Context, Error, Items, OpMeta, Registry, RegistryError, SideEffect, StreamOperation,
 };
 #[cfg(feature = "server")]
-use opgate_store::{AuditEntry, AuditLog, AuditPage};
+use opgate_store::{AuditEntry, AuditLog, AuditPage, Scope};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -70,6 +70,10 @@ pub struct AuditItem {
     pub principal_id: String,
     /// The caller's organization.
     pub org_id: String,
+    /// The workspace the call worked in (a workspace key's, or the one named with `X-Workspace-ID`), or null.
+    pub workspace_id: Option<String>,
+    /// The caller's mode: `live` or `test` (each mode reads only its own records).
+    pub mode: opgate_core::Mode,
     /// The operation called.
     pub operation: String,
     /// The object acted on (e.g. a key id), or null.
@@ -95,6 +99,8 @@ impl From<AuditEntry> for AuditItem {
             principal_kind: r.principal_kind,
             principal_id: r.principal_id,
             org_id: r.org_id,
+            workspace_id: r.workspace_id,
+            mode: r.mode,
             operation: r.operation,
             target_id: r.target_id,
             client_ip: r.client_ip,
@@ -115,7 +121,7 @@ impl StreamOperation for ListAudit {
         id: "audit.list",
         scope: "audit:read",
         side_effect: SideEffect::Read,
-        summary: "Stream the organization's audit log of write, export and destructive calls, newest first.",
+        summary: "Stream the audit log of write, export and destructive calls the caller sees (its mode; its workspace if it works in one), newest first.",
     };
     const ERRORS: &'static [Code] = &[Code::NotFound];
     const EXAMPLE: &'static str = r#"{"limit": 50, "operation": "api_keys.revoke"}"#;
@@ -124,10 +130,14 @@ impl StreamOperation for ListAudit {
 
     async fn call(&self, ctx: Context, input: ListAuditInput) -> Result<Items<AuditItem>, Error> {
         let log = Arc::clone(&self.0);
-        let org = ctx.principal.org.clone();
+        let scope = Scope {
+            org_id: ctx.principal.org.clone(),
+            mode: ctx.mode(),
+            workspace_id: ctx.workspace.clone(),
+        };
         let before = match &input.before {
             None => None,
-            Some(id) => Some(log.audit_seq(&org, id).await?.ok_or_else(|| {
+            Some(id) => Some(log.audit_seq(&scope, id).await?.ok_or_else(|| {
                 Error::not_found(format!(
                     "before: no audit record `{id}` in this organization"
                 ))
@@ -136,7 +146,7 @@ impl StreamOperation for ListAudit {
         let operation = input.operation;
         let remaining = input.limit.unwrap_or(DEFAULT_LIMIT) as usize;
         let pages = stream::unfold(Some((before, remaining)), move |state| {
-            let (log, org, operation) = (Arc::clone(&log), org.clone(), operation.clone());
+            let (log, scope, operation) = (Arc::clone(&log), scope.clone(), operation.clone());
             async move {
                 let (before_seq, remaining) = state?;
                 if remaining == 0 {
@@ -144,7 +154,7 @@ impl StreamOperation for ListAudit {
                 }
                 let limit = remaining.min(PAGE_SIZE);
                 let page = AuditPage {
-                    org_id: &org,
+                    scope: &scope,
                     before_seq,
                     operation: operation.as_deref(),
                     limit,

@@ -140,6 +140,7 @@ mod tests {
                 org: "acme".into(),
                 scopes: vec!["api_keys:read".into()],
                 ttl_seconds: 60,
+                mode: opgate_core::Mode::Live,
             })
             .unwrap();
         let router = TokenRouter::new(

@@ -122,6 +122,8 @@ pub struct NewSession {
     pub scopes: Vec<String>,
     /// Seconds from now until it expires.
     pub ttl_seconds: u64,
+    /// The mode it works in (the `mode` claim, written only for `test`).
+    pub mode: opgate_core::Mode,
 }
 
 /// The claims written into a minted token.
@@ -136,6 +138,8 @@ struct Claims<'a> {
     iss: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     aud: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mode: Option<&'static str>,
 }
 
 /// `jsonwebtoken` picks its crypto backend from crate features; install the pure-Rust one explicitly so that
@@ -217,6 +221,7 @@ impl SessionConfig {
             exp: now + session.ttl_seconds as i64,
             iss: self.issuer.as_deref(),
             aud: self.audience.as_deref(),
+            mode: (session.mode == opgate_core::Mode::Test).then_some("test"),
         };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .map_err(|e| MintError::Signing(e.to_string()))
@@ -267,6 +272,17 @@ impl SessionConfig {
         let exp = time_claim(claims, "exp")?.ok_or_else(|| missing("exp"))?;
         let iat = time_claim(claims, "iat")?.ok_or_else(|| missing("iat"))?;
         let nbf = time_claim(claims, "nbf")?;
+        let mode = match claims.get("mode") {
+            None => opgate_core::Mode::Live,
+            Some(Value::String(m)) => opgate_core::Mode::parse(m).ok_or_else(|| {
+                Error::unauthenticated("the session token's `mode` claim must be `live` or `test`")
+            })?,
+            Some(_) => {
+                return Err(Error::unauthenticated(
+                    "the session token's `mode` claim must be `live` or `test`",
+                ))
+            }
+        };
 
         if exp <= now {
             return Err(Error::unauthenticated(format!(
@@ -346,6 +362,11 @@ impl SessionConfig {
             rate_limit: None,
             expires_at: Some(exp),
             allowed_ips: Vec::new(),
+            mode,
+            key_type: None,
+            workspace: None,
+            environment: None,
+            service_account: None,
         })
     }
 }
@@ -589,7 +610,46 @@ mod tests {
                 rate_limit: None,
                 expires_at: Some(NOW + 60),
                 allowed_ips: Vec::new(),
+                mode: opgate_core::Mode::Live,
+                key_type: None,
+                workspace: None,
+                environment: None,
+                service_account: None,
             }
+        );
+    }
+
+    #[test]
+    fn the_mode_claim_selects_test_mode_and_nothing_else() {
+        let c = config();
+        let test = c.verify_at(&hs256(with(good(), "mode", json!("test"))), NOW);
+        assert_eq!(test.unwrap().mode, opgate_core::Mode::Test);
+        let live = c.verify_at(&hs256(with(good(), "mode", json!("live"))), NOW);
+        assert_eq!(live.unwrap().mode, opgate_core::Mode::Live);
+        for bad in [json!("TEST"), json!(""), json!(1), json!(null)] {
+            let err = c
+                .verify_at(&hs256(with(good(), "mode", bad)), NOW)
+                .unwrap_err();
+            assert_eq!(
+                err.message,
+                "the session token's `mode` claim must be `live` or `test`"
+            );
+        }
+        let minted = c
+            .mint_at(
+                &NewSession {
+                    sub: "u".into(),
+                    org: "o".into(),
+                    scopes: vec!["*".into()],
+                    ttl_seconds: 60,
+                    mode: opgate_core::Mode::Test,
+                },
+                NOW,
+            )
+            .unwrap();
+        assert_eq!(
+            c.verify_at(&minted, NOW).unwrap().mode,
+            opgate_core::Mode::Test
         );
     }
 
@@ -603,6 +663,7 @@ mod tests {
                     org: "o".into(),
                     scopes: vec!["*".into()],
                     ttl_seconds: 60,
+                    mode: opgate_core::Mode::Live,
                 },
                 NOW,
             )
@@ -620,6 +681,7 @@ mod tests {
                     org: "o".into(),
                     scopes: scopes.iter().map(|s| s.to_string()).collect(),
                     ttl_seconds: ttl,
+                    mode: opgate_core::Mode::Live,
                 })
                 .unwrap_err()
         };

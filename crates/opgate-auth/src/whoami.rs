@@ -1,6 +1,8 @@
 //! `auth.whoami`: who the caller is, as the gateway authenticated it.
 
-use opgate_core::{scope, Context, Error, OpMeta, Operation, PrincipalKind, SideEffect, Timestamp};
+use opgate_core::{
+    scope, Context, Error, KeyType, Mode, OpMeta, Operation, PrincipalKind, SideEffect, Timestamp,
+};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -34,6 +36,22 @@ pub struct WhoamiOutput {
     pub rate_limit: Option<u32>,
     /// When the credential stops working: a key's expiry or rotation grace end, a session's `exp`; null if never.
     pub expires_at: Option<Timestamp>,
+    /// The workspace the call works in: a workspace key's own, or the one named with `X-Workspace-ID`; null
+    /// for an organization-wide caller that named none.
+    #[schemars(pattern(opgate_core::id_pattern!("ws")))]
+    pub workspace_id: Option<String>,
+    /// The environment the key is bound to, or null.
+    #[schemars(pattern(opgate_core::id_pattern!("env")))]
+    pub environment_id: Option<String>,
+    /// `live` or `test`: the caller sees and acts on objects of this mode only.
+    pub mode: Mode,
+    /// Whether `mode` is `live`.
+    pub livemode: bool,
+    /// An API key's type: `admin` (organization-wide) or `workspace`; null for a session (organization-wide).
+    pub key_type: Option<KeyType>,
+    /// The service account the key belongs to, or null.
+    #[schemars(pattern(opgate_core::id_pattern!("sa")))]
+    pub service_account_id: Option<String>,
 }
 
 /// `auth.whoami`: describes the caller; needs no scope beyond a valid token.
@@ -44,7 +62,7 @@ impl Operation for Whoami {
         id: "auth.whoami",
         scope: scope::AUTHENTICATED,
         side_effect: SideEffect::Read,
-        summary: "Describe the caller: credential kind, id, organization, permissions, rate limit and expiry.",
+        summary: "Describe the caller: credential kind, id, organization, workspace, environment, mode, key type, service account, permissions, rate limit and expiry.",
     };
     const EXAMPLE: &'static str = "{}";
     type Input = WhoamiInput;
@@ -62,6 +80,12 @@ impl Operation for Whoami {
             permissions: p.permissions.clone(),
             rate_limit: p.rate_limit,
             expires_at: p.expires_at.map(Timestamp),
+            workspace_id: ctx.workspace.clone(),
+            environment_id: p.environment.clone(),
+            mode: p.mode,
+            livemode: p.mode == Mode::Live,
+            key_type: p.key_type,
+            service_account_id: p.service_account.clone(),
         })
     }
 }

@@ -4,7 +4,8 @@
 //! operation reaches the client with no second definition. Streaming operations answer an [`ItemStream`]
 //! that decodes NDJSON a line at a time as it arrives (memory stays flat over any number of items) and
 //! surfaces the error line that ends a failed stream as an [`Error`]. Operations this client has no method
-//! for are one [`Client::call`] away.
+//! for are one [`Client::call`] away. [`Client::with_workspace`] makes every call work in one workspace
+//! (`X-Workspace-ID`), as an organization-wide key or session may.
 //!
 //! ```no_run
 //! use futures_util::TryStreamExt;
@@ -46,30 +47,44 @@ use serde::Serialize;
 pub use error::Error;
 pub use ndjson::{ItemStream, Lines, MAX_LINE_BYTES};
 pub use opgate_core::{Code, Timestamp};
-pub use resources::{ApiKeys, Audit, Auth, TYPED_OPERATIONS};
+pub use resources::{
+    ApiKeys, Audit, Auth, Environments, ServiceAccounts, Workspaces, TYPED_OPERATIONS,
+};
 
 /// The wire types of the operations this client knows: the server's own types.
 pub mod types {
     pub use opgate_audit::{AuditItem, ListAuditInput};
     pub use opgate_auth::{CredentialKind, WhoamiInput, WhoamiOutput};
     pub use opgate_keys::types::{
-        CreateKeyInput, CreateKeyOutput, GetKeyInput, KeyDetails, ListKeysInput, RevokeKeyInput,
-        RotateKeyInput, RotateKeyOutput, Status, UpdateKeyInput,
+        CreateKeyInput, CreateKeyOutput, GetKeyInput, KeyDetails, KeyType, ListKeysInput, Mode,
+        RevokeKeyInput, RotateKeyInput, RotateKeyOutput, Status, UpdateKeyInput,
+    };
+    pub use opgate_tenancy::types::{
+        CreateEnvironmentInput, CreateServiceAccountInput, CreateWorkspaceInput,
+        DeleteServiceAccountOutput, EnvironmentDetails, EnvironmentIdInput, ListEnvironmentsInput,
+        ListServiceAccountsInput, ListWorkspacesInput, ServiceAccountDetails,
+        ServiceAccountIdInput, UpdateServiceAccountInput, UpdateWorkspaceInput, WorkspaceDetails,
+        WorkspaceIdInput,
     };
 }
 
 /// Where a gateway listens unless told otherwise (`opgate serve`'s default).
 pub const DEFAULT_URL: &str = "http://127.0.0.1:8080";
 
+/// The header that selects the workspace a call works in (`X-Workspace-ID`).
+pub const WORKSPACE_HEADER: &str = "X-Workspace-ID";
+
 /// The `Content-Type` of streamed responses.
 const NDJSON: &str = "application/x-ndjson";
 
-/// A connection to one gateway, with one bearer token. Cheap to clone; clones share the connection pool.
+/// A connection to one gateway, with one bearer token and optionally one workspace. Cheap to clone; clones
+/// share the connection pool.
 #[derive(Clone)]
 pub struct Client {
     http: reqwest::Client,
     base: String,
     token: Option<String>,
+    workspace: Option<String>,
 }
 
 impl std::fmt::Debug for Client {
@@ -78,6 +93,7 @@ impl std::fmt::Debug for Client {
         f.debug_struct("Client")
             .field("base", &self.base)
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("workspace", &self.workspace)
             .finish()
     }
 }
@@ -173,24 +189,51 @@ impl Client {
             http,
             base: url.as_str().trim_end_matches('/').to_owned(),
             token: None,
+            workspace: None,
         })
     }
 
     /// A client configured from the environment, as the `opgate` CLI is: `OPGATE_URL` (default
-    /// [`DEFAULT_URL`]) and `OPGATE_TOKEN`.
+    /// [`DEFAULT_URL`]), `OPGATE_TOKEN` and `OPGATE_WORKSPACE`.
     pub fn from_env() -> Result<Client, Error> {
         let url = std::env::var("OPGATE_URL").unwrap_or_else(|_| DEFAULT_URL.to_owned());
-        let client = Client::new(&url)?;
-        Ok(match std::env::var("OPGATE_TOKEN") {
-            Ok(token) if !token.is_empty() => client.with_token(token),
-            _ => client,
-        })
+        let mut client = Client::new(&url)?;
+        if let Ok(token) = std::env::var("OPGATE_TOKEN") {
+            if !token.is_empty() {
+                client = client.with_token(token);
+            }
+        }
+        if let Ok(workspace) = std::env::var("OPGATE_WORKSPACE") {
+            if !workspace.is_empty() {
+                client = client.with_workspace(workspace);
+            }
+        }
+        Ok(client)
     }
 
     /// The same client, sending `Authorization: Bearer <token>` (an API key or a session token).
     pub fn with_token(mut self, token: impl Into<String>) -> Client {
         self.token = Some(token.into());
         self
+    }
+
+    /// The same client, sending `X-Workspace-ID: <workspace_id>` with every call: an organization-wide
+    /// credential (an admin key or a session) then works in that workspace, as a workspace key works in its
+    /// own. A workspace key naming another workspace is refused (403).
+    pub fn with_workspace(mut self, workspace_id: impl Into<String>) -> Client {
+        self.workspace = Some(workspace_id.into());
+        self
+    }
+
+    /// The same client, sending no `X-Workspace-ID`: the credential's own workspace, if any, applies.
+    pub fn without_workspace(mut self) -> Client {
+        self.workspace = None;
+        self
+    }
+
+    /// The workspace every call names with `X-Workspace-ID`, if one was set.
+    pub fn workspace_id(&self) -> Option<&str> {
+        self.workspace.as_deref()
     }
 
     /// The gateway's base URL, without a trailing slash.
@@ -211,6 +254,21 @@ impl Client {
     /// The `audit.*` operations.
     pub fn audit(&self) -> Audit<'_> {
         Audit::new(self)
+    }
+
+    /// The `workspaces.*` operations.
+    pub fn workspaces(&self) -> Workspaces<'_> {
+        Workspaces::new(self)
+    }
+
+    /// The `environments.*` operations.
+    pub fn environments(&self) -> Environments<'_> {
+        Environments::new(self)
+    }
+
+    /// The `service_accounts.*` operations.
+    pub fn service_accounts(&self) -> ServiceAccounts<'_> {
+        ServiceAccounts::new(self)
     }
 
     /// Calls any operation by id with a JSON object as input: a JSON object back, or the items of a stream.
@@ -243,6 +301,9 @@ impl Client {
             .body(body.into());
         if let Some(token) = &self.token {
             request = request.bearer_auth(token);
+        }
+        if let Some(workspace) = &self.workspace {
+            request = request.header(WORKSPACE_HEADER, workspace);
         }
         if let Some(key) = &options.idempotency_key {
             request = request.header("idempotency-key", key);

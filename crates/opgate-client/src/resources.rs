@@ -2,9 +2,12 @@
 //! [`Client::invoke_stream`] with the server's own input and output types.
 
 use crate::types::{
-    AuditItem, CreateKeyInput, CreateKeyOutput, GetKeyInput, KeyDetails, ListAuditInput,
-    ListKeysInput, RevokeKeyInput, RotateKeyInput, RotateKeyOutput, UpdateKeyInput, WhoamiInput,
-    WhoamiOutput,
+    AuditItem, CreateEnvironmentInput, CreateKeyInput, CreateKeyOutput, CreateServiceAccountInput,
+    CreateWorkspaceInput, DeleteServiceAccountOutput, EnvironmentDetails, EnvironmentIdInput,
+    GetKeyInput, KeyDetails, ListAuditInput, ListEnvironmentsInput, ListKeysInput,
+    ListServiceAccountsInput, ListWorkspacesInput, RevokeKeyInput, RotateKeyInput, RotateKeyOutput,
+    ServiceAccountDetails, ServiceAccountIdInput, UpdateKeyInput, UpdateServiceAccountInput,
+    UpdateWorkspaceInput, WhoamiInput, WhoamiOutput, WorkspaceDetails, WorkspaceIdInput,
 };
 use crate::{CallOptions, Client, Error, ItemStream};
 
@@ -19,6 +22,19 @@ pub const TYPED_OPERATIONS: &[(&str, bool)] = &[
     ("api_keys.revoke", false),
     ("auth.whoami", false),
     ("audit.list", true),
+    ("workspaces.create", false),
+    ("workspaces.list", true),
+    ("workspaces.get", false),
+    ("workspaces.update", false),
+    ("workspaces.delete", false),
+    ("environments.create", false),
+    ("environments.list", true),
+    ("environments.delete", false),
+    ("service_accounts.create", false),
+    ("service_accounts.list", true),
+    ("service_accounts.get", false),
+    ("service_accounts.update", false),
+    ("service_accounts.delete", false),
 ];
 
 macro_rules! resource {
@@ -65,6 +81,19 @@ resource!(
 resource!(
     /// `audit.*`: the organization's audit log.
     Audit
+);
+resource!(
+    /// `workspaces.*`: the parts of the organization that workspace keys, environments and service accounts
+    /// belong to.
+    Workspaces
+);
+resource!(
+    /// `environments.*`: the named environments of a workspace (`production`, ...) keys may be bound to.
+    Environments
+);
+resource!(
+    /// `service_accounts.*`: non-human owners of keys, so that a key outlives the person who made it.
+    ServiceAccounts
 );
 
 impl ApiKeys<'_> {
@@ -126,6 +155,125 @@ impl Audit<'_> {
     pub async fn list(&self, input: ListAuditInput) -> Result<ItemStream<AuditItem>, Error> {
         self.client
             .invoke_stream("audit.list", &input, &self.options)
+            .await
+    }
+}
+
+impl Workspaces<'_> {
+    /// `workspaces.create`: a new workspace (an organization-wide, live-mode caller only).
+    pub async fn create(&self, input: CreateWorkspaceInput) -> Result<WorkspaceDetails, Error> {
+        self.client
+            .invoke("workspaces.create", &input, &self.options)
+            .await
+    }
+
+    /// `workspaces.list`: the workspaces the caller sees (a workspace key its own), oldest first, as they
+    /// arrive.
+    pub async fn list(
+        &self,
+        input: ListWorkspacesInput,
+    ) -> Result<ItemStream<WorkspaceDetails>, Error> {
+        self.client
+            .invoke_stream("workspaces.list", &input, &self.options)
+            .await
+    }
+
+    /// `workspaces.get`: one workspace.
+    pub async fn get(&self, input: WorkspaceIdInput) -> Result<WorkspaceDetails, Error> {
+        self.client
+            .invoke("workspaces.get", &input, &self.options)
+            .await
+    }
+
+    /// `workspaces.update`: changes the fields that are `Some` (`Some(None)` clears the description).
+    pub async fn update(&self, input: UpdateWorkspaceInput) -> Result<WorkspaceDetails, Error> {
+        self.client
+            .invoke("workspaces.update", &input, &self.options)
+            .await
+    }
+
+    /// `workspaces.delete`: removes a workspace with no active keys or service accounts, and its
+    /// environments; answers the workspace as it was.
+    pub async fn delete(&self, input: WorkspaceIdInput) -> Result<WorkspaceDetails, Error> {
+        self.client
+            .invoke("workspaces.delete", &input, &self.options)
+            .await
+    }
+}
+
+impl Environments<'_> {
+    /// `environments.create`: a new environment, in the named workspace or the one the call works in.
+    pub async fn create(&self, input: CreateEnvironmentInput) -> Result<EnvironmentDetails, Error> {
+        self.client
+            .invoke("environments.create", &input, &self.options)
+            .await
+    }
+
+    /// `environments.list`: the environments the caller sees, oldest first, as they arrive.
+    pub async fn list(
+        &self,
+        input: ListEnvironmentsInput,
+    ) -> Result<ItemStream<EnvironmentDetails>, Error> {
+        self.client
+            .invoke_stream("environments.list", &input, &self.options)
+            .await
+    }
+
+    /// `environments.delete`: removes an environment no active key is bound to; answers it as it was.
+    pub async fn delete(&self, input: EnvironmentIdInput) -> Result<EnvironmentDetails, Error> {
+        self.client
+            .invoke("environments.delete", &input, &self.options)
+            .await
+    }
+}
+
+impl ServiceAccounts<'_> {
+    /// `service_accounts.create`: a new service account; give its id to `api_keys.create` so that keys
+    /// belong to it.
+    pub async fn create(
+        &self,
+        input: CreateServiceAccountInput,
+    ) -> Result<ServiceAccountDetails, Error> {
+        self.client
+            .invoke("service_accounts.create", &input, &self.options)
+            .await
+    }
+
+    /// `service_accounts.list`: the service accounts the caller sees, oldest first, as they arrive.
+    pub async fn list(
+        &self,
+        input: ListServiceAccountsInput,
+    ) -> Result<ItemStream<ServiceAccountDetails>, Error> {
+        self.client
+            .invoke_stream("service_accounts.list", &input, &self.options)
+            .await
+    }
+
+    /// `service_accounts.get`: one service account.
+    pub async fn get(&self, input: ServiceAccountIdInput) -> Result<ServiceAccountDetails, Error> {
+        self.client
+            .invoke("service_accounts.get", &input, &self.options)
+            .await
+    }
+
+    /// `service_accounts.update`: changes the fields that are `Some`; `disabled: Some(true)` makes the
+    /// account's keys fail from the very next request.
+    pub async fn update(
+        &self,
+        input: UpdateServiceAccountInput,
+    ) -> Result<ServiceAccountDetails, Error> {
+        self.client
+            .invoke("service_accounts.update", &input, &self.options)
+            .await
+    }
+
+    /// `service_accounts.delete`: removes a service account and revokes its keys in the same step.
+    pub async fn delete(
+        &self,
+        input: ServiceAccountIdInput,
+    ) -> Result<DeleteServiceAccountOutput, Error> {
+        self.client
+            .invoke("service_accounts.delete", &input, &self.options)
             .await
     }
 }

@@ -63,7 +63,7 @@ const NDJSON_HEAD: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-type: application/x-ndjs
 
 fn key_line(i: usize) -> String {
     format!(
-        r#"{{"id":"key_{i}","name":"k{i}","description":null,"key_prefix":"opg_abcdefgh","permissions":["api_keys:read"],"rate_limit":null,"allowed_ips":[],"org_id":"default","created_by":"cli","created_at":"2026-01-01T00:00:00Z","expires_at":null,"last_used_at":null,"last_used_ip":null,"last_used_user_agent":null,"revoked_at":null,"replaced_by_key_id":null,"grace_expires_at":null,"status":"active"}}"#
+        r#"{{"id":"key_{i}","name":"k{i}","description":null,"key_prefix":"opg_abcdefgh","permissions":["api_keys:read"],"rate_limit":null,"allowed_ips":[],"org_id":"default","workspace_id":"ws_01jf3m8v6k2x9q4w7e5r1t0y8z","environment_id":null,"mode":"live","livemode":true,"key_type":"workspace","is_active":true,"service_account_id":null,"created_by":"cli","created_at":"2026-01-01T00:00:00Z","expires_at":null,"last_used_at":null,"last_used_ip":null,"last_used_user_agent":null,"revoked_at":null,"replaced_by_key_id":null,"grace_expires_at":null,"status":"active"}}"#
     ) + "\n"
 }
 
@@ -257,4 +257,56 @@ fn base_urls_are_checked() {
         Client::new("http://x").unwrap().with_token("opg_secret")
     );
     assert!(!debug.contains("opg_secret"));
+}
+
+#[tokio::test]
+async fn a_workspace_client_sends_x_workspace_id_on_every_call() {
+    let body = r#"{"id":"ws_01jf3m8v6k2x9q4w7e5r1t0y8z","org_id":"default","name":"Payments","description":null,"is_default":false,"created_at":"2026-01-01T00:00:00Z","updated_at":"2026-01-01T00:00:00Z"}"#;
+    let (base, request) = serve_once(vec![json_response("200 OK", body)]).await;
+    let client = Client::new(&base)
+        .unwrap()
+        .with_token("opg_t")
+        .with_workspace("ws_01jf3m8v6k2x9q4w7e5r1t0y8z");
+    assert_eq!(client.workspace_id(), Some("ws_01jf3m8v6k2x9q4w7e5r1t0y8z"));
+    assert!(format!("{client:?}").contains("ws_01jf3m8v6k2x9q4w7e5r1t0y8z"));
+    let got = client
+        .workspaces()
+        .get(crate::types::WorkspaceIdInput {
+            workspace_id: "ws_01jf3m8v6k2x9q4w7e5r1t0y8z".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(got.name, "Payments");
+    assert!(!got.is_default);
+    let request = request.await.unwrap();
+    assert!(request.starts_with("POST /v1/op/workspaces.get HTTP/1.1\r\n"));
+    assert!(request
+        .to_ascii_lowercase()
+        .contains("x-workspace-id: ws_01jf3m8v6k2x9q4w7e5r1t0y8z\r\n"));
+
+    // Without it, no header.
+    let (base, request) = serve_once(vec![json_response("200 OK", body)]).await;
+    let client = Client::new(&base)
+        .unwrap()
+        .with_workspace("ws_01jf3m8v6k2x9q4w7e5r1t0y8z")
+        .without_workspace();
+    client
+        .call("workspaces.get", serde_json::json!({}))
+        .await
+        .unwrap();
+    assert!(!request
+        .await
+        .unwrap()
+        .to_ascii_lowercase()
+        .contains("x-workspace-id"));
+
+    // A value no header can carry is the caller's mistake, found before anything is sent.
+    let err = Client::new("http://127.0.0.1:9")
+        .unwrap()
+        .with_workspace("ws_\n")
+        .auth()
+        .whoami()
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Config(_)), "{err:?}");
 }

@@ -25,6 +25,10 @@ pub struct AuditRecord {
     pub principal_id: String,
     /// The principal's organization.
     pub org_id: String,
+    /// The workspace the call worked in (a workspace key's, or the one named with `X-Workspace-ID`).
+    pub workspace_id: Option<String>,
+    /// The principal's mode: test calls are logged apart from live ones.
+    pub mode: crate::Mode,
     /// The operation id.
     pub operation: String,
     /// The object acted on, where there is one.
@@ -71,6 +75,15 @@ pub struct Records {
     pub audit: Option<AuditRecord>,
     /// The response to replay for a retry under the same `Idempotency-Key`.
     pub idempotency: Option<IdempotentResponse>,
+}
+
+/// The workspaces of each organization, as far as the dispatcher needs them: when an organization-wide
+/// principal names one with `X-Workspace-ID`, the call goes ahead only if its organization has it, so that a
+/// handler's [`Context::workspace`](crate::Context::workspace) always names one of the caller's own.
+#[async_trait::async_trait]
+pub trait Workspaces: Send + Sync + 'static {
+    /// Whether organization `org_id` has workspace `workspace_id`.
+    async fn exists(&self, org_id: &str, workspace_id: &str) -> Result<bool, Error>;
 }
 
 /// Where the dispatcher keeps each call's records. A store that implements it also joins the [`Unit`] of the

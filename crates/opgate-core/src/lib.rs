@@ -17,13 +17,16 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Cause, Code, Error, ErrorBody, ErrorDetail};
 pub use hooks::{
     AuditRecord, BoxFuture, Claim, Finisher, IdempotentResponse, Journal, Outcome, Records,
-    StoredResponse, Unit,
+    StoredResponse, Unit, Workspaces,
 };
 pub use operation::{
     Context, Items, OpMeta, Operation, SideEffect, StreamOperation, IDEMPOTENCY_RETENTION_SECS,
     MAX_IDEMPOTENCY_KEY_LEN,
 };
-pub use principal::{Authenticator, Principal, PrincipalKind, RequestInfo, API_KEY_PREFIX};
+pub use principal::{
+    Authenticator, KeyType, Mode, Principal, PrincipalKind, RequestInfo, API_KEY_PREFIX,
+    WORKSPACE_HEADER,
+};
 pub use registry::{
     decode_input, schema_generator, Encoded, Entry, Input, Registry, RegistryError, ReplyFuture,
     SchemaFn,

@@ -104,9 +104,17 @@ pub struct Context {
     pub scopes: Arc<crate::scope::Catalog>,
     /// The gateway's clock: handlers read the time here, never from the system directly.
     pub clock: Arc<dyn crate::Clock>,
+    /// The workspace the call works in: a workspace key's own, or the one an organization-wide principal
+    /// named with `X-Workspace-ID`; `None` when an organization-wide principal named none.
+    pub workspace: Option<String>,
 }
 
 impl Context {
+    /// The mode of every object the call sees or makes (the principal's).
+    pub fn mode(&self) -> crate::Mode {
+        self.principal.mode
+    }
+
     /// Now, by the gateway's clock.
     pub fn now(&self) -> crate::Timestamp {
         self.clock.now()

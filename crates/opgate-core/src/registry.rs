@@ -670,12 +670,18 @@ mod tests {
                 rate_limit: None,
                 expires_at: None,
                 allowed_ips: vec![],
+                mode: crate::Mode::Live,
+                key_type: None,
+                workspace: None,
+                environment: None,
+                service_account: None,
             }),
             request_id: "r".into(),
             client_ip: None,
             target: Default::default(),
             scopes: Default::default(),
             clock: crate::SystemClock::shared(),
+            workspace: None,
         }
     }
 

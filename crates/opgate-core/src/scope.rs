@@ -1,7 +1,9 @@
 //! Scopes and the rules that decide whether a set of permissions holds one.
 //!
 //! A scope is `<resource>:<action>` (e.g. `api_keys:read`). A permission `*` holds every scope,
-//! `<resource>:*` holds every scope of that resource, and `<resource>:write` implies `<resource>:read`.
+//! `<resource>:*` holds every scope of that resource, and `<resource>:write` implies `<resource>:read`. The
+//! presets `*:read` (every read scope; "read" in the CLI and docs) and `*:write` (every write scope, and so every
+//! read scope; "read-write") cut across resources.
 //! Authorization is a pure function of the principal's permissions and the operation's declared scope.
 
 /// The name of the schema of a granted scope; the spec lists the gateway's [`Catalog`] under it.
@@ -9,6 +11,20 @@ pub const SCHEMA_NAME: &str = "Scope";
 
 /// The "scope" of operations that need no permission beyond a valid token: every principal holds it.
 pub const AUTHENTICATED: &str = "";
+
+/// The preset holding every `<resource>:read` scope.
+pub const READ_ALL: &str = "*:read";
+/// The preset holding every `<resource>:write` scope (and so every `<resource>:read`).
+pub const WRITE_ALL: &str = "*:write";
+
+/// How the CLI and docs name a permission: `read` and `read-write` for the presets, the scope otherwise.
+pub fn display(permission: &str) -> &str {
+    match permission {
+        READ_ALL => "read",
+        WRITE_ALL => "read-write",
+        other => other,
+    }
+}
 
 /// Whether `permissions` hold the scope `required`.
 pub fn holds<S: AsRef<str>>(permissions: &[S], required: &str) -> bool {
@@ -26,6 +42,8 @@ pub fn holds<S: AsRef<str>>(permissions: &[S], required: &str) -> bool {
             return true;
         }
         match p.split_once(':') {
+            Some(("*", "read")) => action == "read",
+            Some(("*", "write")) => action == "read" || action == "write",
             Some((r, "*")) => r == resource,
             Some((r, "write")) => r == resource && action == "read",
             _ => false,
@@ -38,6 +56,16 @@ pub fn holds<S: AsRef<str>>(permissions: &[S], required: &str) -> bool {
 pub fn covers<S: AsRef<str>>(permissions: &[S], requested: &str) -> bool {
     if requested == "*" {
         return permissions.iter().any(|p| p.as_ref() == "*");
+    }
+    if requested == READ_ALL {
+        return permissions
+            .iter()
+            .any(|p| matches!(p.as_ref(), "*" | READ_ALL | WRITE_ALL));
+    }
+    if requested == WRITE_ALL {
+        return permissions
+            .iter()
+            .any(|p| matches!(p.as_ref(), "*" | WRITE_ALL));
     }
     if let Some((resource, "*")) = requested.split_once(':') {
         return permissions.iter().any(|p| {
@@ -57,7 +85,7 @@ pub fn is_valid(scope: &str) -> bool {
             && s.len() <= 64
             && chars.all(|c| matches!(c, 'a'..='z' | '0'..='9' | '_'))
     }
-    if scope == "*" {
+    if scope == "*" || scope == READ_ALL || scope == WRITE_ALL {
         return true;
     }
     match scope.split_once(':') {
@@ -78,6 +106,8 @@ impl Catalog {
     pub fn new<'a>(required: impl IntoIterator<Item = &'a str>) -> Self {
         let mut known = std::collections::BTreeSet::new();
         known.insert("*".to_owned());
+        known.insert(READ_ALL.to_owned());
+        known.insert(WRITE_ALL.to_owned());
         for scope in required.into_iter().filter(|s| *s != AUTHENTICATED) {
             if let Some((resource, _)) = scope.split_once(':') {
                 known.insert(format!("{resource}:*"));
@@ -163,6 +193,23 @@ mod tests {
     }
 
     #[test]
+    fn the_read_and_read_write_presets() {
+        assert!(holds(&[READ_ALL], "audit:read"));
+        assert!(!holds(&[READ_ALL], "api_keys:write"));
+        assert!(holds(&[WRITE_ALL], "api_keys:write"));
+        assert!(holds(&[WRITE_ALL], "workspaces:read"));
+        assert!(!holds(&[WRITE_ALL], "api_keys:export"));
+        assert!(covers(&[WRITE_ALL], READ_ALL) && covers(&[WRITE_ALL], "audit:read"));
+        assert!(!covers(&[READ_ALL], WRITE_ALL) && !covers(&[WRITE_ALL], "*"));
+        assert!(!covers(&[WRITE_ALL], "api_keys:*"));
+        assert!(!covers(&["api_keys:*"], READ_ALL));
+        assert_eq!(
+            (display(READ_ALL), display(WRITE_ALL), display("a:b")),
+            ("read", "read-write", "a:b")
+        );
+    }
+
+    #[test]
     fn grants_never_exceed_the_granter() {
         assert!(covers(&["*"], "*"));
         assert!(covers(&["*"], "api_keys:*"));
@@ -176,7 +223,14 @@ mod tests {
 
     #[test]
     fn scope_syntax() {
-        for ok in ["*", "api_keys:read", "a:*", "notes2:write_all"] {
+        for ok in [
+            "*",
+            "*:read",
+            "*:write",
+            "api_keys:read",
+            "a:*",
+            "notes2:write_all",
+        ] {
             assert!(is_valid(ok), "{ok}");
         }
         for bad in [
@@ -186,7 +240,7 @@ mod tests {
             "api_keys:",
             "Api:read",
             "a:b:c",
-            "*:read",
+            "*:list",
             "a :b",
             "1a:read",
         ] {

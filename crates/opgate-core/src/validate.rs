@@ -136,6 +136,27 @@ pub fn operation_id(value: &str, _: &()) -> garde::Result {
     }
 }
 
+/// For `#[serde(deserialize_with)]` on an `Option<Option<T>>` update field: a present field, even `null`,
+/// becomes `Some` (`Some(None)` clears the value); a missing one stays `None` (the value is kept).
+pub fn present<'de, T, D>(d: D) -> Result<Option<T>, D::Error>
+where
+    T: serde::Deserialize<'de>,
+    D: serde::Deserializer<'de>,
+{
+    T::deserialize(d).map(Some)
+}
+
+/// A validator for a clearable description: at most 1024 printable characters when set.
+pub fn nullable_description(value: &Option<Option<String>>, _: &()) -> garde::Result {
+    match value {
+        Some(Some(d)) if d.chars().count() > 1024 => {
+            Err(garde::Error::new("length is greater than 1024"))
+        }
+        Some(Some(d)) => printable(d, &()),
+        _ => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -21,7 +21,7 @@ impl ApiKeyAuthenticator {
     }
 
     async fn verify(&self, token: &str, request: &RequestInfo) -> Result<Arc<Principal>, Error> {
-        token::check(token).map_err(|e| {
+        let mode = token::check(token).map_err(|e| {
             let reason = match e {
                 token::TokenError::Malformed => "malformed_key",
                 token::TokenError::BadChecksum => "bad_checksum",
@@ -46,6 +46,18 @@ impl ApiKeyAuthenticator {
                 if record.revoked_at.is_some() {
                     return Err(Error::unauthenticated("the API key has been revoked")
                         .with_reason("revoked"));
+                }
+                // The mode is written from the secret's prefix when the key is made; a row that disagrees is
+                // damaged, and fails closed.
+                if record.mode != mode {
+                    return Err(Error::unauthenticated("the API key is not valid")
+                        .with_reason("unknown_key"));
+                }
+                if !record.service_account_active {
+                    return Err(Error::unauthenticated(
+                        "the API key's service account is disabled or deleted",
+                    )
+                    .with_reason("service_account_disabled"));
                 }
                 let key = Arc::new(cached(record));
                 self.keys.cache.insert(hash, generation, Arc::clone(&key));
@@ -108,6 +120,11 @@ fn cached(record: KeyRecord) -> CachedKey {
             rate_limit: record.rate_limit,
             expires_at: ends.map(|(t, _)| t),
             allowed_ips: record.allowed_ips.clone(),
+            mode: record.mode,
+            key_type: Some(record.key_type),
+            workspace: record.workspace_id,
+            environment: record.environment_id,
+            service_account: record.service_account_id,
         }),
         allowed,
         fence_unreadable,

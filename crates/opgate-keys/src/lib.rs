@@ -30,7 +30,7 @@ use std::time::Duration;
 #[cfg(feature = "server")]
 use opgate_core::{Error, Registry, RegistryError, Timestamp};
 #[cfg(feature = "server")]
-use opgate_store::{KeyRecord, KeyStore, NewKey, StoreError};
+use opgate_store::{KeyRecord, KeyStore, NewKey, Scope, StoreError, TenancyStore};
 
 #[cfg(feature = "server")]
 pub use auth::ApiKeyAuthenticator;
@@ -47,6 +47,7 @@ pub const DEFAULT_ORG: &str = "default";
 #[cfg(feature = "server")]
 pub struct ApiKeys {
     store: Arc<dyn KeyStore>,
+    tenancy: Arc<dyn TenancyStore>,
     clock: Arc<dyn opgate_core::Clock>,
     hasher: KeyHasher,
     cache: Arc<cache::KeyCache>,
@@ -73,13 +74,48 @@ pub struct KeySpec {
     pub created_by: String,
     /// When it expires, if ever.
     pub expires_at: Option<Timestamp>,
+    /// Live or test: decides the secret's prefix too.
+    pub mode: opgate_core::Mode,
+    /// Organization-wide or confined to `workspace_id`.
+    pub key_type: opgate_core::KeyType,
+    /// The workspace of a workspace key (`None`: the organization's default workspace).
+    pub workspace_id: Option<String>,
+    /// The environment it is bound to.
+    pub environment_id: Option<String>,
+    /// The service account it belongs to.
+    pub service_account_id: Option<String>,
+}
+
+#[cfg(feature = "server")]
+impl KeySpec {
+    /// A live, organization-wide admin key of `org_id` made by `created_by`: what `opgate admin create-key`
+    /// and the first start mint. Set the other fields with struct update syntax.
+    pub fn admin(org_id: &str, name: &str, created_by: &str) -> Self {
+        KeySpec {
+            org_id: org_id.into(),
+            name: name.into(),
+            description: None,
+            permissions: vec!["*".into()],
+            rate_limit: None,
+            allowed_ips: Vec::new(),
+            created_by: created_by.into(),
+            expires_at: None,
+            mode: opgate_core::Mode::Live,
+            key_type: opgate_core::KeyType::Admin,
+            workspace_id: None,
+            environment_id: None,
+            service_account_id: None,
+        }
+    }
 }
 
 #[cfg(feature = "server")]
 impl ApiKeys {
-    /// The key service over `store`, hashing with `hasher`, telling time by `clock`.
+    /// The key service over `store` (keys) and `tenancy` (the workspaces, environments and service accounts
+    /// keys belong to), hashing with `hasher`, telling time by `clock`.
     pub fn new(
         store: Arc<dyn KeyStore>,
+        tenancy: Arc<dyn TenancyStore>,
         hasher: KeyHasher,
         clock: Arc<dyn opgate_core::Clock>,
     ) -> Arc<Self> {
@@ -90,6 +126,7 @@ impl ApiKeys {
         Arc::new(ApiKeys {
             usage: Arc::new(UsageRecorder::new(Arc::clone(&store))),
             store,
+            tenancy,
             clock,
             hasher,
             cache,
@@ -160,7 +197,7 @@ impl ApiKeys {
 
     /// Mints a key: generates the secret, stores its hash and returns the secret with the stored record.
     pub async fn mint(&self, spec: KeySpec) -> Result<(String, KeyRecord), StoreError> {
-        let secret = token::generate();
+        let secret = token::generate(spec.mode);
         let record = self.store.insert_key(self.new_key(&secret, spec)).await?;
         Ok((secret, record))
     }
@@ -170,7 +207,7 @@ impl ApiKeys {
         let (secrets, keys): (Vec<_>, Vec<_>) = specs
             .into_iter()
             .map(|spec| {
-                let secret = token::generate();
+                let secret = token::generate(spec.mode);
                 let key = self.new_key(&secret, spec);
                 (secret, key)
             })
@@ -185,14 +222,8 @@ impl ApiKeys {
             return Ok(None);
         }
         let spec = KeySpec {
-            org_id: DEFAULT_ORG.into(),
-            name: "admin".into(),
             description: Some("Minted on first start.".into()),
-            permissions: vec!["*".into()],
-            rate_limit: None,
-            allowed_ips: Vec::new(),
-            created_by: "bootstrap".into(),
-            expires_at: None,
+            ..KeySpec::admin(DEFAULT_ORG, "admin", "bootstrap")
         };
         Ok(Some(self.mint(spec).await?.0))
     }
@@ -200,9 +231,8 @@ impl ApiKeys {
     pub(crate) fn new_key(&self, secret: &str, spec: KeySpec) -> NewKey {
         // A fresh random part each time: a monotonic increment would tell one organization how many keys
         // others made within the same millisecond. Lists order by insertion, not by id.
-        let ulid = ulid::Ulid::new();
         NewKey {
-            id: format!("key_{}", ulid.to_string().to_lowercase()),
+            id: opgate_store::new_id("key"),
             org_id: spec.org_id,
             name: spec.name,
             description: spec.description,
@@ -214,11 +244,27 @@ impl ApiKeys {
             created_by: spec.created_by,
             created_at: self.clock.now().unix(),
             expires_at: spec.expires_at.map(Timestamp::unix),
+            workspace_id: spec.workspace_id,
+            environment_id: spec.environment_id,
+            mode: spec.mode,
+            key_type: spec.key_type,
+            service_account_id: spec.service_account_id,
         }
     }
 }
 
-/// The 404 for a key id the caller's organization does not have.
+/// The keys a call sees: its organization and mode, and its workspace if it works in one.
+#[cfg(feature = "server")]
+pub(crate) fn scope_of(ctx: &opgate_core::Context) -> Scope {
+    Scope {
+        org_id: ctx.principal.org.clone(),
+        mode: ctx.mode(),
+        workspace_id: ctx.workspace.clone(),
+    }
+}
+
+/// The 404 for a key id the caller cannot see: another organization's, workspace's or mode's key reads the
+/// same as one that never existed.
 #[cfg(feature = "server")]
 pub(crate) fn not_found(key_id: &str) -> Error {
     Error::not_found(format!(

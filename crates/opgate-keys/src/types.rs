@@ -5,6 +5,14 @@ use opgate_core::{scope, validate, Timestamp};
 
 /// Pattern of an API key id: `key_` and a lowercase ULID.
 const KEY_ID_PATTERN: &str = opgate_core::id_pattern!("key");
+/// Pattern of a workspace id.
+const WORKSPACE_ID_PATTERN: &str = opgate_core::id_pattern!("ws");
+/// Pattern of an environment id.
+const ENVIRONMENT_ID_PATTERN: &str = opgate_core::id_pattern!("env");
+/// Pattern of a service account id.
+const SERVICE_ACCOUNT_ID_PATTERN: &str = opgate_core::id_pattern!("sa");
+
+pub use opgate_core::{KeyType, Mode};
 #[cfg(feature = "server")]
 use opgate_store::{KeyRecord, KeyStatus};
 use schemars::JsonSchema;
@@ -30,7 +38,25 @@ pub struct KeyDetails {
     pub allowed_ips: Vec<String>,
     /// The organization that owns the key.
     pub org_id: String,
-    /// Id of the principal that created the key.
+    /// The workspace a `workspace` key is confined to; null for an organization-wide `admin` key.
+    #[schemars(pattern(WORKSPACE_ID_PATTERN))]
+    pub workspace_id: Option<String>,
+    /// The environment the key is bound to, or null.
+    #[schemars(pattern(ENVIRONMENT_ID_PATTERN))]
+    pub environment_id: Option<String>,
+    /// `live` or `test`: the key sees and acts on objects of its own mode only.
+    pub mode: Mode,
+    /// Whether `mode` is `live`.
+    pub livemode: bool,
+    /// `admin` (organization-wide) or `workspace` (confined to `workspace_id`).
+    pub key_type: KeyType,
+    /// Whether the key authenticates now (`status` is `active` or `rotating` and its service account, if any,
+    /// is enabled).
+    pub is_active: bool,
+    /// The service account the key belongs to, or null.
+    #[schemars(pattern(SERVICE_ACCOUNT_ID_PATTERN))]
+    pub service_account_id: Option<String>,
+    /// Id of the principal that created the key (for a service account's key, the person who made it).
     pub created_by: String,
     /// When the key was created.
     pub created_at: Timestamp,
@@ -114,8 +140,17 @@ impl From<Status> for KeyStatus {
 impl KeyDetails {
     /// The metadata of a stored key, with its status at `now` (unix seconds).
     pub fn at(r: KeyRecord, now: i64) -> Self {
-        let status = r.status_at(now).into();
+        let status: Status = r.status_at(now).into();
+        let is_active =
+            matches!(status, Status::Active | Status::Rotating) && r.service_account_active;
         KeyDetails {
+            workspace_id: r.workspace_id,
+            environment_id: r.environment_id,
+            mode: r.mode,
+            livemode: r.mode == Mode::Live,
+            key_type: r.key_type,
+            is_active,
+            service_account_id: r.service_account_id,
             id: r.id,
             name: r.name,
             description: r.description,
@@ -169,6 +204,33 @@ pub struct CreateKeyInput {
     #[schemars(pattern(validate::PRINTABLE_PATTERN))]
     #[garde(length(chars, max = 1024), inner(custom(validate::printable)))]
     pub description: Option<String>,
+    /// `workspace` (the default: confined to one workspace) or `admin` (organization-wide; only an
+    /// organization-wide caller may create one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[garde(skip)]
+    pub key_type: Option<KeyType>,
+    /// The workspace of a `workspace` key. Default: the caller's own for a workspace key, else the one named
+    /// by `X-Workspace-ID`, else the workspace of `environment_id` or `service_account_id`, else the
+    /// organization's default workspace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(WORKSPACE_ID_PATTERN))]
+    #[garde(inner(custom(validate::id("ws"))))]
+    pub workspace_id: Option<String>,
+    /// Bind the key to this environment of its workspace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(ENVIRONMENT_ID_PATTERN))]
+    #[garde(inner(custom(validate::id("env"))))]
+    pub environment_id: Option<String>,
+    /// `live` or `test`; default: the caller's. A test caller cannot create a live key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[garde(skip)]
+    pub mode: Option<Mode>,
+    /// The (enabled) service account of the key's workspace the key belongs to; `created_by` stays the
+    /// caller.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(SERVICE_ACCOUNT_ID_PATTERN))]
+    #[garde(inner(custom(validate::id("sa"))))]
+    pub service_account_id: Option<String>,
 }
 
 impl CreateKeyInput {
@@ -182,6 +244,11 @@ impl CreateKeyInput {
             expires_in_days: None,
             allowed_ips: None,
             description: None,
+            key_type: None,
+            workspace_id: None,
+            environment_id: None,
+            mode: None,
+            service_account_id: None,
         }
     }
 }
@@ -208,6 +275,31 @@ pub struct ListKeysInput {
     #[schemars(pattern(KEY_ID_PATTERN))]
     #[garde(inner(custom(validate::id("key"))))]
     pub after_id: Option<String>,
+    /// Only keys created before the key with this id (paging backwards; still oldest first).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(KEY_ID_PATTERN))]
+    #[garde(inner(custom(validate::id("key"))))]
+    pub before_id: Option<String>,
+    /// Only keys of this workspace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(WORKSPACE_ID_PATTERN))]
+    #[garde(inner(custom(validate::id("ws"))))]
+    pub workspace_id: Option<String>,
+    /// Only keys bound to this environment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(ENVIRONMENT_ID_PATTERN))]
+    #[garde(inner(custom(validate::id("env"))))]
+    pub environment_id: Option<String>,
+    /// Only keys of this service account.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(SERVICE_ACCOUNT_ID_PATTERN))]
+    #[garde(inner(custom(validate::id("sa"))))]
+    pub service_account_id: Option<String>,
+    /// Only keys created by this principal id (a key id or a session subject).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(validate::PRINTABLE_PATTERN))]
+    #[garde(length(chars, min = 1, max = 256), inner(custom(validate::printable)))]
+    pub created_by: Option<String>,
     /// Include revoked keys (ignored when `status` is given).
     #[serde(default)]
     #[garde(skip)]
@@ -244,7 +336,7 @@ pub struct UpdateKeyInput {
     /// New description (no control characters); `null` clears it.
     #[serde(
         default,
-        deserialize_with = "present",
+        deserialize_with = "validate::present",
         skip_serializing_if = "Option::is_none"
     )]
     #[schemars(
@@ -252,12 +344,12 @@ pub struct UpdateKeyInput {
         length(max = 1024),
         pattern(validate::PRINTABLE_PATTERN)
     )]
-    #[garde(custom(nullable_description))]
+    #[garde(custom(validate::nullable_description))]
     pub description: Option<Option<String>>,
     /// New rate limit in requests per minute; `null` clears it (the server default applies).
     #[serde(
         default,
-        deserialize_with = "present",
+        deserialize_with = "validate::present",
         skip_serializing_if = "Option::is_none"
     )]
     #[schemars(with = "Option<u32>", range(min = 1, max = 1_000_000))]
@@ -266,7 +358,7 @@ pub struct UpdateKeyInput {
     /// New allow-list of IP addresses and CIDR ranges; `null` or `[]` allows any address.
     #[serde(
         default,
-        deserialize_with = "present",
+        deserialize_with = "validate::present",
         skip_serializing_if = "Option::is_none"
     )]
     #[schemars(with = "Option<Vec<IpOrCidr>>", length(max = 100))]
@@ -331,15 +423,6 @@ pub struct RotateKeyOutput {
     pub grace_expires_at: Timestamp,
 }
 
-/// Deserializes a present field (even `null`) as `Some`, so that an absent field stays `None`.
-fn present<'de, T, D>(d: D) -> Result<Option<T>, D::Error>
-where
-    T: Deserialize<'de>,
-    D: serde::Deserializer<'de>,
-{
-    T::deserialize(d).map(Some)
-}
-
 /// Input of `api_keys.revoke`.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, garde::Validate)]
 #[serde(deny_unknown_fields)]
@@ -368,16 +451,6 @@ fn valid_ip_or_cidr(value: &String, _: &()) -> garde::Result {
 
 // `Option<Option<T>>` fields are checked by hand: garde's nested `inner` rules would be read differently by
 // schemars, whose constraints on these fields are declared in their `schemars` attributes instead.
-
-fn nullable_description(value: &Option<Option<String>>, _: &()) -> garde::Result {
-    match value {
-        Some(Some(d)) if d.chars().count() > 1024 => {
-            Err(garde::Error::new("length is greater than 1024"))
-        }
-        Some(Some(d)) => validate::printable(d, &()),
-        _ => Ok(()),
-    }
-}
 
 fn nullable_rate_limit(value: &Option<Option<u32>>, _: &()) -> garde::Result {
     match value {

@@ -129,11 +129,19 @@ impl Idempotent<'_> {
     pub(crate) async fn lookup(
         &mut self,
         entry: &Entry,
+        workspace: Option<&str>,
         body: &[u8],
     ) -> Result<Option<Replay>, Error> {
         let mut h = Sha256::new();
         h.update(entry.meta.id.as_bytes());
         h.update([0]);
+        // The workspace is part of the request: a retry naming another one is another request (hashed only
+        // when there is one, so records from before workspaces existed still match).
+        if let Some(workspace) = workspace {
+            h.update(b"workspace\0");
+            h.update(workspace.as_bytes());
+            h.update([0]);
+        }
         h.update(body);
         self.hash = h.finalize().into();
         let not_before = self.clock.now().unix() - IDEMPOTENCY_RETENTION_SECS;

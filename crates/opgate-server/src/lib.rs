@@ -110,6 +110,7 @@ pub struct Gateway {
     scopes: Arc<opgate_core::scope::Catalog>,
     authenticator: Arc<dyn Authenticator>,
     journal: Option<Arc<dyn Journal>>,
+    workspaces: Option<Arc<dyn opgate_core::Workspaces>>,
     inflight: idempotency::InFlight,
     rate_limiter: rate_limit::RateLimiter,
     admission: Arc<tokio::sync::Semaphore>,
@@ -137,6 +138,7 @@ impl Gateway {
             registry,
             authenticator,
             journal: None,
+            workspaces: None,
             inflight: idempotency::InFlight::default(),
             rate_limiter: rate_limit::RateLimiter::with_org_limit(
                 config.default_rate_limit,
@@ -176,6 +178,13 @@ impl Gateway {
     /// `destructive` call, and the responses to `Idempotency-Key` requests, committed with the call's change.
     pub fn with_journal(mut self, journal: Arc<dyn Journal>) -> Self {
         self.journal = Some(journal);
+        self
+    }
+
+    /// Checks the workspace an organization-wide principal names with `X-Workspace-ID` against `workspaces`
+    /// (404 when its organization has none such); without it any well-formed id is taken.
+    pub fn with_workspaces(mut self, workspaces: Arc<dyn opgate_core::Workspaces>) -> Self {
+        self.workspaces = Some(workspaces);
         self
     }
 

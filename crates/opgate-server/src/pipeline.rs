@@ -23,7 +23,7 @@ use hyper::body::Body;
 use hyper::Request;
 use opgate_core::{
     scope, AuditRecord, Code, Context, Encoded, Entry, Error, Outcome, Principal, Records,
-    RequestInfo, Unit,
+    RequestInfo, Unit, WORKSPACE_HEADER,
 };
 
 use crate::http_io::{self, Resp, X_REQUEST_ID};
@@ -324,6 +324,7 @@ async fn operation<B: RequestBody>(
         request_id,
         client_ip: client_addr::client_ip(peer.ip(), &parts.headers, &gw.config.trusted_proxies),
         principal: None,
+        workspace: None,
         limit: None,
         stream_slot: None,
         slots: None,
@@ -365,6 +366,8 @@ struct Exchange<'a> {
     request_id: Arc<str>,
     client_ip: IpAddr,
     principal: Option<Arc<Principal>>,
+    /// The workspace the call works in, once known.
+    workspace: Option<String>,
     limit: Option<Decision>,
     /// Held by a streamed response until it ends.
     stream_slot: Option<crate::slots::Slot<String>>,
@@ -401,6 +404,7 @@ impl<'a> Exchange<'a> {
         let principal = self.authenticate(&parts.headers).await?;
         self.limit(&principal)?;
         authorize(&principal, entry)?;
+        self.select_workspace(&principal, &parts.headers).await?;
         self.claim_slots(&principal)?;
         let mut idempotent = idempotency::begin(
             gw.journal.as_ref(),
@@ -413,7 +417,10 @@ impl<'a> Exchange<'a> {
         let bytes = read_body(gw, parts, body.take()).await?;
         let input = entry.decode(&bytes)?;
         if let Some(idempotent) = idempotent.as_mut() {
-            if let Some(replay) = idempotent.lookup(entry, &bytes).await? {
+            if let Some(replay) = idempotent
+                .lookup(entry, self.workspace.as_deref(), &bytes)
+                .await?
+            {
                 return Ok(Stage::Replayed(replay));
             }
         }
@@ -424,6 +431,7 @@ impl<'a> Exchange<'a> {
             target: Arc::default(),
             scopes: Arc::clone(&gw.scopes),
             clock: Arc::clone(&gw.clock),
+            workspace: self.workspace.clone(),
         };
         let target = Arc::clone(&ctx.target);
         // Invoke, inside the call's unit of work when the operation changes state: the store commits the
@@ -522,6 +530,11 @@ impl<'a> Exchange<'a> {
             principal_kind: principal.kind.as_str().to_owned(),
             principal_id: principal.id.clone(),
             org_id: principal.org.clone(),
+            workspace_id: self
+                .workspace
+                .clone()
+                .or_else(|| principal.workspace.clone()),
+            mode: principal.mode,
             operation: self.entry.meta.id.to_owned(),
             target_id: target,
             client_ip: Some(self.client_ip.to_string()),
@@ -574,7 +587,45 @@ impl<'a> Exchange<'a> {
         }
     }
 
-    /// Limit: the principal's rate limit (429). A refused request still counts.
+    /// Workspace: a workspace key works in its own (naming another is 403); an organization-wide principal in
+    /// the one `X-Workspace-ID` names (400 if malformed, 404 if its organization has none such), else in none.
+    async fn select_workspace(
+        &mut self,
+        principal: &Principal,
+        headers: &HeaderMap,
+    ) -> Result<(), Error> {
+        let Some(value) = headers.get(WORKSPACE_HEADER) else {
+            self.workspace = principal.workspace.clone();
+            return Ok(());
+        };
+        let named = value
+            .to_str()
+            .ok()
+            .filter(|v| opgate_core::validate::is_id("ws", v))
+            .ok_or_else(|| {
+                Error::invalid_argument(
+                    "X-Workspace-ID: must be a workspace id: `ws_` followed by 26 lowercase letters and digits",
+                )
+                .with_reason("bad_workspace_header")
+            })?;
+        if let Some(own) = &principal.workspace {
+            if own != named {
+                return Err(Error::permission_denied(format!(
+                    "X-Workspace-ID: this key is confined to workspace `{own}`"
+                ))
+                .with_reason("other_workspace"));
+            }
+        } else if let Some(workspaces) = &self.gw.workspaces {
+            if !workspaces.exists(&principal.org, named).await? {
+                return Err(Error::not_found(format!(
+                    "X-Workspace-ID: no workspace `{named}` in this organization"
+                )));
+            }
+        }
+        self.workspace = Some(named.to_owned());
+        Ok(())
+    }
+
     /// Limit: the principal's rate limit, then its organization's (429). A refused request still counts.
     fn limit(&mut self, principal: &Principal) -> Result<(), Error> {
         let (limiter, now) = (&self.gw.rate_limiter, self.gw.clock.monotonic());

@@ -14,7 +14,14 @@ pub const GENERATED_HEADER: &str =
 /// (`api_keys.create` with `rate_limit` is `opgate api-keys create --rate-limit N`), and `--clear-<field>` to
 /// send `null` where the field's description gives `null` a meaning ("`null` clears it"). Every operation is
 /// also documented as `opgate call <id> '<json>'`.
-pub const CLI_RESOURCES: &[&str] = &["api_keys", "auth", "audit"];
+pub const CLI_RESOURCES: &[&str] = &[
+    "api_keys",
+    "auth",
+    "audit",
+    "workspaces",
+    "environments",
+    "service_accounts",
+];
 
 /// The reference pages for `spec`: file name (relative to `docs/api-reference/`) to contents.
 pub fn reference(spec: &Value) -> Result<BTreeMap<String, String>, String> {
@@ -320,8 +327,13 @@ fn index(spec: &Value, ops: &[Op]) -> Result<String, String> {
          means `{}`). Success is status 200 with the output object as the body, or an NDJSON stream \
          (`application/x-ndjson`, one JSON object per line) for streaming operations. Every response carries \
          `X-Request-Id`.\n\n\
+         Every operation also takes the header `X-Workspace-ID: ws_...`: an organization-wide caller (an admin \
+         key, a session) then works in that workspace only; a workspace key naming any workspace but its own \
+         gets 403. Keys and audit records belong to a mode (`live` or `test`, from the key: `opg_test_...` keys \
+         are test keys); a caller sees its own mode's only.\n\n\
          Scopes: `*` holds every scope, `<resource>:*` every scope of that resource, and `<resource>:write` \
-         implies `<resource>:read`.\n\n## Errors\n\n\
+         implies `<resource>:read`. The presets `*:read` (shown as `read`) and `*:write` (`read-write`) hold \
+         every read scope and every write scope.\n\n## Errors\n\n\
          Every error has the body `{\"error\": {\"code\": \"...\", \"message\": \"...\", \"request_id\": \"...\"}}`.\n\n\
          | status | code | when |\n|---|---|---|\n",
     );

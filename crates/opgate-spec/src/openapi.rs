@@ -17,11 +17,13 @@ pub struct ApiInfo {
     pub description: String,
 }
 
-/// Errors every operation can return, from the pipeline rather than the handler.
-const PIPELINE_ERRORS: [Code; 8] = [
+/// Errors every operation can return, from the pipeline rather than the handler (`not_found` for a workspace
+/// named in `X-Workspace-ID` that the caller's organization does not have).
+const PIPELINE_ERRORS: [Code; 9] = [
     Code::InvalidArgument,
     Code::Unauthenticated,
     Code::PermissionDenied,
+    Code::NotFound,
     Code::PayloadTooLarge,
     Code::UnsupportedMediaType,
     Code::RateLimited,
@@ -40,6 +42,10 @@ fn rate_limit_headers() -> Value {
         "RateLimit-Reset": { "$ref": "#/components/headers/RateLimit-Reset" }
     })
 }
+
+/// The `X-Workspace-ID` header every operation takes.
+static WORKSPACE_PARAMETER: std::sync::LazyLock<Value> =
+    std::sync::LazyLock::new(|| json!({ "$ref": "#/components/parameters/X-Workspace-ID" }));
 
 const SECURITY_SCHEME: &str = "bearerAuth";
 /// The second way to authenticate: a session token (an HS256 JWT) in the same `Authorization: Bearer` header.
@@ -185,6 +191,15 @@ pub fn openapi(registry: &Registry, info: &ApiInfo) -> Value {
         "components": {
             "schemas": schemas,
             "responses": responses,
+            "parameters": {
+                "X-Workspace-ID": {
+                    "name": "X-Workspace-ID",
+                    "in": "header",
+                    "required": false,
+                    "description": "The workspace to work in. An organization-wide caller (an admin key, a session) then sees and makes that workspace's objects only (404 if its organization has no such workspace); without it, every workspace. A workspace key naming any workspace but its own gets 403.",
+                    "schema": { "type": "string", "pattern": opgate_core::id_pattern!("ws") }
+                }
+            },
             "headers": {
                 "X-Request-Id": {
                     "description": "The request id: the client's own when it sent a sane one (1–128 of `A-Za-z0-9._:-`), else generated.",
@@ -314,7 +329,7 @@ fn operation(
         "x-side-effect": meta.side_effect.as_str(),
         "x-streaming": entry.streaming,
         "parameters": if meta.side_effect.is_idempotent() {
-            json!([{
+            json!([WORKSPACE_PARAMETER.clone(), {
                 "name": "Idempotency-Key",
                 "in": "header",
                 "required": false,
@@ -322,7 +337,7 @@ fn operation(
                 "schema": { "type": "string", "pattern": format!("^[\\x21-\\x7e]{{1,{MAX_IDEMPOTENCY_KEY_LEN}}}$") }
             }])
         } else {
-            json!([])
+            json!([WORKSPACE_PARAMETER.clone()])
         },
         "requestBody": {
             "description": "A JSON object; an empty body means `{}`.",

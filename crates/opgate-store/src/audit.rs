@@ -4,7 +4,7 @@
 use opgate_core::{AuditRecord, Error, Journal, Records, StoredResponse};
 use rusqlite::{params, OptionalExtension, Row};
 
-use crate::{SqliteStore, StoreError};
+use crate::{Scope, SqliteStore, StoreError};
 
 /// An audit record as stored, with its id and position.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,11 +17,11 @@ pub struct AuditEntry {
     pub record: AuditRecord,
 }
 
-/// Which audit entries a page holds: an organization's, newest first.
+/// Which audit entries a page holds: those a scope sees, newest first.
 #[derive(Debug, Clone)]
 pub struct AuditPage<'a> {
-    /// Organization.
-    pub org_id: &'a str,
+    /// The organization and mode, and the workspace if the caller is confined to one (or named one).
+    pub scope: &'a Scope,
     /// Only entries older than this sequence number.
     pub before_seq: Option<i64>,
     /// Only this operation.
@@ -40,6 +40,17 @@ fn entry_from_row(row: &Row<'_>) -> rusqlite::Result<AuditEntry> {
             principal_kind: row.get(3)?,
             principal_id: row.get(4)?,
             org_id: row.get(5)?,
+            workspace_id: row.get(13)?,
+            mode: {
+                let text: String = row.get(14)?;
+                opgate_core::Mode::parse(&text).ok_or_else(|| {
+                    rusqlite::Error::FromSqlConversionFailure(
+                        14,
+                        rusqlite::types::Type::Text,
+                        format!("unknown mode `{text}`").into(),
+                    )
+                })?
+            },
             operation: row.get(6)?,
             target_id: row.get(7)?,
             client_ip: row.get(8)?,
@@ -53,38 +64,53 @@ fn entry_from_row(row: &Row<'_>) -> rusqlite::Result<AuditEntry> {
 /// Reading the audit log.
 #[async_trait::async_trait]
 pub trait AuditLog: Send + Sync + 'static {
-    /// One page of an organization's audit log, newest first.
+    /// One page of the audit log a scope sees, newest first.
     async fn list_audit(&self, page: AuditPage<'_>) -> Result<Vec<AuditEntry>, StoreError>;
-    /// The position of record `id` if it belongs to `org_id` (the `before` cursor).
-    async fn audit_seq(&self, org_id: &str, id: &str) -> Result<Option<i64>, StoreError>;
+    /// The position of record `id` if `scope` sees it (the `before` cursor).
+    async fn audit_seq(&self, scope: &Scope, id: &str) -> Result<Option<i64>, StoreError>;
 }
 
 #[async_trait::async_trait]
 impl AuditLog for SqliteStore {
     async fn list_audit(&self, page: AuditPage<'_>) -> Result<Vec<AuditEntry>, StoreError> {
-        let org = page.org_id.to_owned();
+        let scope = page.scope.clone();
         let operation = page.operation.map(str::to_owned);
         let (before, limit) = (page.before_seq.unwrap_or(i64::MAX), page.limit as i64);
         self.read(move |conn| {
             let mut stmt = conn.prepare_cached(
                 "SELECT seq, at, request_id, principal_kind, principal_id, org_id, operation, target_id,
-                        client_ip, status, error_code, id, count
+                        client_ip, status, error_code, id, count, workspace_id, mode
                  FROM audit_log
-                 WHERE org_id = ?1 AND seq < ?2 AND (?3 IS NULL OR operation = ?3)
-                 ORDER BY seq DESC LIMIT ?4",
+                 WHERE org_id = ?1 AND mode = ?2 AND (?3 IS NULL OR workspace_id = ?3)
+                   AND seq < ?4 AND (?5 IS NULL OR operation = ?5)
+                 ORDER BY seq DESC LIMIT ?6",
             )?;
-            let rows = stmt.query_map(params![org, before, operation, limit], entry_from_row)?;
+            let args = params![
+                scope.org_id,
+                scope.mode.as_str(),
+                scope.workspace_id,
+                before,
+                operation,
+                limit
+            ];
+            let rows = stmt.query_map(args, entry_from_row)?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
         })
         .await
     }
 
-    async fn audit_seq(&self, org_id: &str, id: &str) -> Result<Option<i64>, StoreError> {
-        let (org, id) = (org_id.to_owned(), id.to_owned());
+    async fn audit_seq(&self, scope: &Scope, id: &str) -> Result<Option<i64>, StoreError> {
+        let (scope, id) = (scope.clone(), id.to_owned());
         self.read(move |conn| {
             Ok(conn
-                .prepare_cached("SELECT seq FROM audit_log WHERE id = ?1 AND org_id = ?2")?
-                .query_row(params![id, org], |r| r.get(0))
+                .prepare_cached(
+                    "SELECT seq FROM audit_log
+                     WHERE id = ?1 AND org_id = ?2 AND mode = ?3 AND (?4 IS NULL OR workspace_id = ?4)",
+                )?
+                .query_row(
+                    params![id, scope.org_id, scope.mode.as_str(), scope.workspace_id],
+                    |r| r.get(0),
+                )
                 .optional()?)
         })
         .await

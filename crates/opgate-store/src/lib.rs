@@ -4,13 +4,20 @@
 mod audit;
 mod migrations;
 mod sqlite;
+mod tenancy;
 mod unopened;
 mod writer;
 
 use std::sync::Arc;
 
+use opgate_core::{KeyType, Mode};
+
 pub use audit::{AuditEntry, AuditLog, AuditPage};
 pub use sqlite::SqliteStore;
+pub use tenancy::{
+    Creation, Environment, Listing, Removal, ServiceAccount, ServiceAccountPatch, TenancyStore,
+    Within, Workspace, WorkspacePatch,
+};
 pub use unopened::Unopened;
 pub use writer::ChangeListener;
 
@@ -26,6 +33,10 @@ pub enum StoreError {
     /// A stored value could not be decoded.
     #[error("corrupt row: {0}")]
     Corrupt(String),
+    /// An object the write depends on (a workspace, environment or service account) was deleted or disabled
+    /// between the caller's check and the write.
+    #[error("{0}")]
+    Gone(String),
     /// The database was written by a newer opgate.
     #[error("database schema version {found} is newer than this opgate knows ({known})")]
     TooNew {
@@ -40,6 +51,9 @@ pub enum StoreError {
 /// error's cause to the one log line the pipeline writes for the request.
 impl From<StoreError> for opgate_core::Error {
     fn from(e: StoreError) -> Self {
+        if let StoreError::Gone(why) = &e {
+            return opgate_core::Error::conflict(format!("{why}; retry"));
+        }
         opgate_core::Error::unavailable("storage is unavailable; retry later")
             .with_reason("storage")
             .with_cause(e)
@@ -50,6 +64,23 @@ impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
         StoreError::Sqlite(Arc::new(e))
     }
+}
+
+/// A new public id: `prefix`, `_` and a lowercase ULID. Random, not monotonic: an increment would tell one
+/// organization how many objects others made within the same millisecond.
+pub fn new_id(prefix: &str) -> String {
+    format!("{prefix}_{}", ulid::Ulid::new().to_string().to_lowercase())
+}
+
+/// The objects one call may see: its organization and mode, and within them one workspace or all of them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scope {
+    /// The organization.
+    pub org_id: String,
+    /// The mode: objects of the other mode do not exist for the call.
+    pub mode: Mode,
+    /// One workspace (a workspace key's, or the one an organization-wide principal named); `None`: all.
+    pub workspace_id: Option<String>,
 }
 
 /// An API key as stored: metadata plus the keyed hash of its secret (never the secret itself).
@@ -93,6 +124,31 @@ pub struct KeyRecord {
     pub replaced_by_key_id: Option<String>,
     /// End of the rotation grace window (unix seconds): the key fails from then on.
     pub grace_expires_at: Option<i64>,
+    /// The workspace of a workspace key; `None` for an admin key.
+    pub workspace_id: Option<String>,
+    /// The environment the key is bound to.
+    pub environment_id: Option<String>,
+    /// Live or test.
+    pub mode: Mode,
+    /// Organization-wide (`admin`) or confined to its workspace.
+    pub key_type: KeyType,
+    /// The service account the key belongs to.
+    pub service_account_id: Option<String>,
+    /// Whether that service account is enabled (true for keys without one).
+    pub service_account_active: bool,
+}
+
+impl KeyRecord {
+    /// Whether a call in `scope` may see this key: same organization and mode, and the scope's workspace if
+    /// it names one.
+    pub fn visible_in(&self, scope: &Scope) -> bool {
+        self.org_id == scope.org_id
+            && self.mode == scope.mode
+            && scope
+                .workspace_id
+                .as_ref()
+                .is_none_or(|w| self.workspace_id.as_ref() == Some(w))
+    }
 }
 
 /// Where a key stands at a given time.
@@ -219,15 +275,43 @@ pub struct NewKey {
     pub created_at: i64,
     /// Unix seconds.
     pub expires_at: Option<i64>,
+    /// The workspace of a workspace key (`None`: the organization's default workspace, made if missing in the
+    /// same transaction); ignored for an admin key.
+    pub workspace_id: Option<String>,
+    /// The environment the key is bound to.
+    pub environment_id: Option<String>,
+    /// Live or test.
+    pub mode: Mode,
+    /// Organization-wide (`admin`) or confined to its workspace.
+    pub key_type: KeyType,
+    /// The service account the key belongs to.
+    pub service_account_id: Option<String>,
+}
+
+/// Filters of [`KeyStore::list_keys`] beyond the scope.
+#[derive(Debug, Clone, Default)]
+pub struct KeyFilters {
+    /// Only keys of this workspace.
+    pub workspace_id: Option<String>,
+    /// Only keys bound to this environment.
+    pub environment_id: Option<String>,
+    /// Only keys of this service account.
+    pub service_account_id: Option<String>,
+    /// Only keys created by this principal.
+    pub created_by: Option<String>,
 }
 
 /// Which keys a page of [`KeyStore::list_keys`] returns.
 #[derive(Debug, Clone)]
 pub struct KeyPage<'a> {
-    /// Organization to list.
-    pub org_id: &'a str,
+    /// What the call may see.
+    pub scope: &'a Scope,
     /// Only keys inserted after this sequence number (0 for the start).
     pub after_seq: i64,
+    /// Only keys inserted before this sequence number.
+    pub before_seq: Option<i64>,
+    /// Narrower filters.
+    pub filters: &'a KeyFilters,
     /// Page size.
     pub limit: usize,
     /// Whether revoked keys are included (ignored when `status` is given).
@@ -256,24 +340,24 @@ pub trait KeyStore: Send + Sync + 'static {
     async fn insert_keys(&self, keys: Vec<NewKey>) -> Result<(), StoreError>;
     /// The key whose secret hashes to `hash`, in any organization.
     async fn key_by_hash(&self, hash: Vec<u8>) -> Result<Option<KeyRecord>, StoreError>;
-    /// The key `id` if it belongs to `org_id`.
-    async fn get_key(&self, org_id: &str, id: &str) -> Result<Option<KeyRecord>, StoreError>;
+    /// The key `id` if `scope` sees it.
+    async fn get_key(&self, scope: &Scope, id: &str) -> Result<Option<KeyRecord>, StoreError>;
     /// One page of an organization's keys in insertion order.
     async fn list_keys(&self, page: KeyPage<'_>) -> Result<Vec<KeyRecord>, StoreError>;
-    /// Marks the key revoked at `now` unless it already is; `None` when `org_id` has no such key.
+    /// Marks the key revoked at `now` unless it already is; `None` when `scope` sees no such key.
     async fn revoke_key(
         &self,
-        org_id: &str,
+        scope: &Scope,
         id: &str,
         now: i64,
     ) -> Result<Option<KeyRecord>, StoreError>;
     /// Number of keys in all organizations, revoked included.
     async fn count_keys(&self) -> Result<u64, StoreError>;
-    /// Applies `patch` to the key `id` of `org_id` in one transaction. New `permissions` may only narrow the key:
-    /// each must be covered by the permissions stored at that moment, else nothing changes.
+    /// Applies `patch` to the key `id` that `scope` sees, in one transaction. New `permissions` may only narrow
+    /// the key: each must be covered by the permissions stored at that moment, else nothing changes.
     async fn update_key(
         &self,
-        org_id: &str,
+        scope: &Scope,
         id: &str,
         patch: KeyPatch,
     ) -> Result<Update, StoreError>;
@@ -281,7 +365,7 @@ pub trait KeyStore: Send + Sync + 'static {
     /// replaced by it and ending at `grace_expires_at`.
     async fn rotate_key(
         &self,
-        org_id: &str,
+        scope: &Scope,
         old_id: &str,
         new: NewKey,
         grace_expires_at: i64,

@@ -67,6 +67,53 @@ const MIGRATIONS: &[&str] = &[
         key_hash BLOB    NOT NULL,
         at       INTEGER NOT NULL
     );",
+    // 5: tenancy. Workspaces (one default per organization), environments in them, service accounts; keys
+    // gain a workspace, an environment, a mode, a type and a service account. Keys from before are live admin
+    // keys, so nothing changes for their holders.
+    "CREATE TABLE workspaces (
+        seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+        id           TEXT    NOT NULL UNIQUE,
+        org_id       TEXT    NOT NULL,
+        name         TEXT    NOT NULL,
+        description  TEXT,
+        is_default   INTEGER NOT NULL DEFAULT 0,
+        created_at   INTEGER NOT NULL,
+        updated_at   INTEGER NOT NULL
+    );
+    CREATE INDEX workspaces_by_org ON workspaces (org_id, seq);
+    CREATE UNIQUE INDEX workspaces_one_default ON workspaces (org_id) WHERE is_default = 1;
+    CREATE TABLE environments (
+        seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+        id           TEXT    NOT NULL UNIQUE,
+        org_id       TEXT    NOT NULL,
+        workspace_id TEXT    NOT NULL,
+        name         TEXT    NOT NULL,
+        created_at   INTEGER NOT NULL,
+        UNIQUE (workspace_id, name)
+    );
+    CREATE INDEX environments_by_org ON environments (org_id, seq);
+    CREATE TABLE service_accounts (
+        seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+        id           TEXT    NOT NULL UNIQUE,
+        org_id       TEXT    NOT NULL,
+        workspace_id TEXT    NOT NULL,
+        name         TEXT    NOT NULL,
+        description  TEXT,
+        disabled_at  INTEGER,
+        created_by   TEXT    NOT NULL,
+        created_at   INTEGER NOT NULL,
+        updated_at   INTEGER NOT NULL
+    );
+    CREATE INDEX service_accounts_by_org ON service_accounts (org_id, seq);
+    ALTER TABLE api_keys ADD COLUMN workspace_id TEXT;
+    ALTER TABLE api_keys ADD COLUMN environment_id TEXT;
+    ALTER TABLE api_keys ADD COLUMN mode TEXT NOT NULL DEFAULT 'live';
+    ALTER TABLE api_keys ADD COLUMN key_type TEXT NOT NULL DEFAULT 'admin';
+    ALTER TABLE api_keys ADD COLUMN service_account_id TEXT;
+    CREATE INDEX api_keys_by_org_mode ON api_keys (org_id, mode, seq);
+    CREATE INDEX api_keys_by_service_account ON api_keys (service_account_id) WHERE service_account_id IS NOT NULL;
+    ALTER TABLE audit_log ADD COLUMN workspace_id TEXT;
+    ALTER TABLE audit_log ADD COLUMN mode TEXT NOT NULL DEFAULT 'live';",
 ];
 
 /// The schema version this build writes.

@@ -14,8 +14,9 @@ use tokio::sync::oneshot;
 use crate::writer::{self, Attach, ChangeListener, Held, Job, Msg};
 use crate::{
     migrations, KeyChanges, KeyPage, KeyPatch, KeyRecord, KeyStatus, KeyStore, KeyUsage, NewKey,
-    Rotation, StoreError, Update,
+    Rotation, Scope, StoreError, Update,
 };
+use opgate_core::{KeyType, Mode};
 
 /// Idle read connections kept open.
 const MAX_IDLE_READERS: usize = 8;
@@ -226,21 +227,39 @@ fn finisher(held: mpsc::Sender<Held>) -> Finisher {
     })
 }
 
-const KEY_COLUMNS: &str =
-    "seq, id, org_id, name, description, key_prefix, key_hash, permissions, rate_limit, \
-     allowed_ips, created_by, created_at, expires_at, revoked_at, last_used_at, last_used_ip, \
-     last_used_user_agent, replaced_by_key_id, grace_expires_at";
+const KEY_COLUMNS: &str = "k.seq, k.id, k.org_id, k.name, k.description, k.key_prefix, k.key_hash, \
+     k.permissions, k.rate_limit, k.allowed_ips, k.created_by, k.created_at, k.expires_at, k.revoked_at, \
+     k.last_used_at, k.last_used_ip, k.last_used_user_agent, k.replaced_by_key_id, k.grace_expires_at, \
+     k.workspace_id, k.environment_id, k.mode, k.key_type, k.service_account_id, \
+     (k.service_account_id IS NULL OR sa.disabled_at IS NULL AND sa.id IS NOT NULL)";
+
+/// Keys with their service account, for whether it is enabled.
+const KEYS_FROM: &str = "api_keys k LEFT JOIN service_accounts sa ON sa.id = k.service_account_id";
+
+/// The rows a scope sees (named parameters `:org`, `:mode`, `:scope_ws`).
+const IN_SCOPE: &str =
+    "k.org_id = :org AND k.mode = :mode AND (:scope_ws IS NULL OR k.workspace_id = :scope_ws)";
 
 /// The status of a row at `:now`, in SQL; must agree with [`KeyRecord::status_at`].
-const STATUS_SQL: &str = "CASE WHEN revoked_at IS NOT NULL THEN 'revoked' \
-     WHEN expires_at <= :now OR grace_expires_at <= :now THEN 'expired' \
-     WHEN replaced_by_key_id IS NOT NULL THEN 'rotating' ELSE 'active' END";
+const STATUS_SQL: &str = "CASE WHEN k.revoked_at IS NOT NULL THEN 'revoked' \
+     WHEN k.expires_at <= :now OR k.grace_expires_at <= :now THEN 'expired' \
+     WHEN k.replaced_by_key_id IS NOT NULL THEN 'rotating' ELSE 'active' END";
 
 fn key_from_row(row: &Row<'_>) -> rusqlite::Result<KeyRecord> {
     fn json_list(row: &Row<'_>, idx: usize) -> rusqlite::Result<Vec<String>> {
         let text: String = row.get(idx)?;
         serde_json::from_str(&text).map_err(|e| {
             rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Text, Box::new(e))
+        })
+    }
+    fn named<T>(row: &Row<'_>, idx: usize, parse: fn(&str) -> Option<T>) -> rusqlite::Result<T> {
+        let text: String = row.get(idx)?;
+        parse(&text).ok_or_else(|| {
+            rusqlite::Error::FromSqlConversionFailure(
+                idx,
+                rusqlite::types::Type::Text,
+                format!("unknown value `{text}`").into(),
+            )
         })
     }
     Ok(KeyRecord {
@@ -263,14 +282,37 @@ fn key_from_row(row: &Row<'_>) -> rusqlite::Result<KeyRecord> {
         last_used_user_agent: row.get(16)?,
         replaced_by_key_id: row.get(17)?,
         grace_expires_at: row.get(18)?,
+        workspace_id: row.get(19)?,
+        environment_id: row.get(20)?,
+        mode: named(row, 21, Mode::parse)?,
+        key_type: named(row, 22, KeyType::parse)?,
+        service_account_id: row.get(23)?,
+        service_account_active: row.get(24)?,
     })
 }
 
 fn insert(conn: &Connection, key: &NewKey) -> Result<i64, StoreError> {
+    let workspace_id = match (key.key_type, &key.workspace_id) {
+        (KeyType::Admin, _) => None,
+        (KeyType::Workspace, Some(id)) => Some(id.clone()),
+        (KeyType::Workspace, None) => {
+            Some(crate::tenancy::ensure_default(conn, &key.org_id, key.created_at)?.id)
+        }
+    };
+    if let Some(ws) = &workspace_id {
+        crate::tenancy::check_placement(
+            conn,
+            &key.org_id,
+            ws,
+            key.environment_id.as_deref(),
+            key.service_account_id.as_deref(),
+        )?;
+    }
     let mut stmt = conn.prepare_cached(
         "INSERT INTO api_keys (id, org_id, name, description, key_prefix, key_hash, permissions, rate_limit,
-                               allowed_ips, created_by, created_at, expires_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                               allowed_ips, created_by, created_at, expires_at, workspace_id, environment_id,
+                               mode, key_type, service_account_id)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
     )?;
     stmt.execute(params![
         key.id,
@@ -285,13 +327,18 @@ fn insert(conn: &Connection, key: &NewKey) -> Result<i64, StoreError> {
         key.created_by,
         key.created_at,
         key.expires_at,
+        workspace_id,
+        key.environment_id,
+        key.mode.as_str(),
+        key.key_type.as_str(),
+        key.service_account_id,
     ])?;
     Ok(conn.last_insert_rowid())
 }
 
 /// Records, in the change's own transaction, that the key with this hash changed: every process that caches
 /// keys (this server, or another on the same database) follows this log and drops the entry.
-fn log_change(conn: &Connection, key_hash: &[u8], now: i64) -> Result<(), StoreError> {
+pub(crate) fn log_change(conn: &Connection, key_hash: &[u8], now: i64) -> Result<(), StoreError> {
     conn.prepare_cached("INSERT INTO key_changes (key_hash, at) VALUES (?1, ?2)")?
         .execute(params![key_hash, now])?;
     writer::changed(key_hash);
@@ -303,9 +350,27 @@ fn select_one(
     filter: &str,
     args: impl rusqlite::Params,
 ) -> Result<Option<KeyRecord>, StoreError> {
-    let sql = format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE {filter}");
+    let sql = format!("SELECT {KEY_COLUMNS} FROM {KEYS_FROM} WHERE {filter}");
     let mut stmt = conn.prepare_cached(&sql)?;
     Ok(stmt.query_row(args, key_from_row).optional()?)
+}
+
+/// The key `id` if `scope` sees it.
+fn select_in_scope(
+    conn: &Connection,
+    scope: &Scope,
+    id: &str,
+) -> Result<Option<KeyRecord>, StoreError> {
+    select_one(
+        conn,
+        &format!("k.id = :id AND {IN_SCOPE}"),
+        rusqlite::named_params! {
+            ":id": id,
+            ":org": scope.org_id,
+            ":mode": scope.mode.as_str(),
+            ":scope_ws": scope.workspace_id,
+        },
+    )
 }
 
 #[async_trait::async_trait]
@@ -313,7 +378,7 @@ impl KeyStore for SqliteStore {
     async fn insert_key(&self, key: NewKey) -> Result<KeyRecord, StoreError> {
         self.write(move |conn| {
             let seq = insert(conn, &key)?;
-            select_one(conn, "seq = ?1", [seq])?
+            select_one(conn, "k.seq = ?1", [seq])?
                 .ok_or_else(|| StoreError::Corrupt("inserted key vanished".into()))
         })
         .await
@@ -325,33 +390,45 @@ impl KeyStore for SqliteStore {
     }
 
     async fn key_by_hash(&self, hash: Vec<u8>) -> Result<Option<KeyRecord>, StoreError> {
-        self.read(move |conn| select_one(conn, "key_hash = ?1", [hash]))
+        self.read(move |conn| select_one(conn, "k.key_hash = ?1", [hash]))
             .await
     }
 
-    async fn get_key(&self, org_id: &str, id: &str) -> Result<Option<KeyRecord>, StoreError> {
-        let (org_id, id) = (org_id.to_owned(), id.to_owned());
-        self.read(move |conn| select_one(conn, "id = ?1 AND org_id = ?2", [id, org_id]))
+    async fn get_key(&self, scope: &Scope, id: &str) -> Result<Option<KeyRecord>, StoreError> {
+        let (scope, id) = (scope.clone(), id.to_owned());
+        self.read(move |conn| select_in_scope(conn, &scope, &id))
             .await
     }
 
     async fn list_keys(&self, page: KeyPage<'_>) -> Result<Vec<KeyRecord>, StoreError> {
-        let org_id = page.org_id.to_owned();
-        let (after, limit, include_revoked) =
-            (page.after_seq, page.limit as i64, page.include_revoked);
+        let scope = page.scope.clone();
+        let filters = page.filters.clone();
+        let (after, before, limit, include_revoked) = (
+            page.after_seq,
+            page.before_seq.unwrap_or(i64::MAX),
+            page.limit as i64,
+            page.include_revoked,
+        );
         let (status, now) = (page.status.map(KeyStatus::as_str), page.now);
         self.read(move |conn| {
             let sql = format!(
-                "SELECT {KEY_COLUMNS} FROM api_keys
-                 WHERE org_id = :org AND seq > :after
-                   AND (CASE WHEN :status IS NULL THEN (:include_revoked OR revoked_at IS NULL)
+                "SELECT {KEY_COLUMNS} FROM {KEYS_FROM}
+                 WHERE {IN_SCOPE} AND k.seq > :after AND k.seq < :before
+                   AND (:ws IS NULL OR k.workspace_id = :ws)
+                   AND (:env IS NULL OR k.environment_id = :env)
+                   AND (:sa IS NULL OR k.service_account_id = :sa)
+                   AND (:created_by IS NULL OR k.created_by = :created_by)
+                   AND (CASE WHEN :status IS NULL THEN (:include_revoked OR k.revoked_at IS NULL)
                              ELSE {STATUS_SQL} = :status END)
-                 ORDER BY seq LIMIT :limit"
+                 ORDER BY k.seq LIMIT :limit"
             );
             let mut stmt = conn.prepare_cached(&sql)?;
             let args = rusqlite::named_params! {
-                ":org": org_id, ":after": after, ":include_revoked": include_revoked,
-                ":status": status, ":now": now, ":limit": limit,
+                ":org": scope.org_id, ":mode": scope.mode.as_str(), ":scope_ws": scope.workspace_id,
+                ":after": after, ":before": before,
+                ":ws": filters.workspace_id, ":env": filters.environment_id,
+                ":sa": filters.service_account_id, ":created_by": filters.created_by,
+                ":include_revoked": include_revoked, ":status": status, ":now": now, ":limit": limit,
             };
             let rows = stmt.query_map(args, key_from_row)?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
@@ -361,35 +438,37 @@ impl KeyStore for SqliteStore {
 
     async fn revoke_key(
         &self,
-        org_id: &str,
+        scope: &Scope,
         id: &str,
         now: i64,
     ) -> Result<Option<KeyRecord>, StoreError> {
-        let (org_id, id) = (org_id.to_owned(), id.to_owned());
+        let (scope, id) = (scope.clone(), id.to_owned());
         self.write(move |conn| {
+            let Some(found) = select_in_scope(conn, &scope, &id)? else {
+                return Ok(None);
+            };
             let changed = conn
                 .prepare_cached(
-                    "UPDATE api_keys SET revoked_at = ?3 WHERE id = ?1 AND org_id = ?2 AND revoked_at IS NULL",
+                    "UPDATE api_keys SET revoked_at = ?2 WHERE seq = ?1 AND revoked_at IS NULL",
                 )?
-                .execute(params![id, org_id, now])?;
-            let record = select_one(conn, "id = ?1 AND org_id = ?2", [&id, &org_id])?;
-            if let (1, Some(record)) = (changed, &record) {
-                log_change(conn, &record.key_hash, now)?;
+                .execute(params![found.seq, now])?;
+            if changed == 1 {
+                log_change(conn, &found.key_hash, now)?;
             }
-            Ok(record)
+            select_one(conn, "k.seq = ?1", [found.seq])
         })
         .await
     }
 
     async fn update_key(
         &self,
-        org_id: &str,
+        scope: &Scope,
         id: &str,
         patch: KeyPatch,
     ) -> Result<Update, StoreError> {
-        let (org_id, id) = (org_id.to_owned(), id.to_owned());
+        let (scope, id) = (scope.clone(), id.to_owned());
         self.write(move |conn| {
-            let Some(current) = select_one(conn, "id = ?1 AND org_id = ?2", [&id, &org_id])? else {
+            let Some(current) = select_in_scope(conn, &scope, &id)? else {
                 return Ok(Update::NotFound);
             };
             // Checked here, inside the write transaction, so two concurrent updates cannot widen a key.
@@ -413,7 +492,7 @@ impl KeyStore for SqliteStore {
                     rate_limit = CASE WHEN :set_rate_limit THEN :rate_limit ELSE rate_limit END,
                     allowed_ips = coalesce(:allowed_ips, allowed_ips),
                     permissions = coalesce(:permissions, permissions)
-                 WHERE id = :id AND org_id = :org",
+                 WHERE seq = :seq",
             )?
             .execute(rusqlite::named_params! {
                 ":name": patch.name,
@@ -423,10 +502,9 @@ impl KeyStore for SqliteStore {
                 ":rate_limit": patch.rate_limit.flatten(),
                 ":allowed_ips": allowed_ips,
                 ":permissions": permissions,
-                ":id": id,
-                ":org": org_id,
+                ":seq": current.seq,
             })?;
-            let updated = select_one(conn, "id = ?1 AND org_id = ?2", [&id, &org_id])?;
+            let updated = select_one(conn, "k.seq = ?1", [current.seq])?;
             if let Some(record) = &updated {
                 log_change(conn, &record.key_hash, opgate_core::Timestamp::now().unix())?;
             }
@@ -437,15 +515,15 @@ impl KeyStore for SqliteStore {
 
     async fn rotate_key(
         &self,
-        org_id: &str,
+        scope: &Scope,
         old_id: &str,
         new: NewKey,
         grace_expires_at: i64,
         now: i64,
     ) -> Result<Rotation, StoreError> {
-        let (org_id, old_id) = (org_id.to_owned(), old_id.to_owned());
+        let (scope, old_id) = (scope.clone(), old_id.to_owned());
         self.write(move |conn| {
-            let Some(old) = select_one(conn, "id = ?1 AND org_id = ?2", [&old_id, &org_id])? else {
+            let Some(old) = select_in_scope(conn, &scope, &old_id)? else {
                 return Ok(Rotation::NotFound);
             };
             // The replacement was built from a read before this transaction: if the key changed meanwhile
@@ -461,10 +539,10 @@ impl KeyStore for SqliteStore {
                 "UPDATE api_keys SET replaced_by_key_id = ?2, grace_expires_at = ?3 WHERE seq = ?1",
             )?
             .execute(params![old.seq, new.id, grace_expires_at])?;
-            let old = select_one(conn, "seq = ?1", [old.seq])?
+            let old = select_one(conn, "k.seq = ?1", [old.seq])?
                 .ok_or_else(|| StoreError::Corrupt("rotated key vanished".into()))?;
             log_change(conn, &old.key_hash, now)?;
-            let new = select_one(conn, "seq = ?1", [seq])?
+            let new = select_one(conn, "k.seq = ?1", [seq])?
                 .ok_or_else(|| StoreError::Corrupt("inserted key vanished".into()))?;
             Ok(Rotation::Rotated {
                 old: Box::new(old),
@@ -490,7 +568,7 @@ impl KeyStore for SqliteStore {
 
     async fn find_key(&self, id: &str) -> Result<Option<KeyRecord>, StoreError> {
         let id = id.to_owned();
-        self.read(move |conn| select_one(conn, "id = ?1", [id]))
+        self.read(move |conn| select_one(conn, "k.id = ?1", [id]))
             .await
     }
 
@@ -550,6 +628,7 @@ impl KeyStore for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::KeyFilters;
 
     fn new_key(i: usize, org: &str) -> NewKey {
         NewKey {
@@ -565,6 +644,19 @@ mod tests {
             created_by: "test".into(),
             created_at: 1_700_000_000,
             expires_at: None,
+            workspace_id: None,
+            environment_id: None,
+            mode: Mode::Live,
+            key_type: KeyType::Admin,
+            service_account_id: None,
+        }
+    }
+
+    fn live(org: &str) -> Scope {
+        Scope {
+            org_id: org.into(),
+            mode: Mode::Live,
+            workspace_id: None,
         }
     }
 
@@ -593,8 +685,10 @@ mod tests {
 
         let page = store
             .list_keys(KeyPage {
-                org_id: "a",
+                scope: &live("a"),
                 after_seq: 0,
+                before_seq: None,
+                filters: &KeyFilters::default(),
                 limit: 1000,
                 include_revoked: true,
                 status: None,
@@ -604,16 +698,20 @@ mod tests {
             .unwrap();
         assert_eq!(page.len(), 200);
         assert!(page.windows(2).all(|w| w[0].seq < w[1].seq));
-        assert!(store.get_key("b", &page[0].id).await.unwrap().is_none());
+        assert!(store
+            .get_key(&live("b"), &page[0].id)
+            .await
+            .unwrap()
+            .is_none());
 
         let revoked = store
-            .revoke_key("a", &page[0].id, 1_800_000_000)
+            .revoke_key(&live("a"), &page[0].id, 1_800_000_000)
             .await
             .unwrap()
             .unwrap();
         assert_eq!(revoked.revoked_at, Some(1_800_000_000));
         let again = store
-            .revoke_key("a", &page[0].id, 1_900_000_000)
+            .revoke_key(&live("a"), &page[0].id, 1_900_000_000)
             .await
             .unwrap()
             .unwrap();
@@ -623,7 +721,7 @@ mod tests {
             "a second revoke keeps the first time"
         );
         assert!(store
-            .revoke_key("b", &page[1].id, 1)
+            .revoke_key(&live("b"), &page[1].id, 1)
             .await
             .unwrap()
             .is_none());
@@ -676,7 +774,7 @@ mod tests {
         expiring.expires_at = Some(now - 1);
         store.insert_key(expiring).await.unwrap();
         let c = store.insert_key(new_key(3, "o")).await.unwrap();
-        store.revoke_key("o", &c.id, now).await.unwrap();
+        store.revoke_key(&live("o"), &c.id, now).await.unwrap();
 
         let patch = KeyPatch {
             name: Some("renamed".into()),
@@ -684,7 +782,7 @@ mod tests {
             rate_limit: Some(Some(60)),
             ..KeyPatch::default()
         };
-        let updated = applied(store.update_key("o", &a.id, patch).await.unwrap());
+        let updated = applied(store.update_key(&live("o"), &a.id, patch).await.unwrap());
         assert_eq!(
             (updated.name.as_str(), updated.rate_limit),
             ("renamed", Some(60))
@@ -692,7 +790,7 @@ mod tests {
         assert_eq!(updated.permissions, a.permissions, "unset fields stay");
         let cleared = store
             .update_key(
-                "o",
+                &live("o"),
                 &a.id,
                 KeyPatch {
                     rate_limit: Some(None),
@@ -708,7 +806,7 @@ mod tests {
         );
         assert!(matches!(
             store
-                .update_key("x", &a.id, KeyPatch::default())
+                .update_key(&live("x"), &a.id, KeyPatch::default())
                 .await
                 .unwrap(),
             Update::NotFound
@@ -718,12 +816,12 @@ mod tests {
             ..KeyPatch::default()
         };
         assert!(matches!(
-            store.update_key("o", &a.id, widen).await.unwrap(),
+            store.update_key(&live("o"), &a.id, widen).await.unwrap(),
             Update::Widens(p) if p == "*"
         ));
 
         let Rotation::Rotated { old, new } = store
-            .rotate_key("o", &a.id, new_key(4, "o"), now + 10, now)
+            .rotate_key(&live("o"), &a.id, new_key(4, "o"), now + 10, now)
             .await
             .unwrap()
         else {
@@ -734,21 +832,21 @@ mod tests {
         assert_eq!(old.status_at(now + 10), KeyStatus::Expired);
         assert!(matches!(
             store
-                .rotate_key("o", &a.id, new_key(5, "o"), now + 10, now)
+                .rotate_key(&live("o"), &a.id, new_key(5, "o"), now + 10, now)
                 .await
                 .unwrap(),
             Rotation::Conflict(_)
         ));
         assert!(matches!(
             store
-                .rotate_key("o", &c.id, new_key(6, "o"), now + 10, now)
+                .rotate_key(&live("o"), &c.id, new_key(6, "o"), now + 10, now)
                 .await
                 .unwrap(),
             Rotation::Conflict(_)
         ));
         assert!(matches!(
             store
-                .rotate_key("p", &new.id, new_key(7, "p"), now + 10, now)
+                .rotate_key(&live("p"), &new.id, new_key(7, "p"), now + 10, now)
                 .await
                 .unwrap(),
             Rotation::NotFound
@@ -759,8 +857,10 @@ mod tests {
             async move {
                 store
                     .list_keys(KeyPage {
-                        org_id: "o",
+                        scope: &live("o"),
                         after_seq: 0,
+                        before_seq: None,
+                        filters: &KeyFilters::default(),
                         limit: 100,
                         include_revoked: false,
                         status,
@@ -789,7 +889,7 @@ mod tests {
             .record_usage(vec![usage(now + 5, "::1"), usage(now + 2, "10.0.0.1")])
             .await
             .unwrap();
-        let got = store.get_key("o", &new.id).await.unwrap().unwrap();
+        let got = store.get_key(&live("o"), &new.id).await.unwrap().unwrap();
         assert_eq!(
             (got.last_used_at, got.last_used_ip.as_deref()),
             (Some(now + 5), Some("::1"))
@@ -809,6 +909,8 @@ mod tests {
                     principal_kind: "api_key".into(),
                     principal_id: "k".into(),
                     org_id: "o".into(),
+                    workspace_id: None,
+                    mode: opgate_core::Mode::Live,
                     operation: "api_keys.update".into(),
                     target_id: None,
                     client_ip: None,

@@ -3,7 +3,11 @@
 
 use crate::{
     AuditEntry, AuditLog, AuditPage, ChangeListener, KeyChanges, KeyPage, KeyPatch, KeyRecord,
-    KeyStore, KeyUsage, NewKey, Rotation, StoreError, Update,
+    KeyStore, KeyUsage, NewKey, Rotation, Scope, StoreError, Update,
+};
+use crate::{
+    Creation, Environment, Listing, Removal, ServiceAccount, ServiceAccountPatch, TenancyStore,
+    Within, Workspace, WorkspacePatch,
 };
 
 /// The store of a registry built only to be described.
@@ -21,24 +25,29 @@ impl KeyStore for Unopened {
     async fn key_by_hash(&self, _: Vec<u8>) -> Result<Option<KeyRecord>, StoreError> {
         Err(StoreError::Closed)
     }
-    async fn get_key(&self, _: &str, _: &str) -> Result<Option<KeyRecord>, StoreError> {
+    async fn get_key(&self, _: &Scope, _: &str) -> Result<Option<KeyRecord>, StoreError> {
         Err(StoreError::Closed)
     }
     async fn list_keys(&self, _: KeyPage<'_>) -> Result<Vec<KeyRecord>, StoreError> {
         Err(StoreError::Closed)
     }
-    async fn revoke_key(&self, _: &str, _: &str, _: i64) -> Result<Option<KeyRecord>, StoreError> {
+    async fn revoke_key(
+        &self,
+        _: &Scope,
+        _: &str,
+        _: i64,
+    ) -> Result<Option<KeyRecord>, StoreError> {
         Err(StoreError::Closed)
     }
     async fn count_keys(&self) -> Result<u64, StoreError> {
         Err(StoreError::Closed)
     }
-    async fn update_key(&self, _: &str, _: &str, _: KeyPatch) -> Result<Update, StoreError> {
+    async fn update_key(&self, _: &Scope, _: &str, _: KeyPatch) -> Result<Update, StoreError> {
         Err(StoreError::Closed)
     }
     async fn rotate_key(
         &self,
-        _: &str,
+        _: &Scope,
         _: &str,
         _: NewKey,
         _: i64,
@@ -66,7 +75,100 @@ impl AuditLog for Unopened {
     async fn list_audit(&self, _: AuditPage<'_>) -> Result<Vec<AuditEntry>, StoreError> {
         Err(StoreError::Closed)
     }
-    async fn audit_seq(&self, _: &str, _: &str) -> Result<Option<i64>, StoreError> {
+    async fn audit_seq(&self, _: &Scope, _: &str) -> Result<Option<i64>, StoreError> {
+        Err(StoreError::Closed)
+    }
+}
+
+#[async_trait::async_trait]
+impl TenancyStore for Unopened {
+    async fn default_workspace(&self, _: &str, _: i64) -> Result<Workspace, StoreError> {
+        Err(StoreError::Closed)
+    }
+    async fn insert_workspace(&self, _: Workspace) -> Result<Workspace, StoreError> {
+        Err(StoreError::Closed)
+    }
+    async fn get_workspace(&self, _: Within<'_>, _: &str) -> Result<Option<Workspace>, StoreError> {
+        Err(StoreError::Closed)
+    }
+    async fn list_workspaces(&self, _: Listing<'_>) -> Result<Vec<Workspace>, StoreError> {
+        Err(StoreError::Closed)
+    }
+    async fn update_workspace(
+        &self,
+        _: Within<'_>,
+        _: &str,
+        _: WorkspacePatch,
+        _: i64,
+    ) -> Result<Option<Workspace>, StoreError> {
+        Err(StoreError::Closed)
+    }
+    async fn delete_workspace(
+        &self,
+        _: Within<'_>,
+        _: &str,
+        _: i64,
+    ) -> Result<Removal<Workspace>, StoreError> {
+        Err(StoreError::Closed)
+    }
+    async fn insert_environment(
+        &self,
+        _: Environment,
+    ) -> Result<Creation<Environment>, StoreError> {
+        Err(StoreError::Closed)
+    }
+    async fn get_environment(
+        &self,
+        _: Within<'_>,
+        _: &str,
+    ) -> Result<Option<Environment>, StoreError> {
+        Err(StoreError::Closed)
+    }
+    async fn list_environments(&self, _: Listing<'_>) -> Result<Vec<Environment>, StoreError> {
+        Err(StoreError::Closed)
+    }
+    async fn delete_environment(
+        &self,
+        _: Within<'_>,
+        _: &str,
+        _: i64,
+    ) -> Result<Removal<Environment>, StoreError> {
+        Err(StoreError::Closed)
+    }
+    async fn insert_service_account(
+        &self,
+        _: ServiceAccount,
+    ) -> Result<ServiceAccount, StoreError> {
+        Err(StoreError::Closed)
+    }
+    async fn get_service_account(
+        &self,
+        _: Within<'_>,
+        _: &str,
+    ) -> Result<Option<ServiceAccount>, StoreError> {
+        Err(StoreError::Closed)
+    }
+    async fn list_service_accounts(
+        &self,
+        _: Listing<'_>,
+    ) -> Result<Vec<ServiceAccount>, StoreError> {
+        Err(StoreError::Closed)
+    }
+    async fn update_service_account(
+        &self,
+        _: Within<'_>,
+        _: &str,
+        _: ServiceAccountPatch,
+        _: i64,
+    ) -> Result<Option<ServiceAccount>, StoreError> {
+        Err(StoreError::Closed)
+    }
+    async fn delete_service_account(
+        &self,
+        _: Within<'_>,
+        _: &str,
+        _: i64,
+    ) -> Result<Option<(ServiceAccount, u64)>, StoreError> {
         Err(StoreError::Closed)
     }
 }

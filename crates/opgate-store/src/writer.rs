@@ -334,8 +334,8 @@ fn insert_audit(conn: &Connection, r: &AuditRecord) -> Result<(), StoreError> {
     let id = format!("aud_{}", ulid::Ulid::new().to_string().to_lowercase());
     conn.prepare_cached(
         "INSERT INTO audit_log (id, at, request_id, principal_kind, principal_id, org_id, operation,
-                                target_id, client_ip, status, error_code, count)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                                target_id, client_ip, status, error_code, count, workspace_id, mode)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
     )?
     .execute(params![
         id,
@@ -349,7 +349,9 @@ fn insert_audit(conn: &Connection, r: &AuditRecord) -> Result<(), StoreError> {
         r.client_ip,
         r.status,
         r.error_code,
-        r.count
+        r.count,
+        r.workspace_id,
+        r.mode.as_str(),
     ])?;
     Ok(())
 }

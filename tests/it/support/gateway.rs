@@ -257,14 +257,8 @@ impl TestGateway {
         adjust: impl FnOnce(&mut KeySpec),
     ) -> String {
         let mut spec = KeySpec {
-            org_id: org.into(),
-            name: "test-key".into(),
-            description: None,
             permissions: perms.iter().map(|p| p.to_string()).collect(),
-            rate_limit: None,
-            allowed_ips: Vec::new(),
-            created_by: "cli".into(),
-            expires_at: None,
+            ..KeySpec::admin(org, "test-key", "cli")
         };
         adjust(&mut spec);
         self.data.keys.mint(spec).await.expect("mint a key").0
@@ -277,14 +271,8 @@ impl TestGateway {
             let n = (count - done).min(10_000);
             let specs = (done..done + n)
                 .map(|i| KeySpec {
-                    org_id: org.into(),
-                    name: format!("seed-{i}"),
-                    description: None,
                     permissions: vec!["api_keys:read".into()],
-                    rate_limit: None,
-                    allowed_ips: Vec::new(),
-                    created_by: "cli".into(),
-                    expires_at: None,
+                    ..KeySpec::admin(org, &format!("seed-{i}"), "cli")
                 })
                 .collect();
             self.data.keys.mint_many(specs).await.expect("seed keys");
@@ -295,6 +283,28 @@ impl TestGateway {
     /// Signs a session token for `sub` in `org` with `scopes`, valid for `ttl` seconds from now by the
     /// gateway's clock, as `opgate admin mint-session` does.
     pub(crate) fn mint_session(&self, org: &str, sub: &str, scopes: &[&str], ttl: u64) -> String {
+        self.mint(org, sub, scopes, ttl, opgate::core::Mode::Live)
+    }
+
+    /// Like [`TestGateway::mint_session`] for an hour, in `mode` (the `mode` claim).
+    pub(crate) fn mint_session_mode(
+        &self,
+        org: &str,
+        sub: &str,
+        scopes: &[&str],
+        mode: opgate::core::Mode,
+    ) -> String {
+        self.mint(org, sub, scopes, 3600, mode)
+    }
+
+    fn mint(
+        &self,
+        org: &str,
+        sub: &str,
+        scopes: &[&str],
+        ttl: u64,
+        mode: opgate::core::Mode,
+    ) -> String {
         self.data
             .sessions
             .mint_at(
@@ -303,6 +313,7 @@ impl TestGateway {
                     org: org.into(),
                     scopes: scopes.iter().map(|s| s.to_string()).collect(),
                     ttl_seconds: ttl,
+                    mode,
                 },
                 self.clock.now().unix(),
             )

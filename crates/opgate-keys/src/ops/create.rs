@@ -1,12 +1,22 @@
 use std::sync::Arc;
 
-use opgate_core::{scope, Context, Error, OpMeta, Operation, SideEffect, Timestamp};
+use opgate_core::{
+    scope, Code, Context, Error, KeyType, Mode, OpMeta, Operation, SideEffect, Timestamp,
+};
+use opgate_store::Within;
 
 use crate::types::{CreateKeyInput, CreateKeyOutput, KeyDetails};
 use crate::{check_known, dedup, grants, token, ApiKeys, KeySpec};
 
 /// `api_keys.create`: mints a key in the caller's organization and returns its secret once.
 pub(crate) struct CreateKey(pub Arc<ApiKeys>);
+
+/// Where a new workspace key goes.
+struct Placement {
+    workspace_id: Option<String>,
+    environment_id: Option<String>,
+    service_account_id: Option<String>,
+}
 
 impl Operation for CreateKey {
     const META: OpMeta = OpMeta {
@@ -15,6 +25,7 @@ impl Operation for CreateKey {
         side_effect: SideEffect::Export,
         summary: "Create an API key; its secret is returned only in this response.",
     };
+    const ERRORS: &'static [Code] = &[Code::NotFound, Code::Conflict];
     const EXAMPLE: &'static str = r#"{"name": "ci-deploy", "permissions": ["api_keys:read"], "rate_limit": 600, "expires_in_days": 90, "allowed_ips": ["10.0.0.0/8"], "description": "Used by the deploy pipeline."}"#;
     type Input = CreateKeyInput;
     type Output = CreateKeyOutput;
@@ -26,6 +37,7 @@ impl Operation for CreateKey {
         }
         let permissions = input
             .permissions
+            .clone()
             .unwrap_or_else(|| caller.permissions.clone());
         if let Some(excess) = permissions
             .iter()
@@ -35,6 +47,17 @@ impl Operation for CreateKey {
                 "permissions: `{excess}` exceeds the caller's own permissions"
             )));
         }
+        let mode = input.mode.unwrap_or(caller.mode);
+        if mode == Mode::Live && caller.mode == Mode::Test {
+            return Err(Error::permission_denied(
+                "mode: a test-mode caller cannot create a live key",
+            ));
+        }
+        let key_type = input.key_type.unwrap_or(KeyType::Workspace);
+        let placement = match key_type {
+            KeyType::Admin => admin_placement(&ctx, &input)?,
+            KeyType::Workspace => self.place(&ctx, &input).await?,
+        };
         let requested_expiry = input
             .expires_in_days
             .map(|d| ctx.now().unix() + i64::from(d) * 86_400);
@@ -47,8 +70,13 @@ impl Operation for CreateKey {
             allowed_ips: grants::allowed_ips(caller, input.allowed_ips)?,
             created_by: caller.id.clone(),
             expires_at: grants::expires_at(caller, requested_expiry)?.map(Timestamp),
+            mode,
+            key_type,
+            workspace_id: placement.workspace_id,
+            environment_id: placement.environment_id,
+            service_account_id: placement.service_account_id,
         };
-        let key = token::generate();
+        let key = token::generate(mode);
         let new = self.0.new_key(&key, spec);
         // Named before the write: the audit record commits with the key, and names it.
         ctx.set_target(&new.id);
@@ -56,6 +84,111 @@ impl Operation for CreateKey {
         Ok(CreateKeyOutput {
             key,
             key_details: KeyDetails::at(record, ctx.now().unix()),
+        })
+    }
+}
+
+/// An admin key: only for an organization-wide caller, and outside every workspace.
+fn admin_placement(ctx: &Context, input: &CreateKeyInput) -> Result<Placement, Error> {
+    if !ctx.principal.is_org_wide() {
+        return Err(Error::permission_denied(
+            "key_type: only an organization-wide caller (an admin key or a session) can create an admin key",
+        ));
+    }
+    let inside = [
+        ("workspace_id", input.workspace_id.is_some()),
+        ("environment_id", input.environment_id.is_some()),
+        ("service_account_id", input.service_account_id.is_some()),
+    ];
+    if let Some((field, _)) = inside.iter().find(|(_, set)| *set) {
+        return Err(Error::invalid_argument(format!(
+            "{field}: an admin key is organization-wide and belongs to no workspace; omit {field} or create a \
+             workspace key"
+        )));
+    }
+    Ok(Placement {
+        workspace_id: None,
+        environment_id: None,
+        service_account_id: None,
+    })
+}
+
+impl CreateKey {
+    /// The workspace, environment and service account of a new workspace key: the call's workspace if it
+    /// works in one, else the one named, else the environment's or service account's; each named object must
+    /// be one the caller sees, in that workspace.
+    async fn place(&self, ctx: &Context, input: &CreateKeyInput) -> Result<Placement, Error> {
+        let (tenancy, org) = (&self.0.tenancy, ctx.principal.org.as_str());
+        let mut workspace = match (&ctx.workspace, &input.workspace_id) {
+            (Some(own), Some(asked)) if own != asked => {
+                return Err(if ctx.principal.is_org_wide() {
+                    Error::invalid_argument(format!(
+                        "workspace_id: the call works in workspace `{own}` (X-Workspace-ID); name that one or \
+                         omit workspace_id"
+                    ))
+                } else {
+                    Error::permission_denied(format!(
+                        "workspace_id: this key is confined to workspace `{own}`"
+                    ))
+                });
+            }
+            (Some(own), _) => Some(own.clone()),
+            (None, Some(asked)) => {
+                let within = Within {
+                    org_id: org,
+                    workspace_id: None,
+                };
+                tenancy.get_workspace(within, asked).await?.ok_or_else(|| {
+                    Error::not_found(format!(
+                        "workspace_id: no workspace `{asked}` in this organization"
+                    ))
+                })?;
+                Some(asked.clone())
+            }
+            (None, None) => None,
+        };
+        let where_ = |ws: &Option<String>| match ws {
+            Some(ws) => format!("in workspace `{ws}`"),
+            None => "in this organization".to_owned(),
+        };
+        if let Some(id) = &input.environment_id {
+            let within = Within {
+                org_id: org,
+                workspace_id: workspace.as_deref(),
+            };
+            let env = tenancy.get_environment(within, id).await?.ok_or_else(|| {
+                Error::not_found(format!(
+                    "environment_id: no environment `{id}` {}",
+                    where_(&workspace)
+                ))
+            })?;
+            workspace = Some(env.workspace_id);
+        }
+        if let Some(id) = &input.service_account_id {
+            let within = Within {
+                org_id: org,
+                workspace_id: workspace.as_deref(),
+            };
+            let account = tenancy
+                .get_service_account(within, id)
+                .await?
+                .ok_or_else(|| {
+                    Error::not_found(format!(
+                        "service_account_id: no service account `{id}` {}",
+                        where_(&workspace)
+                    ))
+                })?;
+            if account.disabled_at.is_some() {
+                return Err(Error::conflict(format!(
+                    "service_account_id: the service account `{id}` is disabled"
+                )));
+            }
+            workspace = Some(account.workspace_id);
+        }
+        Ok(Placement {
+            workspace_id: workspace,
+            environment_id: input.environment_id.clone(),
+            service_account_id: input.service_account_id.clone(),
         })
     }
 }

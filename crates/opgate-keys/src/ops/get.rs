@@ -25,7 +25,7 @@ impl Operation for GetKey {
         let record = self
             .0
             .store
-            .get_key(&ctx.principal.org, &input.key_id)
+            .get_key(&crate::scope_of(&ctx), &input.key_id)
             .await
             .map_err(Error::from)?;
         record

@@ -2,7 +2,7 @@ use std::sync::Arc;
 
 use futures_util::{stream, StreamExt};
 use opgate_core::{Code, Context, Error, Items, OpMeta, SideEffect, StreamOperation};
-use opgate_store::KeyPage;
+use opgate_store::{KeyFilters, KeyPage};
 
 use crate::types::{KeyDetails, ListKeysInput};
 use crate::ApiKeys;
@@ -18,7 +18,7 @@ impl StreamOperation for ListKeys {
         id: "api_keys.list",
         scope: "api_keys:read",
         side_effect: SideEffect::Read,
-        summary: "List the organization's API keys, oldest first, as an NDJSON stream (never the secrets).",
+        summary: "List the API keys the caller sees (its mode; its workspace if it works in one), oldest first, as an NDJSON stream (never the secrets).",
     };
     const ERRORS: &'static [Code] = &[Code::NotFound];
     const EXAMPLE: &'static str =
@@ -28,21 +28,26 @@ impl StreamOperation for ListKeys {
 
     async fn call(&self, ctx: Context, input: ListKeysInput) -> Result<Items<KeyDetails>, Error> {
         let keys = Arc::clone(&self.0);
-        let org = ctx.principal.org.clone();
-        let after_seq = match &input.after_id {
-            None => 0,
-            Some(id) => {
-                keys.store
-                    .get_key(&org, id)
-                    .await
-                    .map_err(Error::from)?
-                    .ok_or_else(|| {
-                        Error::not_found(format!(
-                            "after_id: no API key `{id}` in this organization"
-                        ))
-                    })?
-                    .seq
+        let scope = crate::scope_of(&ctx);
+        // A cursor must be a key the caller sees: another workspace's or mode's key reads as unknown, so its
+        // position tells nothing.
+        let position = |field: &'static str, id: Option<String>| {
+            let (keys, scope) = (Arc::clone(&keys), scope.clone());
+            async move {
+                let Some(id) = id else { return Ok(None) };
+                let found = keys.store.get_key(&scope, &id).await.map_err(Error::from)?;
+                found.map(|k| Some(k.seq)).ok_or_else(|| {
+                    Error::not_found(format!("{field}: no API key `{id}` in this organization"))
+                })
             }
+        };
+        let after_seq = position("after_id", input.after_id).await?.unwrap_or(0);
+        let before_seq = position("before_id", input.before_id).await?;
+        let filters = KeyFilters {
+            workspace_id: input.workspace_id,
+            environment_id: input.environment_id,
+            service_account_id: input.service_account_id,
+            created_by: input.created_by,
         };
         let remaining = input.limit.map_or(usize::MAX, |l| l as usize);
         let include_revoked = input.include_revoked;
@@ -52,7 +57,7 @@ impl StreamOperation for ListKeys {
 
         let pages = stream::unfold(Some((after_seq, remaining)), move |state| {
             let keys = Arc::clone(&keys);
-            let org = org.clone();
+            let (scope, filters) = (scope.clone(), filters.clone());
             async move {
                 let (after_seq, remaining) = state?;
                 if remaining == 0 {
@@ -60,8 +65,10 @@ impl StreamOperation for ListKeys {
                 }
                 let limit = remaining.min(PAGE_SIZE);
                 let page = KeyPage {
-                    org_id: &org,
+                    scope: &scope,
                     after_seq,
+                    before_seq,
+                    filters: &filters,
                     limit,
                     include_revoked,
                     status,

@@ -22,21 +22,21 @@ impl Operation for RevokeKey {
 
     async fn call(&self, ctx: Context, input: RevokeKeyInput) -> Result<KeyDetails, Error> {
         ctx.set_target(&input.key_id);
-        let org = &ctx.principal.org;
+        let scope = &crate::scope_of(&ctx);
         // Like update and rotate, revoke refuses a target more powerful than the caller: a narrow key with
         // `api_keys:write` cannot lock out the organization's admins. Permissions only ever narrow, so the
         // check cannot be raced into a wider target.
         let target = self
             .0
             .store
-            .get_key(org, &input.key_id)
+            .get_key(scope, &input.key_id)
             .await?
             .ok_or_else(|| not_found(&input.key_id))?;
         check_target(&ctx.principal, &target)?;
         let record = self
             .0
             .store
-            .revoke_key(org, &input.key_id, ctx.now().unix())
+            .revoke_key(scope, &input.key_id, ctx.now().unix())
             .await
             .map_err(Error::from)?
             .ok_or_else(|| not_found(&input.key_id))?;

@@ -28,17 +28,22 @@ impl Operation for RotateKey {
 
     async fn call(&self, ctx: Context, input: RotateKeyInput) -> Result<RotateKeyOutput, Error> {
         ctx.set_target(&input.key_id);
-        let org = &ctx.principal.org;
+        let scope = &crate::scope_of(&ctx);
         let old = self
             .0
             .store
-            .get_key(org, &input.key_id)
+            .get_key(scope, &input.key_id)
             .await
             .map_err(Error::from)?
             .ok_or_else(|| not_found(&input.key_id))?;
         // The replacement is a new grant of the old key's permissions, handed to the caller: like a create, it
         // may not exceed what the caller holds.
         check_target(&ctx.principal, &old)?;
+        if !old.service_account_active {
+            return Err(Error::conflict(
+                "key_id: the key's service account is disabled; enable it before rotating its keys",
+            ));
+        }
         let now = ctx.now().unix();
         let grace_expires_at =
             now + i64::from(input.grace_period_seconds.unwrap_or(DEFAULT_GRACE_SECONDS));
@@ -72,13 +77,18 @@ impl Operation for RotateKey {
             allowed_ips: old.allowed_ips.clone(),
             created_by: caller.id.clone(),
             expires_at: expires_at.map(Timestamp),
+            mode: old.mode,
+            key_type: old.key_type,
+            workspace_id: old.workspace_id.clone(),
+            environment_id: old.environment_id.clone(),
+            service_account_id: old.service_account_id.clone(),
         };
-        let secret = token::generate();
+        let secret = token::generate(spec.mode);
         let new = self.0.new_key(&secret, spec);
         match self
             .0
             .store
-            .rotate_key(org, &input.key_id, new, grace_expires_at, now)
+            .rotate_key(scope, &input.key_id, new, grace_expires_at, now)
             .await
             .map_err(Error::from)?
         {

@@ -26,13 +26,13 @@ impl Operation for UpdateKey {
         if let Some(permissions) = &input.permissions {
             check_known(&ctx.scopes, permissions)?;
         }
-        let org = &ctx.principal.org;
+        let scope = &crate::scope_of(&ctx);
         let caller = &ctx.principal;
         // An unknown key is a 404 before anything is said about permissions or restrictions.
         let current = self
             .0
             .store
-            .get_key(org, &input.key_id)
+            .get_key(scope, &input.key_id)
             .await
             .map_err(Error::from)?
             .ok_or_else(|| not_found(&input.key_id))?;
@@ -69,7 +69,7 @@ impl Operation for UpdateKey {
         let update = self
             .0
             .store
-            .update_key(org, &input.key_id, patch)
+            .update_key(scope, &input.key_id, patch)
             .await
             .map_err(Error::from)?;
         let record = match update {

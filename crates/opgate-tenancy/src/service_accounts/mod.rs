@@ -1,0 +1,20 @@
+//! The `service_accounts.*` operations, one file each.
+
+mod create;
+mod delete;
+mod get;
+mod list;
+mod update;
+
+pub(crate) use create::Create;
+pub(crate) use delete::Delete;
+pub(crate) use get::Get;
+pub(crate) use list::List;
+pub(crate) use update::Update;
+
+/// The 404 for a service account the caller cannot see.
+pub(crate) fn not_found(id: &str) -> opgate_core::Error {
+    opgate_core::Error::not_found(format!(
+        "service_account_id: no service account `{id}` in this organization"
+    ))
+}
