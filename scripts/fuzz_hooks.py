@@ -61,20 +61,60 @@ def ndjson(ctx, response):
 
 
 OWN_KEY = os.environ.get("OPGATE_FUZZ_KEY_ID")
+# A workspace made for the run: schema-valid calls that name a workspace in X-Workspace-ID name this one, so they
+# reach their handler instead of stopping at 404 for a made-up id. (schemathesis's coverage phase also sends "0"
+# as a "valid" header value: it cannot build values for a pattern with `_`, see schemathesis PR #4205.)
+FUZZ_WORKSPACE = os.environ.get("OPGATE_FUZZ_WORKSPACE_ID")
+# The run's own objects, kept as its own key is: a delete aimed at one is aimed at an absent object instead, so
+# reads and updates of them keep reaching their handlers (like `api_keys.get` of the fuzzer's key).
+KEPT = {
+    "workspace_id": (FUZZ_WORKSPACE, "ws_00000000000000000000000000", "workspaces"),
+    "environment_id": (os.environ.get("OPGATE_FUZZ_ENVIRONMENT_ID"), "env_00000000000000000000000000", "environments"),
+    "service_account_id": (
+        os.environ.get("OPGATE_FUZZ_ACCOUNT_ID"),
+        "sa_00000000000000000000000000",
+        "service_accounts",
+    ),
+}
+WORKSPACE_FIELDS = ("workspace_id", "environment_id", "service_account_id")
 ABSENT_KEY = "key_00000000000000000000000000"
 
 
 @schemathesis.hook
 def before_call(context, case, **kwargs):
     headers = case.headers or {}
+    meta = _meta(case)
+    positive = meta is None or "positive" in str(meta.generation.mode).lower()
     for name in list(headers):
         if name.lower() == "idempotency-key" and isinstance(headers[name], str):
             headers[name] = f"{headers[name][:200]}-{uuid.uuid4().hex}"
+        if name.lower() == "x-workspace-id" and positive:
+            if FUZZ_WORKSPACE:
+                headers[name] = FUZZ_WORKSPACE
+            else:
+                del headers[name]
+    body = case.body
+    label = case.operation.label
+    if positive and isinstance(body, dict):
+        # Rules across fields that a schema cannot state: an admin key belongs to no workspace; a call confined
+        # to a workspace by the header names no other one and makes no organization-wide change.
+        admin_key = body.get("key_type") == "admin"
+        if admin_key:
+            for field in WORKSPACE_FIELDS:
+                body.pop(field, None)
+        if admin_key or label.endswith(("workspaces/create", "workspaces.create")):
+            for name in list(headers):
+                if name.lower() == "x-workspace-id":
+                    del headers[name]
+        if any(n.lower() == "x-workspace-id" for n in headers) and "workspace_id" in body:
+            body["workspace_id"] = FUZZ_WORKSPACE
+    if isinstance(body, dict):
+        for field, (kept, absent, resource) in KEPT.items():
+            if kept and body.get(field) == kept and label.endswith((f"{resource}/delete", f"{resource}.delete")):
+                body[field] = absent
     # The fuzzer would revoke, rotate or narrow its own key (it finds the id in lists) and lock itself out:
     # such calls still reach the handler, made harmless.
-    body = case.body
     if OWN_KEY and isinstance(body, dict) and body.get("key_id") == OWN_KEY:
-        label = case.operation.label
         if label.endswith(("api_keys/revoke", "api_keys.revoke")):
             body["key_id"] = ABSENT_KEY
         elif label.endswith(("api_keys/rotate", "api_keys.rotate")):

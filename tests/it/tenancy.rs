@@ -121,7 +121,11 @@ async fn keys_land_in_the_default_workspace_unless_one_is_named() {
         json!({"name": "x", "workspace_id": default_id}),
     )
     .await
-    .error_with(400, "invalid_argument", &["the call works in workspace"]);
+    .error_with(
+        403,
+        "permission_denied",
+        &["X-Workspace-ID confines the call to workspace"],
+    );
 }
 
 #[tokio::test]
@@ -458,10 +462,14 @@ async fn environments_are_unique_per_workspace_and_hold_while_keys_use_them() {
         json!({"environment_id": env_id}),
     )
     .await
-    .error_with(409, "conflict", &["active API key(s)"]);
+    .error_with(
+        409,
+        "conflict",
+        &["active API keys (of either mode) bound to it"],
+    );
     call(&s, &admin, "workspaces.delete", json!({"workspace_id": ws}))
         .await
-        .error_with(409, "conflict", &["1 active API key(s)"]);
+        .error_with(409, "conflict", &["still has active API keys"]);
     s.revoke(&admin, &id_of(&out["key_details"])).await;
     let deleted = ok(&s, &admin, "workspaces.delete", json!({"workspace_id": ws})).await;
     assert_eq!(deleted["id"], json!(ws));
@@ -665,4 +673,273 @@ async fn a_data_dir_from_before_tenancy_opens_and_its_keys_work_unchanged() {
         )
         .await
         .error(403, "permission_denied");
+}
+
+/// A narrow key can neither lock out nor revive a service account whose keys are stronger than it.
+#[tokio::test]
+async fn a_narrow_key_cannot_disable_revive_or_delete_a_stronger_service_account() {
+    let s = TestGateway::start().await;
+    let admin = s.admin_key().to_owned();
+    let sa = id_of(
+        &ok(
+            &s,
+            &admin,
+            "service_accounts.create",
+            json!({"name": "deploy"}),
+        )
+        .await,
+    );
+    let strong = s
+        .create(
+            &admin,
+            json!({"name": "deploy", "service_account_id": sa, "permissions": ["*"]}),
+        )
+        .await["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let narrow = s
+        .create(
+            &admin,
+            json!({"name": "sa-ops", "permissions": ["service_accounts:write"]}),
+        )
+        .await["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let beyond = "a key of the account holds `*`, beyond the caller's own permissions";
+    for disabled in [true, false] {
+        call(
+            &s,
+            &narrow,
+            "service_accounts.update",
+            json!({"service_account_id": sa, "disabled": disabled}),
+        )
+        .await
+        .error_with(403, "permission_denied", &[beyond]);
+    }
+    // An admin disables it; the narrow key cannot bring it back, nor delete it.
+    ok(
+        &s,
+        &admin,
+        "service_accounts.update",
+        json!({"service_account_id": sa, "disabled": true}),
+    )
+    .await;
+    call(
+        &s,
+        &narrow,
+        "service_accounts.update",
+        json!({"service_account_id": sa, "disabled": false}),
+    )
+    .await
+    .error_with(403, "permission_denied", &[beyond]);
+    call(&s, &strong, "auth.whoami", json!({}))
+        .await
+        .error(401, "unauthenticated");
+    call(
+        &s,
+        &narrow,
+        "service_accounts.delete",
+        json!({"service_account_id": sa}),
+    )
+    .await
+    .error_with(403, "permission_denied", &[beyond]);
+    // Renaming stops or starts nothing: allowed.
+    let renamed = ok(
+        &s,
+        &narrow,
+        "service_accounts.update",
+        json!({"service_account_id": sa, "name": "deploy-bot"}),
+    )
+    .await;
+    assert_eq!(renamed["name"], "deploy-bot");
+}
+
+/// A service account's key makes keys of its own account only, and rotates only those: nothing it makes
+/// outlives the account's kill switch. An environment-bound key passes its environment on the same way.
+#[tokio::test]
+async fn a_service_accounts_key_cannot_mint_its_way_past_the_kill_switch() {
+    let s = TestGateway::start().await;
+    let admin = s.admin_key().to_owned();
+    let sa = id_of(&ok(&s, &admin, "service_accounts.create", json!({"name": "ci"})).await);
+    let other = id_of(
+        &ok(
+            &s,
+            &admin,
+            "service_accounts.create",
+            json!({"name": "other"}),
+        )
+        .await,
+    );
+    let bot = s
+        .create(
+            &admin,
+            json!({"name": "ci", "service_account_id": sa, "permissions": ["api_keys:write"]}),
+        )
+        .await["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let child = s.create(&bot, json!({"name": "child"})).await;
+    assert_eq!(child["key_details"]["service_account_id"], json!(sa));
+    call(
+        &s,
+        &bot,
+        "api_keys.create",
+        json!({"name": "x", "service_account_id": other}),
+    )
+    .await
+    .error_with(
+        403,
+        "permission_denied",
+        &["this key belongs to service account"],
+    );
+    // Another key of the workspace, not the account's: the bot may not take its secret by rotating it.
+    let plain = s
+        .create(
+            &admin,
+            json!({"name": "plain", "permissions": ["api_keys:read"]}),
+        )
+        .await;
+    call(
+        &s,
+        &bot,
+        "api_keys.rotate",
+        json!({"key_id": id_of(&plain["key_details"])}),
+    )
+    .await
+    .error_with(403, "permission_denied", &["rotates only keys of it"]);
+    // Disabling the account stops the child too.
+    let child_key = child["key"].as_str().unwrap();
+    ok(&s, child_key, "auth.whoami", json!({})).await;
+    ok(
+        &s,
+        &admin,
+        "service_accounts.update",
+        json!({"service_account_id": sa, "disabled": true}),
+    )
+    .await;
+    call(&s, child_key, "auth.whoami", json!({}))
+        .await
+        .error(401, "unauthenticated");
+
+    // Environments pass on the same way.
+    let prod = id_of(
+        &ok(
+            &s,
+            &admin,
+            "environments.create",
+            json!({"name": "production"}),
+        )
+        .await,
+    );
+    let staging = id_of(
+        &ok(
+            &s,
+            &admin,
+            "environments.create",
+            json!({"name": "staging"}),
+        )
+        .await,
+    );
+    let prod_key = s
+        .create(
+            &admin,
+            json!({"name": "p", "environment_id": prod, "permissions": ["api_keys:write"]}),
+        )
+        .await["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let made = s.create(&prod_key, json!({"name": "p2"})).await;
+    assert_eq!(made["key_details"]["environment_id"], json!(prod));
+    call(
+        &s,
+        &prod_key,
+        "api_keys.create",
+        json!({"name": "x", "environment_id": staging}),
+    )
+    .await
+    .error_with(
+        403,
+        "permission_denied",
+        &["this key belongs to environment"],
+    );
+}
+
+/// Organization-wide changes are not made from inside a workspace, the header is given once, and refusals
+/// are tallied per workspace so that each workspace's log holds its own.
+#[tokio::test]
+async fn the_workspace_header_is_one_workspace_for_everything_the_call_does() {
+    let s = TestGateway::start().await;
+    let admin = s.admin_key().to_owned();
+    let a = id_of(&ok(&s, &admin, "workspaces.create", json!({"name": "A"})).await);
+    let b = id_of(&ok(&s, &admin, "workspaces.create", json!({"name": "B"})).await);
+    in_workspace(
+        &s,
+        &admin,
+        &a,
+        "api_keys.create",
+        json!({"name": "x", "key_type": "admin"}),
+    )
+    .await
+    .error_with(
+        403,
+        "permission_denied",
+        &["an admin key is organization-wide, but X-Workspace-ID"],
+    );
+    in_workspace(&s, &admin, &a, "workspaces.create", json!({"name": "x"}))
+        .await
+        .error_with(403, "permission_denied", &["an organization-wide change"]);
+    let twice = s
+        .request(Method::POST, &op_path("auth.whoami"), Some(&admin))
+        .header("x-workspace-id", &b)
+        .header("x-workspace-id", &a)
+        .json(&json!({}))
+        .send()
+        .await;
+    twice.error_with(
+        400,
+        "invalid_argument",
+        &["X-Workspace-ID: give the header once"],
+    );
+
+    // Five refused calls in B and one in A within one interval: B's log says 5, A's says 1.
+    for ws in [&b, &b, &b, &b, &b, &a] {
+        in_workspace(
+            &s,
+            &admin,
+            ws,
+            "service_accounts.create",
+            json!({"name": ""}),
+        )
+        .await
+        .error(400, "invalid_argument");
+    }
+    s.flush_refusals().await;
+    for (ws, count) in [(&a, 1), (&b, 5)] {
+        let reader = s
+            .create(
+                &admin,
+                json!({"name": "auditor", "workspace_id": ws, "permissions": ["audit:read"]}),
+            )
+            .await["key"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let log = s
+            .call_ok(
+                "audit.list",
+                &reader,
+                json!({"operation": "service_accounts.create"}),
+            )
+            .await
+            .lines();
+        assert_eq!(log.len(), 1, "{log:?}");
+        assert_eq!(
+            (&log[0]["workspace_id"], &log[0]["count"], &log[0]["status"]),
+            (&json!(ws), &json!(count), &json!(400))
+        );
+    }
 }

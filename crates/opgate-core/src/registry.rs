@@ -312,11 +312,9 @@ pub fn decode_input<T>(body: &[u8]) -> Result<T, Error>
 where
     T: DeserializeOwned + garde::Validate<Context = ()> + 'static,
 {
-    let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) {
-        b"{}"
-    } else {
-        body
-    };
+    // Only a body with nothing in it is `{}`: a blank one is not JSON (and a client sending one meant
+    // something else).
+    let body: &[u8] = if body.is_empty() { b"{}" } else { body };
     if is_unit::<T>() {
         refuse_unknown_fields(body, &[])?;
         let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| {
@@ -586,7 +584,12 @@ mod tests {
     #[test]
     fn decoding_names_the_field() {
         assert_eq!(msg("[]"), "the request body must be a JSON object");
-        assert_eq!(msg("  "), "missing field `name`");
+        assert_eq!(msg(""), "missing field `name`");
+        assert_eq!(
+            msg("  "),
+            "the request body must be a JSON object",
+            "blank is not empty"
+        );
         assert!(
             msg(r#"{"name":"a","x":1}"#).starts_with("unknown field `x`"),
             "{}",

@@ -594,10 +594,18 @@ impl<'a> Exchange<'a> {
         principal: &Principal,
         headers: &HeaderMap,
     ) -> Result<(), Error> {
-        let Some(value) = headers.get(WORKSPACE_HEADER) else {
+        let mut values = headers.get_all(WORKSPACE_HEADER).iter();
+        let Some(value) = values.next() else {
             self.workspace = principal.workspace.clone();
             return Ok(());
         };
+        // Two headers could be read differently by a proxy in front and by the gateway: refused.
+        if values.next().is_some() {
+            return Err(
+                Error::invalid_argument("X-Workspace-ID: give the header once")
+                    .with_reason("bad_workspace_header"),
+            );
+        }
         let named = value
             .to_str()
             .ok()

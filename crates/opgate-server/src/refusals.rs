@@ -15,6 +15,8 @@ const MAX_PENDING: usize = 10_000;
 #[derive(Hash, PartialEq, Eq)]
 struct Key {
     principal: String,
+    /// Refusals in different workspaces are different records: each workspace's log shows its own.
+    workspace: Option<String>,
     operation: &'static str,
     status: u16,
 }
@@ -39,6 +41,7 @@ impl Refusals {
     pub(crate) fn note(&self, principal: &Principal, record: AuditRecord, operation: &'static str) {
         let key = Key {
             principal: principal.unique_key(),
+            workspace: record.workspace_id.clone(),
             operation,
             status: record.status,
         };

@@ -15,8 +15,8 @@ use opgate_core::{KeyType, Mode};
 pub use audit::{AuditEntry, AuditLog, AuditPage};
 pub use sqlite::SqliteStore;
 pub use tenancy::{
-    Creation, Environment, Listing, Removal, ServiceAccount, ServiceAccountPatch, TenancyStore,
-    Within, Workspace, WorkspacePatch,
+    Creation, Environment, Guarded, Listing, Removal, ServiceAccount, ServiceAccountPatch,
+    TenancyStore, Within, Workspace, WorkspacePatch,
 };
 pub use unopened::Unopened;
 pub use writer::ChangeListener;

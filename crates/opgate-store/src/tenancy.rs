@@ -124,6 +124,17 @@ pub enum Removal<T> {
     InUse(String),
 }
 
+/// The outcome of a change that must not reach beyond the caller's own permissions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Guarded<T> {
+    /// Done; the object after the change (or as it was, for a delete).
+    Done(T),
+    /// The caller sees no such object.
+    NotFound,
+    /// A key the change would stop or start holds this permission, which the caller could not grant.
+    Beyond(String),
+}
+
 /// The outcome of creating an object whose name must be unique.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Creation<T> {
@@ -203,22 +214,28 @@ pub trait TenancyStore: Send + Sync + 'static {
         page: Listing<'_>,
     ) -> Result<Vec<ServiceAccount>, StoreError>;
     /// Applies `patch`; disabling or enabling drops the account's keys from every verification cache in
-    /// the same transaction, so the change holds from the next request on.
+    /// the same transaction, so the change holds from the next request on. Disabling or enabling is refused
+    /// when a key of the account (either mode) holds a permission `caller` does not cover: a narrow key can
+    /// neither lock out nor revive a stronger one.
     async fn update_service_account(
         &self,
         within: Within<'_>,
         id: &str,
         patch: ServiceAccountPatch,
         now: i64,
-    ) -> Result<Option<ServiceAccount>, StoreError>;
-    /// Deletes a service account and revokes its keys (both modes) at `now`, in one transaction; returns
-    /// the account as it was and how many keys were revoked.
+        caller: &[String],
+    ) -> Result<Guarded<ServiceAccount>, StoreError>;
+    /// Deletes a service account and revokes its keys (both modes) at `now`, in one transaction, unless one
+    /// holds a permission `caller` does not cover; returns the account as it was and how many of its keys of
+    /// `mode` were revoked (the caller's mode: the other mode's count is not the caller's to know).
     async fn delete_service_account(
         &self,
         within: Within<'_>,
         id: &str,
         now: i64,
-    ) -> Result<Option<(ServiceAccount, u64)>, StoreError>;
+        caller: &[String],
+        mode: opgate_core::Mode,
+    ) -> Result<Guarded<(ServiceAccount, u64)>, StoreError>;
 }
 
 const WORKSPACE_COLUMNS: &str =
@@ -487,6 +504,27 @@ pub(crate) fn check_placement(
     Ok(())
 }
 
+/// The first permission of an unrevoked key of service account `id` that `caller` does not cover.
+fn beyond(conn: &Connection, id: &str, caller: &[String]) -> Result<Option<String>, StoreError> {
+    let lists: Vec<String> = conn
+        .prepare_cached(
+            "SELECT permissions FROM api_keys WHERE service_account_id = ?1 AND revoked_at IS NULL",
+        )?
+        .query_map([id], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    for list in lists {
+        let permissions: Vec<String> = serde_json::from_str(&list)
+            .map_err(|e| StoreError::Corrupt(format!("permissions of a key: {e}")))?;
+        if let Some(p) = permissions
+            .into_iter()
+            .find(|p| !opgate_core::scope::covers(caller, p))
+        {
+            return Ok(Some(p));
+        }
+    }
+    Ok(None)
+}
+
 /// Drops every key of service account `id` from the verification caches (this process's and, through the
 /// change log, every other one's on the same database).
 fn forget_account_keys(conn: &Connection, id: &str, now: i64) -> Result<(), StoreError> {
@@ -595,8 +633,7 @@ impl TenancyStore for SqliteStore {
     ) -> Result<Removal<Workspace>, StoreError> {
         let (view, id) = (View::from(within), id.to_owned());
         self.write(move |conn| {
-            let Some(found) = WORKSPACES.find(conn, &view, &id)?
-            else {
+            let Some(found) = WORKSPACES.find(conn, &view, &id)? else {
                 return Ok(Removal::NotFound);
             };
             if found.is_default {
@@ -610,9 +647,10 @@ impl TenancyStore for SqliteStore {
                 rusqlite::named_params! {":id": id, ":now": now},
             )?;
             if keys > 0 {
-                return Ok(Removal::InUse(format!(
-                    "the workspace still has {keys} active API key(s) (of either mode); revoke them first"
-                )));
+                return Ok(Removal::InUse(
+                    "the workspace still has active API keys (of either mode); revoke them first"
+                        .into(),
+                ));
             }
             let accounts = count(
                 conn,
@@ -620,9 +658,9 @@ impl TenancyStore for SqliteStore {
                 [&id],
             )?;
             if accounts > 0 {
-                return Ok(Removal::InUse(format!(
-                    "the workspace still has {accounts} service account(s); delete them first"
-                )));
+                return Ok(Removal::InUse(
+                    "the workspace still has service accounts; delete them first".into(),
+                ));
             }
             conn.prepare_cached("DELETE FROM environments WHERE workspace_id = ?1")?
                 .execute([&id])?;
@@ -695,9 +733,10 @@ impl TenancyStore for SqliteStore {
                 rusqlite::named_params! {":id": id, ":now": now},
             )?;
             if keys > 0 {
-                return Ok(Removal::InUse(format!(
-                    "the environment still has {keys} active API key(s) (of either mode) bound to it; revoke them first"
-                )));
+                return Ok(Removal::InUse(
+                    "the environment still has active API keys (of either mode) bound to it; revoke them first"
+                        .into(),
+                ));
             }
             conn.prepare_cached("DELETE FROM environments WHERE seq = ?1")?
                 .execute([found.seq])?;
@@ -757,12 +796,18 @@ impl TenancyStore for SqliteStore {
         id: &str,
         patch: ServiceAccountPatch,
         now: i64,
-    ) -> Result<Option<ServiceAccount>, StoreError> {
-        let (view, id) = (View::from(within), id.to_owned());
+        caller: &[String],
+    ) -> Result<Guarded<ServiceAccount>, StoreError> {
+        let (view, id, caller) = (View::from(within), id.to_owned(), caller.to_vec());
         self.write(move |conn| {
             let Some(found) = ACCOUNTS.find(conn, &view, &id)? else {
-                return Ok(None);
+                return Ok(Guarded::NotFound);
             };
+            if patch.disabled.is_some() {
+                if let Some(p) = beyond(conn, &id, &caller)? {
+                    return Ok(Guarded::Beyond(p));
+                }
+            }
             let disabled_at = match patch.disabled {
                 None => found.disabled_at,
                 Some(true) => found.disabled_at.or(Some(now)),
@@ -785,7 +830,8 @@ impl TenancyStore for SqliteStore {
             if disabled_at != found.disabled_at {
                 forget_account_keys(conn, &id, now)?;
             }
-            ACCOUNTS.find(conn, &view, &id)
+            let updated = ACCOUNTS.find(conn, &view, &id)?;
+            Ok(updated.map_or(Guarded::NotFound, Guarded::Done))
         })
         .await
     }
@@ -795,22 +841,30 @@ impl TenancyStore for SqliteStore {
         within: Within<'_>,
         id: &str,
         now: i64,
-    ) -> Result<Option<(ServiceAccount, u64)>, StoreError> {
-        let (view, id) = (View::from(within), id.to_owned());
+        caller: &[String],
+        mode: opgate_core::Mode,
+    ) -> Result<Guarded<(ServiceAccount, u64)>, StoreError> {
+        let (view, id, caller) = (View::from(within), id.to_owned(), caller.to_vec());
         self.write(move |conn| {
-            let Some(found) = ACCOUNTS.find(conn, &view, &id)?
-            else {
-                return Ok(None);
+            let Some(found) = ACCOUNTS.find(conn, &view, &id)? else {
+                return Ok(Guarded::NotFound);
             };
-            let revoked = conn
-                .prepare_cached(
-                    "UPDATE api_keys SET revoked_at = ?2 WHERE service_account_id = ?1 AND revoked_at IS NULL",
-                )?
-                .execute(params![id, now])?;
+            if let Some(p) = beyond(conn, &id, &caller)? {
+                return Ok(Guarded::Beyond(p));
+            }
+            let revoked = count(
+                conn,
+                "SELECT count(*) FROM api_keys WHERE service_account_id = ?1 AND mode = ?2 AND revoked_at IS NULL",
+                params![id, mode.as_str()],
+            )?;
+            conn.prepare_cached(
+                "UPDATE api_keys SET revoked_at = ?2 WHERE service_account_id = ?1 AND revoked_at IS NULL",
+            )?
+            .execute(params![id, now])?;
             forget_account_keys(conn, &id, now)?;
             conn.prepare_cached("DELETE FROM service_accounts WHERE seq = ?1")?
                 .execute([found.seq])?;
-            Ok(Some((found, revoked as u64)))
+            Ok(Guarded::Done((found, revoked as u64)))
         })
         .await
     }
@@ -854,7 +908,7 @@ mod tests {
             description: None,
             key_prefix: "opg_abcdefgh".into(),
             key_hash: format!("hash{i}").into_bytes(),
-            permissions: vec![],
+            permissions: vec!["api_keys:write".into()],
             rate_limit: None,
             allowed_ips: vec![],
             created_by: "test".into(),
@@ -1032,11 +1086,23 @@ mod tests {
             disabled: Some(true),
             ..Default::default()
         };
-        let disabled = store
-            .update_service_account(within, "sa_1", patch, 200)
+        // A caller whose permissions do not cover the account's keys can neither disable nor delete it.
+        let narrow = ["api_keys:read".to_owned()];
+        assert_eq!(
+            store
+                .update_service_account(within, "sa_1", patch.clone(), 150, &narrow)
+                .await
+                .unwrap(),
+            Guarded::Beyond("api_keys:write".into())
+        );
+        let all = ["*".to_owned()];
+        let Guarded::Done(disabled) = store
+            .update_service_account(within, "sa_1", patch, 200, &all)
             .await
             .unwrap()
-            .unwrap();
+        else {
+            panic!("disable refused")
+        };
         assert_eq!(disabled.disabled_at, Some(200));
         assert!(!active(store.clone()).await.service_account_active);
         assert_eq!(changed.lock().unwrap().as_slice(), [b"hash1".to_vec()]);
@@ -1055,12 +1121,21 @@ mod tests {
             .insert_key(key(3, "o", Some("ws_gone"), Mode::Live, None))
             .await;
         assert!(matches!(nowhere, Err(StoreError::Gone(_))), "{nowhere:?}");
-        let (gone, revoked) = store
-            .delete_service_account(within, "sa_1", 300)
+        assert_eq!(
+            store
+                .delete_service_account(within, "sa_1", 250, &narrow, Mode::Live)
+                .await
+                .unwrap(),
+            Guarded::Beyond("api_keys:write".into())
+        );
+        let Guarded::Done((gone, revoked)) = store
+            .delete_service_account(within, "sa_1", 300, &all, Mode::Test)
             .await
             .unwrap()
-            .unwrap();
-        assert_eq!((gone.id.as_str(), revoked), ("sa_1", 1));
+        else {
+            panic!("delete refused")
+        };
+        assert_eq!((gone.id.as_str(), revoked), ("sa_1", 0), "no test keys");
         let key = active(store.clone()).await;
         assert_eq!(
             (key.service_account_active, key.revoked_at),

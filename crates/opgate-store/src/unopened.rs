@@ -6,8 +6,8 @@ use crate::{
     KeyStore, KeyUsage, NewKey, Rotation, Scope, StoreError, Update,
 };
 use crate::{
-    Creation, Environment, Listing, Removal, ServiceAccount, ServiceAccountPatch, TenancyStore,
-    Within, Workspace, WorkspacePatch,
+    Creation, Environment, Guarded, Listing, Removal, ServiceAccount, ServiceAccountPatch,
+    TenancyStore, Within, Workspace, WorkspacePatch,
 };
 
 /// The store of a registry built only to be described.
@@ -160,7 +160,8 @@ impl TenancyStore for Unopened {
         _: &str,
         _: ServiceAccountPatch,
         _: i64,
-    ) -> Result<Option<ServiceAccount>, StoreError> {
+        _: &[String],
+    ) -> Result<Guarded<ServiceAccount>, StoreError> {
         Err(StoreError::Closed)
     }
     async fn delete_service_account(
@@ -168,7 +169,9 @@ impl TenancyStore for Unopened {
         _: Within<'_>,
         _: &str,
         _: i64,
-    ) -> Result<Option<(ServiceAccount, u64)>, StoreError> {
+        _: &[String],
+        _: opgate_core::Mode,
+    ) -> Result<Guarded<(ServiceAccount, u64)>, StoreError> {
         Err(StoreError::Closed)
     }
 }

@@ -79,8 +79,8 @@ mod server {
         ) -> Result<String, Error> {
             match (&ctx.workspace, asked) {
                 (Some(own), Some(asked)) if *own != asked => Err(if ctx.principal.is_org_wide() {
-                    Error::invalid_argument(format!(
-                        "workspace_id: the call works in workspace `{own}` (X-Workspace-ID); name that one \
+                    Error::permission_denied(format!(
+                        "workspace_id: X-Workspace-ID confines the call to workspace `{own}`; name that one \
                          or omit workspace_id"
                     ))
                 } else {

@@ -326,6 +326,7 @@ pub struct UpdateServiceAccountInput {
     #[garde(custom(validate::nullable_description))]
     pub description: Option<Option<String>>,
     /// `true` disables the account (its keys fail with 401 from the next request on); `false` enables it.
+    /// Either is refused (403) while a key of the account holds a permission beyond the caller's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[garde(skip)]
     pub disabled: Option<bool>,
@@ -349,7 +350,8 @@ impl UpdateServiceAccountInput {
 pub struct DeleteServiceAccountOutput {
     /// The account as it was.
     pub service_account: ServiceAccountDetails,
-    /// How many of its keys (of either mode) the deletion revoked.
+    /// How many of its keys of the caller's mode the deletion revoked (those of the other mode are revoked
+    /// too).
     pub revoked_keys: u64,
 }
 

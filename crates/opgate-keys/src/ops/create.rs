@@ -95,6 +95,12 @@ fn admin_placement(ctx: &Context, input: &CreateKeyInput) -> Result<Placement, E
             "key_type: only an organization-wide caller (an admin key or a session) can create an admin key",
         ));
     }
+    if let Some(ws) = &ctx.workspace {
+        return Err(Error::permission_denied(format!(
+            "key_type: an admin key is organization-wide, but X-Workspace-ID confines the call to workspace \
+             `{ws}`; send it without the header"
+        )));
+    }
     let inside = [
         ("workspace_id", input.workspace_id.is_some()),
         ("environment_id", input.environment_id.is_some()),
@@ -119,18 +125,23 @@ impl CreateKey {
     /// be one the caller sees, in that workspace.
     async fn place(&self, ctx: &Context, input: &CreateKeyInput) -> Result<Placement, Error> {
         let (tenancy, org) = (&self.0.tenancy, ctx.principal.org.as_str());
+        // A key bound to an environment or owned by a service account passes them on: its keys cannot
+        // escape the account's kill switch or the environment.
+        let environment_id = inherited(
+            "environment_id",
+            "environment",
+            &ctx.principal.environment,
+            &input.environment_id,
+        )?;
+        let service_account_id = inherited(
+            "service_account_id",
+            "service account",
+            &ctx.principal.service_account,
+            &input.service_account_id,
+        )?;
         let mut workspace = match (&ctx.workspace, &input.workspace_id) {
             (Some(own), Some(asked)) if own != asked => {
-                return Err(if ctx.principal.is_org_wide() {
-                    Error::invalid_argument(format!(
-                        "workspace_id: the call works in workspace `{own}` (X-Workspace-ID); name that one or \
-                         omit workspace_id"
-                    ))
-                } else {
-                    Error::permission_denied(format!(
-                        "workspace_id: this key is confined to workspace `{own}`"
-                    ))
-                });
+                return Err(confined(ctx, own));
             }
             (Some(own), _) => Some(own.clone()),
             (None, Some(asked)) => {
@@ -151,7 +162,7 @@ impl CreateKey {
             Some(ws) => format!("in workspace `{ws}`"),
             None => "in this organization".to_owned(),
         };
-        if let Some(id) = &input.environment_id {
+        if let Some(id) = &environment_id {
             let within = Within {
                 org_id: org,
                 workspace_id: workspace.as_deref(),
@@ -164,7 +175,7 @@ impl CreateKey {
             })?;
             workspace = Some(env.workspace_id);
         }
-        if let Some(id) = &input.service_account_id {
+        if let Some(id) = &service_account_id {
             let within = Within {
                 org_id: org,
                 workspace_id: workspace.as_deref(),
@@ -187,8 +198,35 @@ impl CreateKey {
         }
         Ok(Placement {
             workspace_id: workspace,
-            environment_id: input.environment_id.clone(),
-            service_account_id: input.service_account_id.clone(),
+            environment_id,
+            service_account_id,
         })
+    }
+}
+
+/// 403 for a call that names another workspace than the one it is confined to: a workspace key's own, or the
+/// one `X-Workspace-ID` named.
+fn confined(ctx: &Context, own: &str) -> Error {
+    Error::permission_denied(if ctx.principal.is_org_wide() {
+        format!("workspace_id: X-Workspace-ID confines the call to workspace `{own}`; name that one or omit workspace_id")
+    } else {
+        format!("workspace_id: this key is confined to workspace `{own}`")
+    })
+}
+
+/// What a caller bound to `own` (an environment, a service account) passes on to the keys it creates: its
+/// own, whether named or not; naming another is 403.
+fn inherited(
+    field: &str,
+    what: &str,
+    own: &Option<String>,
+    asked: &Option<String>,
+) -> Result<Option<String>, Error> {
+    match (own, asked) {
+        (Some(own), Some(asked)) if own != asked => Err(Error::permission_denied(format!(
+            "{field}: this key belongs to {what} `{own}`, and so do the keys it creates"
+        ))),
+        (Some(own), _) => Ok(Some(own.clone())),
+        (None, asked) => Ok(asked.clone()),
     }
 }

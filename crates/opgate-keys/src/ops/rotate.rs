@@ -39,6 +39,23 @@ impl Operation for RotateKey {
         // The replacement is a new grant of the old key's permissions, handed to the caller: like a create, it
         // may not exceed what the caller holds.
         check_target(&ctx.principal, &old)?;
+        // Rotating hands out the new secret: a key bound to an environment or owned by a service account only
+        // gets secrets of keys of its own environment or account.
+        let caller = &ctx.principal;
+        for (field, own, target) in [
+            ("environment", &caller.environment, &old.environment_id),
+            (
+                "service account",
+                &caller.service_account,
+                &old.service_account_id,
+            ),
+        ] {
+            if let Some(own) = own.as_ref().filter(|own| target.as_ref() != Some(*own)) {
+                return Err(Error::permission_denied(format!(
+                    "key_id: this key belongs to {field} `{own}` and rotates only keys of it"
+                )));
+            }
+        }
         if !old.service_account_active {
             return Err(Error::conflict(
                 "key_id: the key's service account is disabled; enable it before rotating its keys",
@@ -48,7 +65,6 @@ impl Operation for RotateKey {
         let grace_expires_at =
             now + i64::from(input.grace_period_seconds.unwrap_or(DEFAULT_GRACE_SECONDS));
         // Nor may it carry fewer restrictions than the caller has: no lifted rate limit, no wider fence.
-        let caller = &ctx.principal;
         if grants::rate_limit(caller, old.rate_limit)? != old.rate_limit
             || grants::allowed_ips(
                 caller,

@@ -2,6 +2,8 @@ use std::sync::Arc;
 
 use opgate_core::{Code, Context, Error, OpMeta, Operation, SideEffect};
 
+use opgate_store::Guarded;
+
 use crate::server::{live_only, within};
 use crate::types::{DeleteServiceAccountOutput, ServiceAccountIdInput};
 use crate::Tenancy;
@@ -14,9 +16,9 @@ impl Operation for Delete {
         id: "service_accounts.delete",
         scope: "service_accounts:write",
         side_effect: SideEffect::Destructive,
-        summary: "Delete a service account and revoke its keys (of either mode) in the same step (live mode only).",
+        summary: "Delete a service account and revoke its keys (of either mode) in the same step; 403 if one holds a permission beyond the caller's (live mode only).",
     };
-    const ERRORS: &'static [Code] = &[Code::NotFound];
+    const ERRORS: &'static [Code] = &[Code::NotFound, Code::PermissionDenied];
     const EXAMPLE: &'static str = r#"{"service_account_id": "sa_01jf3m8v6k2x9q4w7e5r1t0y8z"}"#;
     type Input = ServiceAccountIdInput;
     type Output = DeleteServiceAccountOutput;
@@ -29,15 +31,19 @@ impl Operation for Delete {
         live_only(&ctx)?;
         let id = &input.service_account_id;
         ctx.set_target(id);
-        let deleted = self
+        let caller = &ctx.principal.permissions;
+        match self
             .0
             .store
-            .delete_service_account(within(&ctx), id, ctx.now().unix())
-            .await?;
-        let (account, revoked_keys) = deleted.ok_or_else(|| super::not_found(id))?;
-        Ok(DeleteServiceAccountOutput {
-            service_account: account.into(),
-            revoked_keys,
-        })
+            .delete_service_account(within(&ctx), id, ctx.now().unix(), caller, ctx.mode())
+            .await?
+        {
+            Guarded::Done((account, revoked_keys)) => Ok(DeleteServiceAccountOutput {
+                service_account: account.into(),
+                revoked_keys,
+            }),
+            Guarded::NotFound => Err(super::not_found(id)),
+            Guarded::Beyond(p) => Err(super::beyond(&p)),
+        }
     }
 }

@@ -18,3 +18,10 @@ pub(crate) fn not_found(id: &str) -> opgate_core::Error {
         "service_account_id: no service account `{id}` in this organization"
     ))
 }
+
+/// The 403 for a change that would stop or revive a key more powerful than the caller.
+pub(crate) fn beyond(permission: &str) -> opgate_core::Error {
+    opgate_core::Error::permission_denied(format!(
+        "service_account_id: a key of the account holds `{permission}`, beyond the caller's own permissions"
+    ))
+}

@@ -1,7 +1,7 @@
 use std::sync::Arc;
 
 use opgate_core::{Code, Context, Error, OpMeta, Operation, SideEffect};
-use opgate_store::ServiceAccountPatch;
+use opgate_store::{Guarded, ServiceAccountPatch};
 
 use crate::server::{live_only, within};
 use crate::types::{ServiceAccountDetails, UpdateServiceAccountInput};
@@ -17,7 +17,7 @@ impl Operation for Update {
         side_effect: SideEffect::Write,
         summary: "Change a service account; `disabled: true` makes its keys fail from the very next request (live mode only).",
     };
-    const ERRORS: &'static [Code] = &[Code::NotFound];
+    const ERRORS: &'static [Code] = &[Code::NotFound, Code::PermissionDenied];
     const EXAMPLE: &'static str =
         r#"{"service_account_id": "sa_01jf3m8v6k2x9q4w7e5r1t0y8z", "disabled": true}"#;
     type Input = UpdateServiceAccountInput;
@@ -36,11 +36,16 @@ impl Operation for Update {
             description: input.description,
             disabled: input.disabled,
         };
-        let updated = self
+        let caller = &ctx.principal.permissions;
+        match self
             .0
             .store
-            .update_service_account(within(&ctx), &id, patch, ctx.now().unix())
-            .await?;
-        updated.map(Into::into).ok_or_else(|| super::not_found(&id))
+            .update_service_account(within(&ctx), &id, patch, ctx.now().unix(), caller)
+            .await?
+        {
+            Guarded::Done(account) => Ok(account.into()),
+            Guarded::NotFound => Err(super::not_found(&id)),
+            Guarded::Beyond(p) => Err(super::beyond(&p)),
+        }
     }
 }

@@ -30,6 +30,12 @@ impl Operation for Create {
     ) -> Result<WorkspaceDetails, Error> {
         live_only(&ctx)?;
         org_wide_only(&ctx, "creating a workspace")?;
+        if let Some(ws) = &ctx.workspace {
+            return Err(Error::permission_denied(format!(
+                "creating a workspace is an organization-wide change, but X-Workspace-ID confines the call to \
+                 workspace `{ws}`; send it without the header"
+            )));
+        }
         let now = ctx.now().unix();
         let workspace = Workspace {
             seq: 0,
