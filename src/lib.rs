@@ -68,6 +68,7 @@ pub use opgate_keys as keys;
 pub use opgate_server as server;
 pub use opgate_spec as spec;
 pub use opgate_store as store;
+pub use opgate_webhooks as webhooks;
 
 use opgate_auth::{SessionAuthenticator, SessionConfig, SessionSettings, TokenRouter};
 use opgate_core::{Registry, RegistryError};
@@ -94,6 +95,9 @@ pub struct DataDir {
     pub sessions: SessionConfig,
     /// The clock every time decision reads (the system's, or a test's manual one).
     pub clock: Arc<dyn opgate_core::Clock>,
+    /// Seals the secrets the server must read again (webhook signing secrets) under a key derived from the
+    /// server secret.
+    pub sealer: opgate_webhooks::Sealer,
 }
 
 impl DataDir {
@@ -132,11 +136,21 @@ impl DataDir {
         let sessions = SessionConfig::load(path, sessions)?;
         let store = SqliteStore::open(&path.join(DB_FILE))
             .map_err(|e| format!("cannot open database {}: {e}", path.join(DB_FILE).display()))?;
+        let sealer =
+            opgate_webhooks::Sealer::new(&hasher.derive_key(opgate_webhooks::SEALING_PURPOSE));
         let keys = ApiKeys::new(
             Arc::new(store.clone()),
             Arc::new(store.clone()),
             hasher,
             Arc::clone(&clock),
+        );
+        // `api_key.*` events carry the key's metadata as `api_keys.get` shows it, written with the change.
+        opgate_store::WebhookStore::key_payloads(
+            &store,
+            Arc::new(|record: &opgate_store::KeyRecord, at: i64| {
+                serde_json::to_value(opgate_keys::types::KeyDetails::at(record.clone(), at))
+                    .unwrap_or_default()
+            }),
         );
         Ok(DataDir {
             path: path.to_owned(),
@@ -144,15 +158,38 @@ impl DataDir {
             keys,
             sessions,
             clock,
+            sealer,
         })
     }
 
-    /// The registry of every built-in operation, served from this data directory.
+    /// The registry of every built-in operation, served from this data directory, taking webhook URLs the
+    /// strict policy allows (no private or loopback addresses, HTTPS).
     pub fn registry(&self) -> Result<Registry, RegistryError> {
-        registry(
-            &self.keys,
+        self.registry_with(opgate_webhooks::guard::Policy::default())
+    }
+
+    /// Like [`DataDir::registry`], taking webhook URLs `policy` allows.
+    pub fn registry_with(
+        &self,
+        policy: opgate_webhooks::guard::Policy,
+    ) -> Result<Registry, RegistryError> {
+        let store = Arc::new(self.store.clone());
+        let webhooks = opgate_webhooks::Webhooks::new(store.clone(), self.sealer.clone(), policy);
+        registry(&self.keys, store.clone(), store, &webhooks)
+    }
+
+    /// The webhook dispatcher over this data directory's outbox (start it with
+    /// [`opgate_webhooks::Dispatcher::spawn`]).
+    pub fn dispatcher(
+        &self,
+        config: opgate_webhooks::DispatchConfig,
+    ) -> Arc<opgate_webhooks::Dispatcher> {
+        opgate_webhooks::Dispatcher::new(
             Arc::new(self.store.clone()),
-            Arc::new(self.store.clone()),
+            self.sealer.clone(),
+            Arc::clone(&self.clock),
+            Arc::new(opgate_webhooks::guard::SystemResolver),
+            config,
         )
     }
 
@@ -270,7 +307,12 @@ pub fn describe_registry() -> Result<Registry, BoxError> {
         KeyHasher::new(&[0u8; 32])?,
         opgate_core::SystemClock::shared(),
     );
-    Ok(registry(&keys, store.clone(), store)?)
+    let webhooks = opgate_webhooks::Webhooks::new(
+        store.clone(),
+        opgate_webhooks::Sealer::new(&[0; 32]),
+        opgate_webhooks::guard::Policy::default(),
+    );
+    Ok(registry(&keys, store.clone(), store, &webhooks)?)
 }
 
 /// The registry of every built-in operation. Each resource registers its operations in its own crate; adding
@@ -279,10 +321,12 @@ pub fn registry(
     keys: &Arc<ApiKeys>,
     tenancy: Arc<dyn opgate_store::TenancyStore>,
     audit: Arc<dyn AuditLog>,
+    webhooks: &Arc<opgate_webhooks::Webhooks>,
 ) -> Result<Registry, RegistryError> {
     let mut registry = Registry::new();
     keys.register(&mut registry)?;
     opgate_tenancy::Tenancy::new(tenancy).register(&mut registry)?;
+    webhooks.register(&mut registry)?;
     registry.register(opgate_auth::Whoami)?;
     opgate_audit::register(&mut registry, audit)?;
     Ok(registry)

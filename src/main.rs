@@ -43,6 +43,8 @@ enum Command {
     Environments(cli::EnvironmentsArgs),
     /// Manage the service accounts (non-human owners of keys) of a running gateway (`--url`, `--token`).
     ServiceAccounts(cli::ServiceAccountsArgs),
+    /// Manage the signed webhook endpoints of a running gateway and their deliveries (`--url`, `--token`).
+    Webhooks(cli::WebhooksArgs),
     /// Call any operation on a running gateway: `opgate call api_keys.list '{"limit": 10}'`.
     Call(cli::CallArgs),
     /// Print a shell completion script, e.g. `opgate completions bash > ~/.local/share/bash-completion/completions/opgate`.
@@ -206,6 +208,16 @@ pub(crate) struct ServeArgs {
     /// Days audit records are kept; older ones are deleted hourly in the background (0 keeps them forever).
     #[arg(long, env = "OPGATE_AUDIT_RETENTION_DAYS", default_value_t = 90)]
     pub(crate) audit_retention_days: u32,
+    /// Let webhooks reach loopback, private, link-local and other special addresses (development and tests
+    /// only: otherwise a webhook URL could reach into the operator's own network).
+    #[arg(long, env = "OPGATE_ALLOW_PRIVATE_WEBHOOKS")]
+    pub(crate) allow_private_webhooks: bool,
+    /// Let webhooks use plain http:// to addresses other than loopback (development only).
+    #[arg(long, env = "OPGATE_ALLOW_INSECURE_WEBHOOKS")]
+    pub(crate) allow_insecure_webhooks: bool,
+    /// Seconds one webhook delivery attempt may take, connecting included.
+    #[arg(long, env = "OPGATE_WEBHOOK_TIMEOUT_SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300))]
+    pub(crate) webhook_timeout_seconds: u64,
     /// Serve Prometheus metrics (`on`, the default: at `GET /metrics` on the API port, or on
     /// `--metrics-listen` when set) or not at all (`off`).
     #[arg(long, env = "OPGATE_METRICS", value_enum, default_value_t = Switch::On)]
@@ -441,6 +453,7 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
         Command::Workspaces(args) => cli::finish(cli::workspaces::run(args).await),
         Command::Environments(args) => cli::finish(cli::environments::run(args).await),
         Command::ServiceAccounts(args) => cli::finish(cli::service_accounts::run(args).await),
+        Command::Webhooks(args) => cli::finish(cli::webhooks::run(args).await),
         Command::Call(args) => cli::finish(cli::call::run(args).await),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "opgate", &mut std::io::stdout());

@@ -49,6 +49,7 @@ pub struct ServiceBuilder {
     metrics: Metrics,
     audit_retention_days: Option<u32>,
     operations: Vec<Operations>,
+    webhooks: opgate_webhooks::DispatchConfig,
 }
 
 /// A running gateway: its address, the admin key minted on first start, and the way to stop it.
@@ -80,6 +81,7 @@ impl Service {
             metrics: Metrics::Off,
             audit_retention_days: Some(90),
             operations: Vec::new(),
+            webhooks: opgate_webhooks::DispatchConfig::default(),
         }
     }
 
@@ -188,6 +190,13 @@ impl ServiceBuilder {
         self
     }
 
+    /// How webhooks are delivered: which addresses they may reach (`--allow-private-webhooks`,
+    /// `--allow-insecure-webhooks`), the attempt timeout and the retry schedule.
+    pub fn webhooks(mut self, config: opgate_webhooks::DispatchConfig) -> Self {
+        self.webhooks = config;
+        self
+    }
+
     /// Your own operations, registered beside the built-ins: `|registry| { registry.register(MyOp)?; Ok(()) }`.
     /// It is called again for each registry built (serving, [`ServiceBuilder::openapi`]).
     pub fn operations(
@@ -219,7 +228,7 @@ impl ServiceBuilder {
         )?;
         let lock = data.lock()?;
         let admin_key = data.keys.bootstrap_admin().await?;
-        let mut registry = data.registry()?;
+        let mut registry = data.registry_with(self.webhooks.policy)?;
         for register in &self.operations {
             register(&mut registry)?;
         }
@@ -269,6 +278,7 @@ impl ServiceBuilder {
         background.push(data.keys.start_usage_flusher(Duration::from_secs(1)));
         background.push(data.keys.follow_changes(Duration::from_millis(500)));
         background.push(data.spawn_housekeeping(self.audit_retention_days));
+        background.push(data.dispatcher(self.webhooks.clone()).spawn());
         let serving = tokio::spawn(Arc::clone(&gateway).serve(listener, async move {
             let _ = stopped.await;
             let _ = stop_metrics.send(());

@@ -2,8 +2,8 @@
 //! its data directory and description ([`serve`], [`config`], [`admin`], [`reference`]); the rest talk to a
 //! running gateway, built on `opgate-client`: typed commands per resource (`opgate api-keys create --name
 //! ...`, `opgate auth whoami`, `opgate audit list`, `opgate workspaces ...`, `opgate environments ...`,
-//! `opgate service-accounts ...`) and `opgate call <operation_id>` for any operation at all. `--workspace
-//! ws_...` (or `OPGATE_WORKSPACE`) sends `X-Workspace-ID` with every call.
+//! `opgate service-accounts ...`, `opgate webhooks ...`) and `opgate call <operation_id>` for any operation at
+//! all. `--workspace ws_...` (or `OPGATE_WORKSPACE`) sends `X-Workspace-ID` with every call.
 //!
 //! Output is for humans by default (aligned tables, relative times); `--json` prints exactly what the gateway
 //! sent (NDJSON for streams, line by line as it arrives). Exit statuses: 0 success, 2 usage, 3 a refused
@@ -22,6 +22,7 @@ mod output;
 pub(crate) mod reference;
 pub(crate) mod serve;
 pub(crate) mod service_accounts;
+pub(crate) mod webhooks;
 pub(crate) mod workspaces;
 
 use std::io::{self, Write};
@@ -36,6 +37,7 @@ pub(crate) use auth::AuthArgs;
 pub(crate) use call::CallArgs;
 pub(crate) use environments::EnvironmentsArgs;
 pub(crate) use service_accounts::ServiceAccountsArgs;
+pub(crate) use webhooks::WebhooksArgs;
 pub(crate) use workspaces::WorkspacesArgs;
 
 /// Exit status for a command line that does not make sense (clap uses it too).

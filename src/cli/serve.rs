@@ -54,7 +54,15 @@ pub(crate) async fn run(args: ServeArgs) -> Result<(), BoxError> {
         .config(config)
         .sessions(sessions)
         .metrics(metrics)
-        .audit_retention_days(Some(args.audit_retention_days).filter(|&d| d > 0));
+        .audit_retention_days(Some(args.audit_retention_days).filter(|&d| d > 0))
+        .webhooks(opgate::webhooks::DispatchConfig {
+            policy: opgate::webhooks::guard::Policy {
+                allow_private: args.allow_private_webhooks,
+                allow_insecure: args.allow_insecure_webhooks,
+            },
+            attempt_timeout: std::time::Duration::from_secs(args.webhook_timeout_seconds),
+            ..Default::default()
+        });
     if let Some(secret) = &args.data.secret {
         builder = builder.secret(secret.clone());
     }

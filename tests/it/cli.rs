@@ -1,8 +1,8 @@
 //! The `opgate` CLI as an API client, driven as a subprocess against a real server: every `api-keys`
 //! command, `auth whoami`, `audit list`, the `workspaces`, `environments` and `service-accounts` commands
-//! (with `--workspace`) and `call`, in human and `--json` output, the exit status of every kind of failure
-//! (including a stream that fails midway), shell completions, and every CLI form the API reference
-//! documents.
+//! (with `--workspace`), the `webhooks` commands (with a receiver of their deliveries) and `call`, in human
+//! and `--json` output, the exit status of every kind of failure (including a stream that fails midway),
+//! shell completions, and every CLI form the API reference and the README document.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
@@ -1058,6 +1058,7 @@ fn every_documented_cli_form_parses() {
                 "workspaces",
                 "environments",
                 "service-accounts",
+                "webhooks",
                 "call",
             ]
             .iter()
@@ -1600,5 +1601,351 @@ fn workspaces_environments_and_service_accounts() {
     run(&s, admin, &["workspaces", "get", &ws]).fails(
         4,
         &format!("not_found (404): workspace_id: no workspace `{ws}` in this organization"),
+    );
+}
+
+/// Runs `webhooks deliveries --json` until `done` holds for what it lists (the server's dispatcher works in
+/// the background), then answers that list.
+#[track_caller]
+fn deliveries_once(s: &TestServer, token: &str, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let listed = run(s, token, &["webhooks", "deliveries", "--json"])
+            .ok()
+            .ndjson();
+        if done(&listed) {
+            return listed;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "deliveries never settled: {listed:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn webhooks_commands() {
+    // Loopback receivers are refused unless the server allows private addresses.
+    let s = TestServer::start_with(&["--allow-private-webhooks"]);
+    let admin = s.admin_key();
+    let admin_id = run(&s, admin, &["auth", "whoami"]).ok().field("id");
+    // A receiver that answers every delivery 204.
+    let receiver = format!(
+        "{}/hook",
+        stand_in_gateway("204 No Content", "text/plain", String::new())
+    );
+    let warning =
+        "warning: this is the only time the secret key is shown; store it now, it cannot be retrieved again\n";
+    let fields = [
+        "id",
+        "url",
+        "description",
+        "event_types",
+        "enabled",
+        "mode",
+        "org_id",
+        "created_by",
+        "created_at",
+        "updated_at",
+    ];
+    let with_secret: Vec<&str> = std::iter::once("secret").chain(fields).collect();
+
+    // Created: the secret is printed once, first, and the warning goes to stderr.
+    let created = run(
+        &s,
+        admin,
+        &[
+            "webhooks",
+            "create",
+            "--webhook-url",
+            &receiver,
+            "--event-types",
+            "api_key.created,api_key.revoked",
+            "--description",
+            "Key changes to the security team.",
+        ],
+    )
+    .ok();
+    assert_eq!(field_names(&created), with_secret);
+    assert_eq!(created.stderr, warning);
+    let secret = created.field("secret");
+    assert!(secret.starts_with("whsec_"), "{created:#?}");
+    assert_eq!(created.stdout.matches(&secret).count(), 1);
+    let hook = created.field("id");
+    assert!(hook.starts_with("wh_") && hook.len() == 29, "{created:#?}");
+    assert_eq!(created.field("url"), receiver);
+    assert_eq!(
+        created.field("description"),
+        "Key changes to the security team."
+    );
+    assert_eq!(
+        created.field("event_types"),
+        "api_key.created,api_key.revoked"
+    );
+    assert_eq!(created.field("enabled"), "true");
+    assert_eq!(created.field("mode"), "live");
+    assert_eq!(created.field("org_id"), "default");
+    assert_eq!(created.field("created_by"), admin_id);
+    assert!(created.field("created_at").ends_with("(just now)"));
+    run(
+        &s,
+        admin,
+        &[
+            "webhooks",
+            "create",
+            "--webhook-url",
+            &receiver,
+            "--event-types",
+            "key.made",
+        ],
+    )
+    .fails(
+        2,
+        "`key.made` is not an event type (possible values: api_key.created,",
+    );
+    // `--url` is the gateway's: after `create` or `update` it is refused before any request (the token must
+    // never go to a receiver); before the subcommand, or in OPGATE_URL, it names the gateway as everywhere.
+    let refused = run(
+        &s,
+        admin,
+        &["webhooks", "update", &hook, "--url", &receiver],
+    )
+    .fails(
+        2,
+        "error: `--url` is the gateway's URL, not the endpoint's: give the endpoint's with `--webhook-url`, \
+         and the gateway's in OPGATE_URL or before the subcommand (`opgate webhooks --url <gateway> update ...`)",
+    );
+    assert!(refused.stdout.is_empty(), "{refused:#?}");
+    run(&s, admin, &["webhooks", "create", "--url", &receiver]).fails(
+        2,
+        "required arguments were not provided:\n  --webhook-url <URL>",
+    );
+    let closed = closed_url();
+    let same = run_with(
+        &closed.url,
+        Some(admin),
+        &[
+            "webhooks",
+            "--url",
+            &s.url(""),
+            "update",
+            &hook,
+            "--webhook-url",
+            &receiver,
+        ],
+        "",
+    )
+    .ok();
+    assert_eq!(same.field("url"), receiver);
+    // Organization-wide only: not while working in a workspace.
+    let default_ws = run(&s, admin, &["workspaces", "list", "--json"])
+        .ok()
+        .ndjson()[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    run(&s, admin, &["webhooks", "list", "--workspace", &default_ws]).fails(
+        3,
+        "permission_denied (403): webhook endpoints belong to the organization",
+    );
+
+    let list = run(&s, admin, &["webhooks", "list"]).ok();
+    assert_eq!(
+        list.stdout,
+        table(&[
+            vec![
+                "ID",
+                "URL",
+                "EVENT TYPES",
+                "STATUS",
+                "CREATED",
+                "DESCRIPTION"
+            ],
+            vec![
+                &hook,
+                &receiver,
+                "api_key.created,api_key.revoked",
+                "enabled",
+                "just now",
+                "Key changes to the security team."
+            ],
+        ])
+    );
+    let got = run(&s, admin, &["webhooks", "get", "--json", &hook])
+        .ok()
+        .json();
+    assert_eq!(got["id"], hook.as_str());
+    assert!(got.get("secret").is_none() && !got.to_string().contains(&secret));
+
+    // A key's creation is delivered, and listed as such.
+    let key = run(&s, admin, &["api-keys", "create", "--json", "--name", "ci"])
+        .ok()
+        .json();
+    let key_id = key["key_details"]["id"].as_str().unwrap().to_owned();
+    let listed = deliveries_once(&s, admin, |d| d.len() == 1 && d[0]["status"] == "delivered");
+    let delivery = listed[0]["id"].as_str().unwrap().to_owned();
+    assert!(delivery.starts_with("whd_"), "{listed:?}");
+    assert_eq!(listed[0]["webhook_id"], hook.as_str());
+    assert_eq!(listed[0]["event_type"], "api_key.created");
+    assert_eq!(
+        (&listed[0]["attempts"], &listed[0]["last_status"]),
+        (&json!(1), &json!(204))
+    );
+    let latency = format!("{}ms", listed[0]["last_latency_ms"].as_u64().unwrap());
+    let deliveries = run(
+        &s,
+        admin,
+        &["webhooks", "deliveries", "--webhook-id", &hook],
+    )
+    .ok();
+    assert_eq!(
+        deliveries.stdout,
+        table(&[
+            vec![
+                "ID",
+                "WEBHOOK",
+                "EVENT TYPE",
+                "STATUS",
+                "ATTEMPTS",
+                "LAST ANSWER",
+                "LATENCY",
+                "CREATED",
+                "NEXT ATTEMPT",
+                "LAST ERROR"
+            ],
+            vec![
+                &delivery,
+                &hook,
+                "api_key.created",
+                "delivered",
+                "1",
+                "204",
+                &latency,
+                "just now",
+                "-",
+                "-"
+            ],
+        ])
+    );
+    let pending = run(
+        &s,
+        admin,
+        &["webhooks", "deliveries", "--status", "pending"],
+    )
+    .ok();
+    assert_eq!(
+        pending.stdout.lines().count(),
+        1,
+        "the header only: {pending:#?}"
+    );
+    run(&s, admin, &["webhooks", "deliveries", "--status", "lost"])
+        .fails(2, "possible values: pending, delivered, failed");
+
+    // Disabled (and its description cleared): a revocation meanwhile queues nothing for it.
+    let disabled = run(
+        &s,
+        admin,
+        &[
+            "webhooks",
+            "update",
+            &hook,
+            "--enabled",
+            "false",
+            "--clear-description",
+        ],
+    )
+    .ok();
+    let mut with_disabled = fields.to_vec();
+    with_disabled.extend(["disabled_at", "disabled_reason"]);
+    assert_eq!(field_names(&disabled), with_disabled);
+    assert_eq!(disabled.field("enabled"), "false");
+    assert_eq!(disabled.field("description"), "-");
+    assert!(disabled.field("disabled_at").ends_with("(just now)"));
+    assert_eq!(disabled.field("disabled_reason"), "disabled by a caller");
+    run(&s, admin, &["api-keys", "revoke", &key_id]).ok();
+    let listed = run(&s, admin, &["webhooks", "deliveries", "--json"])
+        .ok()
+        .ndjson();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    // The bare flag enables it again, as the API reference shows it.
+    let enabled = run(
+        &s,
+        admin,
+        &["webhooks", "update", "--webhook-id", &hook, "--enabled"],
+    )
+    .ok();
+    assert_eq!(field_names(&enabled), fields);
+    assert_eq!(enabled.field("enabled"), "true");
+
+    // A new secret, printed once, with the same warning; `--json` prints the gateway's answer.
+    let rotated = run(&s, admin, &["webhooks", "rotate-secret", &hook]).ok();
+    assert_eq!(field_names(&rotated), with_secret);
+    assert_eq!(rotated.stderr, warning);
+    let new_secret = rotated.field("secret");
+    assert!(new_secret.starts_with("whsec_") && new_secret != secret);
+    assert_eq!(rotated.field("id"), hook);
+    let raw = run(
+        &s,
+        admin,
+        &["webhooks", "rotate-secret", "--json", "--webhook-id", &hook],
+    )
+    .ok();
+    assert_eq!(raw.stderr, warning);
+    let raw = raw.json();
+    assert!(raw["secret"].as_str().unwrap().starts_with("whsec_"));
+    assert_ne!(raw["secret"], new_secret.as_str());
+    assert_eq!(raw["webhook"]["id"], hook.as_str());
+
+    // Sent again: the same delivery, pending until the receiver has it once more.
+    let again = run(&s, admin, &["webhooks", "redeliver", &delivery]).ok();
+    assert_eq!(
+        field_names(&again),
+        [
+            "id",
+            "webhook_id",
+            "event_id",
+            "event_type",
+            "status",
+            "attempts",
+            "next_attempt_at",
+            "last_status",
+            "last_error",
+            "last_latency_ms",
+            "created_at",
+            "finished_at"
+        ]
+    );
+    assert_eq!(again.field("id"), delivery);
+    assert_eq!(
+        again.field("event_id"),
+        listed[0]["event_id"].as_str().unwrap()
+    );
+    assert_eq!(again.field("status"), "pending");
+    assert_eq!(again.field("finished_at"), "-");
+    let listed = deliveries_once(&s, admin, |d| d[0]["status"] == "delivered");
+    assert_eq!(
+        (&listed[0]["id"], &listed[0]["attempts"]),
+        (&json!(delivery), &json!(2))
+    );
+
+    // Deleted: printed as it was, then gone.
+    let deleted = run(&s, admin, &["webhooks", "delete", "--webhook-id", &hook]).ok();
+    assert_eq!(field_names(&deleted), fields);
+    assert_eq!(deleted.field("id"), hook);
+    run(&s, admin, &["webhooks", "get", &hook]).fails(
+        4,
+        &format!("not_found (404): webhook_id: no webhook endpoint `{hook}` in this organization"),
+    );
+    assert_eq!(
+        run(&s, admin, &["webhooks", "list"]).ok().stdout,
+        table(&[vec![
+            "ID",
+            "URL",
+            "EVENT TYPES",
+            "STATUS",
+            "CREATED",
+            "DESCRIPTION"
+        ]])
     );
 }

@@ -1,19 +1,22 @@
 //! `opgate-client` against the gateway served on a local socket from this process: every typed method returns
 //! the server's own types, streams are handed out item by item as they arrive (10,000 keys), errors carry the
-//! contract's code, status, message and request id, the generic call reaches every operation, and a client
-//! set to a workspace (`X-Workspace-ID`) makes keys and service accounts there.
+//! contract's code, status, message and request id, the generic call reaches every operation, a client set to
+//! a workspace (`X-Workspace-ID`) makes keys and service accounts there, and a webhook endpoint goes through
+//! its whole life with the deliveries a key's events make.
 
 use std::time::Duration;
 
 use crate::support::{closed_port, opgate, TestGateway};
 use futures_util::{StreamExt, TryStreamExt};
 use opgate_client::types::{
-    CreateEnvironmentInput, CreateKeyInput, CreateServiceAccountInput, CreateWorkspaceInput,
-    CredentialKind, GetKeyInput, KeyType, ListAuditInput, ListKeysInput, ListServiceAccountsInput,
-    ListWorkspacesInput, Mode, RevokeKeyInput, RotateKeyInput, ServiceAccountIdInput, Status,
-    UpdateKeyInput, UpdateServiceAccountInput, UpdateWorkspaceInput, WorkspaceIdInput,
+    CreateEnvironmentInput, CreateKeyInput, CreateServiceAccountInput, CreateWebhookInput,
+    CreateWorkspaceInput, CredentialKind, DeliveryDetails, DeliveryStatus, EventType, GetKeyInput,
+    KeyType, ListAuditInput, ListDeliveriesInput, ListKeysInput, ListServiceAccountsInput,
+    ListWebhooksInput, ListWorkspacesInput, Mode, RedeliverInput, RevokeKeyInput, RotateKeyInput,
+    ServiceAccountIdInput, Status, UpdateKeyInput, UpdateServiceAccountInput, UpdateWebhookInput,
+    UpdateWorkspaceInput, WebhookDetails, WebhookIdInput, WorkspaceIdInput,
 };
-use opgate_client::{Client, Code, Error, Reply, TYPED_OPERATIONS};
+use opgate_client::{webhooks_signature, Client, Code, Error, Reply, Timestamp, TYPED_OPERATIONS};
 use serde_json::{json, Value};
 
 fn client(url: &str, token: &str) -> Client {
@@ -379,7 +382,19 @@ async fn the_generic_call_reaches_every_operation() {
     assert!(registry.entries().len() >= 21);
     for (i, entry) in registry.entries().iter().enumerate() {
         // Each operation's documented example, aimed at objects that exist: a key, an empty workspace (which
-        // `workspaces.delete` may remove), and an environment and a service account of the default workspace.
+        // `workspaces.delete` may remove), an environment and a service account of the default workspace, and
+        // a webhook endpoint (which `webhooks.delete` may remove) with a delivery: the key's creation event.
+        let webhook = admin
+            .webhooks()
+            .create(CreateWebhookInput {
+                url: "http://127.0.0.1:9/hook".into(),
+                event_types: Some(vec![EventType::ApiKeyCreated]),
+                description: None,
+            })
+            .await
+            .unwrap()
+            .webhook
+            .id;
         let target = s
             .create(
                 s.admin_key(),
@@ -415,6 +430,19 @@ async fn the_generic_call_reaches_every_operation() {
             .await
             .unwrap()
             .id;
+        let deliveries: Vec<_> = admin
+            .webhooks()
+            .deliveries(ListDeliveriesInput {
+                webhook_id: Some(webhook.clone()),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .try_collect()
+            .await
+            .unwrap();
+        assert_eq!(deliveries.len(), 1, "{deliveries:?}");
+        let delivery = deliveries[0].id.clone();
         let mut input: Value = serde_json::from_str(entry.example).unwrap();
         for (_, v) in input.as_object_mut().unwrap().iter_mut() {
             let Some(text) = v.as_str() else { continue };
@@ -423,6 +451,8 @@ async fn the_generic_call_reaches_every_operation() {
                 ("ws_", &workspace),
                 ("env_", &environment),
                 ("sa_", &account),
+                ("wh_", &webhook),
+                ("whd_", &delivery),
             ] {
                 if text.starts_with(prefix) {
                     *v = json!(id);
@@ -717,4 +747,211 @@ async fn a_workspace_its_service_account_and_keys() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), Some(Code::NotFound));
+}
+
+#[tokio::test]
+async fn a_webhook_endpoint_its_secret_and_its_deliveries() {
+    let s = TestGateway::start().await;
+    let (url, _server) = s.serve().await;
+    let admin = client(&url, s.admin_key());
+    let me = admin.auth().whoami().await.unwrap();
+    let created_at = s.clock().now();
+
+    // Created: the secret comes once, beside the endpoint (which never carries it).
+    let created = admin
+        .webhooks()
+        .create(CreateWebhookInput {
+            url: "http://127.0.0.1:9/hook".into(),
+            event_types: Some(vec![EventType::ApiKeyCreated, EventType::ApiKeyRevoked]),
+            description: Some("Key changes to the security team.".into()),
+        })
+        .await
+        .unwrap();
+    assert!(created.secret.starts_with("whsec_"), "{}", created.secret);
+    assert_eq!(
+        webhooks_signature::secret_bytes(&created.secret)
+            .unwrap()
+            .len(),
+        32
+    );
+    let hook = created.webhook;
+    assert!(
+        hook.id.starts_with("wh_") && hook.id.len() == 29,
+        "{hook:?}"
+    );
+    assert_eq!(
+        hook,
+        WebhookDetails {
+            id: hook.id.clone(),
+            org_id: "default".into(),
+            mode: Mode::Live,
+            url: "http://127.0.0.1:9/hook".into(),
+            description: Some("Key changes to the security team.".into()),
+            event_types: vec![EventType::ApiKeyCreated, EventType::ApiKeyRevoked],
+            enabled: true,
+            disabled_at: None,
+            disabled_reason: None,
+            created_by: me.id.clone(),
+            created_at,
+            updated_at: created_at,
+        }
+    );
+    let listed: Vec<_> = admin
+        .webhooks()
+        .list(ListWebhooksInput::default())
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(listed, std::slice::from_ref(&hook));
+    let by_id = WebhookIdInput {
+        webhook_id: hook.id.clone(),
+    };
+    assert_eq!(admin.webhooks().get(by_id.clone()).await.unwrap(), hook);
+
+    // A key's creation is an event the endpoint asked for: one delivery, waiting for its first attempt (no
+    // dispatcher runs here).
+    let key = admin
+        .api_keys()
+        .create(CreateKeyInput {
+            permissions: Some(vec!["webhooks:read".into()]),
+            ..CreateKeyInput::new("ci")
+        })
+        .await
+        .unwrap();
+    let deliveries: Vec<_> = admin
+        .webhooks()
+        .deliveries(ListDeliveriesInput::default())
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(deliveries.len(), 1, "{deliveries:?}");
+    let delivery = deliveries[0].clone();
+    assert!(delivery.id.starts_with("whd_"), "{delivery:?}");
+    assert!(delivery.event_id.starts_with("msg_"), "{delivery:?}");
+    assert_eq!(
+        delivery,
+        DeliveryDetails {
+            id: delivery.id.clone(),
+            webhook_id: hook.id.clone(),
+            event_id: delivery.event_id.clone(),
+            event_type: "api_key.created".into(),
+            status: DeliveryStatus::Pending,
+            attempts: 0,
+            next_attempt_at: Some(created_at),
+            last_status: None,
+            last_error: None,
+            last_latency_ms: None,
+            created_at,
+            finished_at: None,
+        }
+    );
+    let delivered: Vec<_> = admin
+        .webhooks()
+        .deliveries(ListDeliveriesInput {
+            status: Some(DeliveryStatus::Delivered),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    assert!(delivered.is_empty(), "{delivered:?}");
+    // Endpoints belong to the organization: the new workspace key, webhooks:read or not, sees none.
+    let e = client(&url, &key.key)
+        .webhooks()
+        .list(ListWebhooksInput::default())
+        .await
+        .err()
+        .expect("refused");
+    assert_eq!(
+        (e.code(), e.status()),
+        (Some(Code::PermissionDenied), Some(403))
+    );
+
+    // A new secret, shown once; only `updated_at` moves.
+    s.advance(Duration::from_secs(60));
+    let later = Timestamp(created_at.unix() + 60);
+    let rotated = admin.webhooks().rotate_secret(by_id.clone()).await.unwrap();
+    assert!(rotated.secret.starts_with("whsec_"));
+    assert_ne!(rotated.secret, created.secret);
+    let hook = WebhookDetails {
+        updated_at: later,
+        ..hook
+    };
+    assert_eq!(rotated.webhook, hook);
+
+    // Disabled by the caller, description cleared: no events are queued for it meanwhile.
+    let disabled = admin
+        .webhooks()
+        .idempotency_key("disable-hook")
+        .update(UpdateWebhookInput {
+            description: Some(None),
+            enabled: Some(false),
+            ..UpdateWebhookInput::new(&hook.id)
+        })
+        .await
+        .unwrap();
+    let hook = WebhookDetails {
+        description: None,
+        enabled: false,
+        disabled_at: Some(later),
+        disabled_reason: Some("disabled by a caller".into()),
+        ..hook
+    };
+    assert_eq!(disabled, hook);
+    admin
+        .api_keys()
+        .revoke(RevokeKeyInput {
+            key_id: key.key_details.id.clone(),
+        })
+        .await
+        .unwrap();
+    let of_hook = || async {
+        admin
+            .webhooks()
+            .deliveries(ListDeliveriesInput {
+                webhook_id: Some(hook.id.clone()),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .try_collect::<Vec<_>>()
+            .await
+            .unwrap()
+    };
+    assert_eq!(of_hook().await, std::slice::from_ref(&delivery));
+
+    // Sent again: due now.
+    let again = admin
+        .webhooks()
+        .redeliver(RedeliverInput {
+            delivery_id: delivery.id.clone(),
+        })
+        .await
+        .unwrap();
+    let delivery = DeliveryDetails {
+        next_attempt_at: Some(later),
+        ..delivery
+    };
+    assert_eq!(again, delivery);
+
+    // Deleted: answered as it was; its waiting delivery fails.
+    assert_eq!(admin.webhooks().delete(by_id.clone()).await.unwrap(), hook);
+    let e = admin.webhooks().get(by_id).await.unwrap_err();
+    assert_eq!(e.code(), Some(Code::NotFound));
+    assert_eq!(
+        of_hook().await,
+        [DeliveryDetails {
+            status: DeliveryStatus::Failed,
+            next_attempt_at: None,
+            last_error: Some("the endpoint was deleted".into()),
+            finished_at: Some(later),
+            ..delivery
+        }]
+    );
 }

@@ -3,13 +3,17 @@
 //! acknowledged revoke must still hold (401), each acknowledged change must have its audit record, each
 //! acknowledged idempotent revoke must replay byte for byte, and the database must pass `PRAGMA integrity_check`.
 //!
+//! The outbox goes through the same storm: a webhook endpoint (a receiver in the test) gets every acknowledged
+//! change's event after the kills, each under the same `webhook-id` however often it was attempted.
+//!
 //! `CRASH_CYCLES` (default 4) sets the number of kills; `scripts/crash-test` runs a longer storm.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::support::{op_path, TestServer};
+use crate::support::receiver::{Behaviour, Receiver};
+use crate::support::{eventually, op_path, TestServer};
 use serde_json::json;
 
 #[derive(Default)]
@@ -90,8 +94,13 @@ async fn acknowledged_writes_survive_sigkill() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(4);
-    let mut s = TestServer::start();
+    let mut s = TestServer::start_with(&["--allow-private-webhooks"]);
     let admin = s.admin_key().to_owned();
+    let receiver = Receiver::start(Behaviour::FailFirst(0)).await;
+    let hook = s
+        .call_ok("webhooks.create", &admin, json!({ "url": receiver.url }))
+        .await;
+    assert_eq!(hook.status, 200);
     let ledger = Arc::new(Mutex::new(Ledger::default()));
     let mut seed = 0x9e37_79b9_7f4a_7c15u64;
     for _ in 0..cycles {
@@ -179,14 +188,69 @@ async fn acknowledged_writes_survive_sigkill() {
         .query_row("PRAGMA integrity_check", [], |r| r.get(0))
         .unwrap();
     assert_eq!(check, "ok");
+
+    // The outbox: every acknowledged create and revoke has its event delivered after the kills. Each event
+    // carries one webhook-id on every attempt; a kill between a delivery and its record means that event is
+    // sent again (at least once), never a second id for one change.
+    let wanted = l.created.len() + l.revoked.len();
+    let events = || {
+        let mut by_change: HashMap<(String, String), std::collections::HashSet<String>> =
+            HashMap::new();
+        for got in receiver.received() {
+            let body = got.json();
+            let change = (
+                body["type"].as_str().unwrap_or("").to_owned(),
+                body["data"]["id"].as_str().unwrap_or("").to_owned(),
+            );
+            by_change
+                .entry(change)
+                .or_default()
+                .insert(got.header("webhook-id").to_owned());
+        }
+        by_change
+    };
+    let delivered = |by_change: &HashMap<(String, String), std::collections::HashSet<String>>| {
+        let created = l
+            .created
+            .keys()
+            .filter(|id| by_change.contains_key(&("api_key.created".to_owned(), (*id).clone())))
+            .count();
+        let revoked = l
+            .revoked
+            .keys()
+            .filter(|id| by_change.contains_key(&("api_key.revoked".to_owned(), (*id).clone())))
+            .count();
+        created + revoked
+    };
+    eventually(
+        "every acknowledged change's event at the receiver",
+        Duration::from_secs(120),
+        || async { delivered(&events()) == wanted },
+    )
+    .await;
+    let by_change = events();
+    for (change, ids) in &by_change {
+        assert_eq!(
+            ids.len(),
+            1,
+            "{change:?} was sent under several webhook-ids: {ids:?}"
+        );
+    }
+    let sent = receiver.received().len();
     println!(
         "crash test: {cycles} kills, {} requests acknowledged or refused, {} failures, {} acknowledged creates \
          ({checked_created} checked live), {} acknowledged idempotent revokes (all replayed), {} revokes in doubt, \
-         every acknowledged change audited, integrity_check {check}",
+         every acknowledged change audited, integrity_check {check}; outbox: {wanted} acknowledged changes, \
+         {} delivered after the kills ({} events in all, {} requests at the receiver: {} repeats), one \
+         webhook-id each",
         l.requests,
         l.failures,
         l.created.len(),
         l.revoked.len(),
-        l.in_doubt.len()
+        l.in_doubt.len(),
+        delivered(&by_change),
+        by_change.len(),
+        sent,
+        sent - by_change.len(),
     );
 }

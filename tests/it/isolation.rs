@@ -32,6 +32,9 @@ struct World {
     key_a_id: String,
     key_sa_id: String,
     audit_a: String,
+    /// The organization's live webhook endpoint, and a delivery to it.
+    webhook: String,
+    delivery: String,
     /// Admin key of another organization.
     other_org: String,
     /// Workspace key of workspace B (same organization, live).
@@ -154,6 +157,22 @@ async fn world(s: &TestGateway) -> World {
         json!({"service_account_id": deleted_sa}),
     )
     .await;
+    // An endpoint of the organization's live events, and a delivery waiting for it (no dispatcher runs here).
+    let webhook = id_of(
+        &ok(
+            s,
+            &admin,
+            "webhooks.create",
+            json!({"url": "http://127.0.0.1:9/hook"}),
+        )
+        .await["webhook"],
+    );
+    s.create(&admin, json!({"name": "after the hook"})).await;
+    let delivery = id_of(
+        &s.call_ok("webhooks.deliveries", &admin, json!({}))
+            .await
+            .lines()[0],
+    );
     World {
         admin,
         ws_a,
@@ -164,6 +183,8 @@ async fn world(s: &TestGateway) -> World {
         key_a_id,
         key_sa_id,
         audit_a,
+        webhook,
+        delivery,
         other_org,
         other_workspace,
         test_in_workspace,
@@ -286,6 +307,54 @@ fn table(w: &World) -> Vec<(&'static str, Value, [Want; 4])> {
             json!({"service_account_id": sa}),
             [N, N, F, F],
         ),
+        // Endpoints belong to the organization and a mode: workspace keys are refused whatever the target.
+        ("webhooks.list", json!({}), [S, F, F, S]),
+        (
+            "webhooks.list",
+            json!({"after_id": w.webhook}),
+            [N, F, F, N],
+        ),
+        (
+            "webhooks.get",
+            json!({"webhook_id": w.webhook}),
+            [N, F, F, N],
+        ),
+        (
+            "webhooks.update",
+            json!({"webhook_id": w.webhook, "enabled": false}),
+            [N, F, F, N],
+        ),
+        (
+            "webhooks.rotate_secret",
+            json!({"webhook_id": w.webhook}),
+            [N, F, F, N],
+        ),
+        ("webhooks.deliveries", json!({}), [S, F, F, S]),
+        (
+            "webhooks.deliveries",
+            json!({"webhook_id": w.webhook}),
+            [S, F, F, S],
+        ),
+        (
+            "webhooks.deliveries",
+            json!({"before_id": w.delivery}),
+            [N, F, F, N],
+        ),
+        (
+            "webhooks.redeliver",
+            json!({"delivery_id": w.delivery}),
+            [N, F, F, N],
+        ),
+        (
+            "webhooks.delete",
+            json!({"webhook_id": w.webhook}),
+            [N, F, F, N],
+        ),
+        (
+            "webhooks.create",
+            json!({"url": "http://127.0.0.1:9/x"}),
+            [S, F, F, S],
+        ),
     ]
 }
 
@@ -331,8 +400,16 @@ async fn no_operation_reaches_across_organizations_workspaces_or_modes() {
         &w.key_a_id,
         &w.key_sa_id,
         &w.audit_a,
+        &w.webhook,
+        &w.delivery,
     ];
-    let live_only = [w.key_a_id.as_str(), &w.key_sa_id, &w.audit_a];
+    let live_only = [
+        w.key_a_id.as_str(),
+        &w.key_sa_id,
+        &w.audit_a,
+        &w.webhook,
+        &w.delivery,
+    ];
     let outsiders: [(&str, &str, &[&str]); 4] = [
         ("other organization", &w.other_org, &everything),
         ("other workspace", &w.other_workspace, &everything),
@@ -420,6 +497,19 @@ async fn no_operation_reaches_across_organizations_workspaces_or_modes() {
         .lines();
     assert_eq!(envs.len(), 1);
     assert_eq!(id_of(&envs[0]), w.env_a);
+
+    // The organization's endpoint is as it was.
+    let hook = ok(
+        &s,
+        &w.admin,
+        "webhooks.get",
+        json!({"webhook_id": w.webhook}),
+    )
+    .await;
+    assert_eq!(
+        (&hook["enabled"], &hook["url"]),
+        (&json!(true), &json!("http://127.0.0.1:9/hook"))
+    );
 
     // Workspace A's live audit log holds none of the outsiders' calls.
     let mut ids = Vec::new();

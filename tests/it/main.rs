@@ -24,3 +24,4 @@ mod registry_table;
 mod sessions;
 mod spec;
 mod tenancy;
+mod webhooks;

@@ -5,7 +5,8 @@
 //! that decodes NDJSON a line at a time as it arrives (memory stays flat over any number of items) and
 //! surfaces the error line that ends a failed stream as an [`Error`]. Operations this client has no method
 //! for are one [`Client::call`] away. [`Client::with_workspace`] makes every call work in one workspace
-//! (`X-Workspace-ID`), as an organization-wide key or session may.
+//! (`X-Workspace-ID`), as an organization-wide key or session may. A webhook receiver checks the signature of
+//! each delivery with [`webhooks_signature::verify`].
 //!
 //! ```no_run
 //! use futures_util::TryStreamExt;
@@ -48,8 +49,30 @@ pub use error::Error;
 pub use ndjson::{ItemStream, Lines, MAX_LINE_BYTES};
 pub use opgate_core::{Code, Timestamp};
 pub use resources::{
-    ApiKeys, Audit, Auth, Environments, ServiceAccounts, Workspaces, TYPED_OPERATIONS,
+    ApiKeys, Audit, Auth, Environments, ServiceAccounts, Webhooks, Workspaces, TYPED_OPERATIONS,
 };
+
+/// Checking a webhook delivery as a receiver: the Standard Webhooks signature the gateway sends
+/// (`webhook-id`, `webhook-timestamp`, `webhook-signature`) under the `whsec_...` secret that
+/// `webhooks.create` and `webhooks.rotate_secret` answer. The server's own code, so it checks exactly what
+/// the gateway signs.
+///
+/// ```
+/// use opgate_client::webhooks_signature::{
+///     encode_secret, secret_bytes, sign, verify, SignatureError,
+/// };
+///
+/// let secret = encode_secret(b"an example key of thirty-two byt");
+/// let body = br#"{"type":"api_key.created","data":{}}"#;
+/// let header = sign(&secret_bytes(&secret).unwrap(), "msg_1", 1_800_000_000, body);
+/// // As a receiver: the headers, the raw body, and the current unix time.
+/// assert_eq!(verify(&secret, "msg_1", "1800000000", &header, body, 1_800_000_010), Ok(()));
+/// assert_eq!(
+///     verify(&secret, "msg_1", "1800000000", &header, b"{}", 1_800_000_010),
+///     Err(SignatureError::NoMatch)
+/// );
+/// ```
+pub use opgate_webhooks::signature as webhooks_signature;
 
 /// The wire types of the operations this client knows: the server's own types.
 pub mod types {
@@ -65,6 +88,11 @@ pub mod types {
         ListServiceAccountsInput, ListWorkspacesInput, ServiceAccountDetails,
         ServiceAccountIdInput, UpdateServiceAccountInput, UpdateWorkspaceInput, WorkspaceDetails,
         WorkspaceIdInput,
+    };
+    pub use opgate_webhooks::types::{
+        CreateWebhookInput, DeliveryDetails, DeliveryStatus, EventType, ListDeliveriesInput,
+        ListWebhooksInput, RedeliverInput, UpdateWebhookInput, WebhookDetails, WebhookIdInput,
+        WebhookWithSecret,
     };
 }
 
@@ -269,6 +297,11 @@ impl Client {
     /// The `service_accounts.*` operations.
     pub fn service_accounts(&self) -> ServiceAccounts<'_> {
         ServiceAccounts::new(self)
+    }
+
+    /// The `webhooks.*` operations.
+    pub fn webhooks(&self) -> Webhooks<'_> {
+        Webhooks::new(self)
     }
 
     /// Calls any operation by id with a JSON object as input: a JSON object back, or the items of a stream.

@@ -3,11 +3,14 @@
 
 use crate::types::{
     AuditItem, CreateEnvironmentInput, CreateKeyInput, CreateKeyOutput, CreateServiceAccountInput,
-    CreateWorkspaceInput, DeleteServiceAccountOutput, EnvironmentDetails, EnvironmentIdInput,
-    GetKeyInput, KeyDetails, ListAuditInput, ListEnvironmentsInput, ListKeysInput,
-    ListServiceAccountsInput, ListWorkspacesInput, RevokeKeyInput, RotateKeyInput, RotateKeyOutput,
-    ServiceAccountDetails, ServiceAccountIdInput, UpdateKeyInput, UpdateServiceAccountInput,
-    UpdateWorkspaceInput, WhoamiInput, WhoamiOutput, WorkspaceDetails, WorkspaceIdInput,
+    CreateWebhookInput, CreateWorkspaceInput, DeleteServiceAccountOutput, DeliveryDetails,
+    EnvironmentDetails, EnvironmentIdInput, GetKeyInput, KeyDetails, ListAuditInput,
+    ListDeliveriesInput, ListEnvironmentsInput, ListKeysInput, ListServiceAccountsInput,
+    ListWebhooksInput, ListWorkspacesInput, RedeliverInput, RevokeKeyInput, RotateKeyInput,
+    RotateKeyOutput, ServiceAccountDetails, ServiceAccountIdInput, UpdateKeyInput,
+    UpdateServiceAccountInput, UpdateWebhookInput, UpdateWorkspaceInput, WebhookDetails,
+    WebhookIdInput, WebhookWithSecret, WhoamiInput, WhoamiOutput, WorkspaceDetails,
+    WorkspaceIdInput,
 };
 use crate::{CallOptions, Client, Error, ItemStream};
 
@@ -35,6 +38,14 @@ pub const TYPED_OPERATIONS: &[(&str, bool)] = &[
     ("service_accounts.get", false),
     ("service_accounts.update", false),
     ("service_accounts.delete", false),
+    ("webhooks.create", false),
+    ("webhooks.list", true),
+    ("webhooks.get", false),
+    ("webhooks.update", false),
+    ("webhooks.delete", false),
+    ("webhooks.rotate_secret", false),
+    ("webhooks.deliveries", true),
+    ("webhooks.redeliver", false),
 ];
 
 macro_rules! resource {
@@ -94,6 +105,11 @@ resource!(
 resource!(
     /// `service_accounts.*`: non-human owners of keys, so that a key outlives the person who made it.
     ServiceAccounts
+);
+resource!(
+    /// `webhooks.*`: the organization's signed webhook endpoints (of the caller's mode) and their
+    /// deliveries. Organization-wide callers only: a workspace key, or a client set to a workspace, is 403.
+    Webhooks
 );
 
 impl ApiKeys<'_> {
@@ -274,6 +290,75 @@ impl ServiceAccounts<'_> {
     ) -> Result<DeleteServiceAccountOutput, Error> {
         self.client
             .invoke("service_accounts.delete", &input, &self.options)
+            .await
+    }
+}
+
+impl Webhooks<'_> {
+    /// `webhooks.create`: a new endpoint; its signing secret (`whsec_...`) is in the output and nowhere else,
+    /// ever. Check deliveries with [`crate::webhooks_signature::verify`].
+    pub async fn create(&self, input: CreateWebhookInput) -> Result<WebhookWithSecret, Error> {
+        self.client
+            .invoke("webhooks.create", &input, &self.options)
+            .await
+    }
+
+    /// `webhooks.list`: the organization's endpoints of the caller's mode, oldest first, as they arrive.
+    pub async fn list(
+        &self,
+        input: ListWebhooksInput,
+    ) -> Result<ItemStream<WebhookDetails>, Error> {
+        self.client
+            .invoke_stream("webhooks.list", &input, &self.options)
+            .await
+    }
+
+    /// `webhooks.get`: one endpoint (never its secret).
+    pub async fn get(&self, input: WebhookIdInput) -> Result<WebhookDetails, Error> {
+        self.client
+            .invoke("webhooks.get", &input, &self.options)
+            .await
+    }
+
+    /// `webhooks.update`: changes the fields that are `Some` (`description: Some(None)` clears it);
+    /// `enabled: Some(false)` holds the endpoint's events, `Some(true)` delivers them again in order.
+    pub async fn update(&self, input: UpdateWebhookInput) -> Result<WebhookDetails, Error> {
+        self.client
+            .invoke("webhooks.update", &input, &self.options)
+            .await
+    }
+
+    /// `webhooks.delete`: removes an endpoint (its waiting deliveries fail); answers it as it was.
+    pub async fn delete(&self, input: WebhookIdInput) -> Result<WebhookDetails, Error> {
+        self.client
+            .invoke("webhooks.delete", &input, &self.options)
+            .await
+    }
+
+    /// `webhooks.rotate_secret`: a new signing secret, in the output only; it signs every delivery from now
+    /// on, and the old one none.
+    pub async fn rotate_secret(&self, input: WebhookIdInput) -> Result<WebhookWithSecret, Error> {
+        self.client
+            .invoke("webhooks.rotate_secret", &input, &self.options)
+            .await
+    }
+
+    /// `webhooks.deliveries`: deliveries of the organization's endpoints, newest first (100 unless `limit`
+    /// says otherwise), as they arrive.
+    pub async fn deliveries(
+        &self,
+        input: ListDeliveriesInput,
+    ) -> Result<ItemStream<DeliveryDetails>, Error> {
+        self.client
+            .invoke_stream("webhooks.deliveries", &input, &self.options)
+            .await
+    }
+
+    /// `webhooks.redeliver`: sends a delivery again (same event, same `webhook-id`), delivered or failed
+    /// alike; answers it pending.
+    pub async fn redeliver(&self, input: RedeliverInput) -> Result<DeliveryDetails, Error> {
+        self.client
+            .invoke("webhooks.redeliver", &input, &self.options)
             .await
     }
 }

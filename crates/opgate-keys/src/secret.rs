@@ -28,6 +28,7 @@ pub enum SecretError {
 #[derive(Clone)]
 pub struct KeyHasher {
     mac: Hmac<Sha256>,
+    kdf: hkdf::Hkdf<Sha256>,
 }
 
 impl KeyHasher {
@@ -37,7 +38,8 @@ impl KeyHasher {
             return Err(SecretError::TooShort);
         }
         let mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC accepts keys of any length");
-        Ok(KeyHasher { mac })
+        let kdf = hkdf::Hkdf::<Sha256>::new(Some(b"opgate server secret"), secret);
+        Ok(KeyHasher { mac, kdf })
     }
 
     /// Loads the secret: `env_secret` (from `OPGATE_SECRET`) when given, else `<data_dir>/secret`, created with
@@ -49,6 +51,16 @@ impl KeyHasher {
                 source: e.source,
             })?;
         Self::new(&secret)
+    }
+
+    /// A 32-byte key for `purpose` derived from the server secret (HKDF-SHA256): other uses of the secret (such
+    /// as sealing webhook secrets) never share the key that hashes API keys.
+    pub fn derive_key(&self, purpose: &str) -> [u8; 32] {
+        let mut out = [0u8; 32];
+        self.kdf
+            .expand(purpose.as_bytes(), &mut out)
+            .expect("32 bytes is a valid HKDF-SHA256 output length");
+        out
     }
 
     /// The keyed hash of `key`.

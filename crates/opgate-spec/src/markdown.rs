@@ -21,6 +21,7 @@ pub const CLI_RESOURCES: &[&str] = &[
     "workspaces",
     "environments",
     "service_accounts",
+    "webhooks",
 ];
 
 /// The reference pages for `spec`: file name (relative to `docs/api-reference/`) to contents.
@@ -510,6 +511,24 @@ fn kebab(name: &str) -> String {
     name.replace('_', "-")
 }
 
+/// Flags every typed command takes for its connection (`--url` is the gateway's base URL); a field of the same
+/// name has `--<resource, singular>-<field>` instead (`webhooks.create`'s `url` is `--webhook-url`), so that
+/// its value is never taken for the gateway's.
+const CONNECTION_FLAGS: &[&str] = &["url", "token", "ca-cert", "workspace", "json"];
+
+/// The flag of input field `name` in the typed command of `op`, without the leading `--`.
+fn flag_of(op: &Op, name: &str) -> String {
+    let flag = kebab(name);
+    if CONNECTION_FLAGS.contains(&flag.as_str()) {
+        format!(
+            "{}-{flag}",
+            kebab(op.resource.strip_suffix('s').unwrap_or(&op.resource))
+        )
+    } else {
+        flag
+    }
+}
+
 /// The typed command of an operation: `opgate <resource> <action>`.
 fn cli_command(op: &Op) -> String {
     format!("opgate {} {}", kebab(&op.resource), kebab(&op.action))
@@ -531,15 +550,16 @@ fn cli_synopsis(op: &Op, fields: &[(&str, &Value, bool)]) -> String {
     let mut out = cli_command(op);
     for (name, schema, required) in fields {
         let types = json_types(schema);
+        let long = flag_of(op, name);
         let flag = if types.contains(&"boolean") {
-            format!("--{}", kebab(name))
+            format!("--{long}")
         } else if types.contains(&"array") {
-            format!("--{} <{name},...>", kebab(name))
+            format!("--{long} <{name},...>")
         } else {
-            format!("--{} <{name}>", kebab(name))
+            format!("--{long} <{name}>")
         };
         let flag = if clearable(schema, *required) {
-            format!("{flag} | --clear-{}", kebab(name))
+            format!("{flag} | --clear-{long}")
         } else {
             flag
         };
@@ -559,7 +579,7 @@ fn cli_example(op: &Op, fields: &[(&str, &Value, bool)]) -> Option<String> {
     let mut out = cli_command(op);
     for (name, value) in example {
         let (_, schema, required) = fields.iter().find(|(n, _, _)| n == name)?;
-        let flag = kebab(name);
+        let flag = flag_of(op, name);
         match value {
             Value::Null if clearable(schema, *required) => {
                 out.push_str(&format!(" --clear-{flag}"));

@@ -6,6 +6,7 @@ mod migrations;
 mod sqlite;
 mod tenancy;
 mod unopened;
+mod webhooks;
 mod writer;
 
 use std::sync::Arc;
@@ -19,6 +20,10 @@ pub use tenancy::{
     TenancyStore, Within, Workspace, WorkspacePatch,
 };
 pub use unopened::Unopened;
+pub use webhooks::{
+    Attempt, AttemptNext, Delivery, DeliveryPage, DeliveryState, DueDelivery, EventListener,
+    NewEvent, Owner, PayloadBuilder, Redelivery, Webhook, WebhookPatch, WebhookStore,
+};
 pub use writer::ChangeListener;
 
 /// A storage failure. Cloneable because one commit failure is reported to every write in its batch.
@@ -360,6 +365,7 @@ pub trait KeyStore: Send + Sync + 'static {
         scope: &Scope,
         id: &str,
         patch: KeyPatch,
+        now: i64,
     ) -> Result<Update, StoreError>;
     /// In one transaction: checks that `old_id` is active at `now`, inserts `new`, and marks the old key
     /// replaced by it and ending at `grace_expires_at`.

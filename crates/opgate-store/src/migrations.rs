@@ -114,6 +114,58 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX api_keys_by_service_account ON api_keys (service_account_id) WHERE service_account_id IS NOT NULL;
     ALTER TABLE audit_log ADD COLUMN workspace_id TEXT;
     ALTER TABLE audit_log ADD COLUMN mode TEXT NOT NULL DEFAULT 'live';",
+    // 6: webhooks. Endpoints (per organization and mode, secrets sealed), the outbox of events written with
+    // the change that caused them, one delivery per event and endpoint, and every attempt.
+    "CREATE TABLE webhooks (
+        seq             INTEGER PRIMARY KEY AUTOINCREMENT,
+        id              TEXT    NOT NULL UNIQUE,
+        org_id          TEXT    NOT NULL,
+        mode            TEXT    NOT NULL,
+        url             TEXT    NOT NULL,
+        description     TEXT,
+        event_types     TEXT    NOT NULL,
+        secret_sealed   BLOB    NOT NULL,
+        disabled_at     INTEGER,
+        disabled_reason TEXT,
+        created_by      TEXT    NOT NULL,
+        created_at      INTEGER NOT NULL,
+        updated_at      INTEGER NOT NULL
+    );
+    CREATE INDEX webhooks_by_org ON webhooks (org_id, mode, seq);
+    CREATE TABLE webhook_events (
+        seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+        id         TEXT    NOT NULL UNIQUE,
+        org_id     TEXT    NOT NULL,
+        mode       TEXT    NOT NULL,
+        type       TEXT    NOT NULL,
+        payload    TEXT    NOT NULL,
+        created_at INTEGER NOT NULL
+    );
+    CREATE TABLE webhook_deliveries (
+        seq             INTEGER PRIMARY KEY AUTOINCREMENT,
+        id              TEXT    NOT NULL UNIQUE,
+        webhook_id      TEXT    NOT NULL,
+        event_seq       INTEGER NOT NULL,
+        state           TEXT    NOT NULL,
+        attempts        INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at INTEGER NOT NULL,
+        last_status     INTEGER,
+        last_error      TEXT,
+        last_latency_ms INTEGER,
+        created_at      INTEGER NOT NULL,
+        finished_at     INTEGER
+    );
+    CREATE INDEX webhook_deliveries_queue ON webhook_deliveries (webhook_id, state, seq);
+    CREATE INDEX webhook_deliveries_due ON webhook_deliveries (state, next_attempt_at);
+    CREATE TABLE webhook_attempts (
+        seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+        delivery_id TEXT    NOT NULL,
+        at          INTEGER NOT NULL,
+        status      INTEGER,
+        latency_ms  INTEGER,
+        error       TEXT
+    );
+    CREATE INDEX webhook_attempts_by_delivery ON webhook_attempts (delivery_id, seq);",
 ];
 
 /// The schema version this build writes.

@@ -11,6 +11,7 @@ use opgate_core::{Claim, Finisher, Records, Unit};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row};
 use tokio::sync::oneshot;
 
+use crate::webhooks::key_event;
 use crate::writer::{self, Attach, ChangeListener, Held, Job, Msg};
 use crate::{
     migrations, KeyChanges, KeyPage, KeyPatch, KeyRecord, KeyStatus, KeyStore, KeyUsage, NewKey,
@@ -25,18 +26,19 @@ const MAX_IDLE_READERS: usize = 8;
 #[derive(Clone)]
 struct HeldUnit(mpsc::Sender<Held>);
 
-struct Inner {
+pub(crate) struct Inner {
     path: PathBuf,
     writer: mpsc::Sender<Msg>,
     writer_thread: Mutex<Option<JoinHandle<()>>>,
     readers: Mutex<Vec<Connection>>,
     listeners: Arc<Mutex<Vec<ChangeListener>>>,
+    pub(crate) outbox: Arc<crate::webhooks::Outbox>,
 }
 
 /// The SQLite store. Cheap to clone; all clones share the writer thread and the reader pool.
 #[derive(Clone)]
 pub struct SqliteStore {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
 impl SqliteStore {
@@ -54,9 +56,11 @@ impl SqliteStore {
         let (tx, rx) = mpsc::channel();
         let listeners: Arc<Mutex<Vec<ChangeListener>>> = Arc::default();
         let thread_listeners = Arc::clone(&listeners);
+        let outbox: Arc<crate::webhooks::Outbox> = Arc::default();
+        let thread_outbox = Arc::clone(&outbox);
         let thread = std::thread::Builder::new()
             .name("opgate-sqlite-writer".into())
-            .spawn(move || writer::run(conn, rx, thread_listeners))
+            .spawn(move || writer::run(conn, rx, thread_listeners, thread_outbox))
             .map_err(|e| StoreError::Corrupt(format!("cannot start the writer thread: {e}")))?;
         Ok(SqliteStore {
             inner: Arc::new(Inner {
@@ -65,6 +69,7 @@ impl SqliteStore {
                 writer_thread: Mutex::new(Some(thread)),
                 readers: Mutex::new(Vec::new()),
                 listeners,
+                outbox,
             }),
         })
     }
@@ -376,10 +381,13 @@ fn select_in_scope(
 #[async_trait::async_trait]
 impl KeyStore for SqliteStore {
     async fn insert_key(&self, key: NewKey) -> Result<KeyRecord, StoreError> {
+        let events = self.key_payload();
         self.write(move |conn| {
             let seq = insert(conn, &key)?;
-            select_one(conn, "k.seq = ?1", [seq])?
-                .ok_or_else(|| StoreError::Corrupt("inserted key vanished".into()))
+            let record = select_one(conn, "k.seq = ?1", [seq])?
+                .ok_or_else(|| StoreError::Corrupt("inserted key vanished".into()))?;
+            key_event(conn, &events, "created", &record, record.created_at)?;
+            Ok(record)
         })
         .await
     }
@@ -443,6 +451,7 @@ impl KeyStore for SqliteStore {
         now: i64,
     ) -> Result<Option<KeyRecord>, StoreError> {
         let (scope, id) = (scope.clone(), id.to_owned());
+        let events = self.key_payload();
         self.write(move |conn| {
             let Some(found) = select_in_scope(conn, &scope, &id)? else {
                 return Ok(None);
@@ -452,10 +461,12 @@ impl KeyStore for SqliteStore {
                     "UPDATE api_keys SET revoked_at = ?2 WHERE seq = ?1 AND revoked_at IS NULL",
                 )?
                 .execute(params![found.seq, now])?;
-            if changed == 1 {
+            let record = select_one(conn, "k.seq = ?1", [found.seq])?;
+            if let (1, Some(record)) = (changed, &record) {
                 log_change(conn, &found.key_hash, now)?;
+                key_event(conn, &events, "revoked", record, now)?;
             }
-            select_one(conn, "k.seq = ?1", [found.seq])
+            Ok(record)
         })
         .await
     }
@@ -465,8 +476,10 @@ impl KeyStore for SqliteStore {
         scope: &Scope,
         id: &str,
         patch: KeyPatch,
+        now: i64,
     ) -> Result<Update, StoreError> {
         let (scope, id) = (scope.clone(), id.to_owned());
+        let events = self.key_payload();
         self.write(move |conn| {
             let Some(current) = select_in_scope(conn, &scope, &id)? else {
                 return Ok(Update::NotFound);
@@ -506,7 +519,8 @@ impl KeyStore for SqliteStore {
             })?;
             let updated = select_one(conn, "k.seq = ?1", [current.seq])?;
             if let Some(record) = &updated {
-                log_change(conn, &record.key_hash, opgate_core::Timestamp::now().unix())?;
+                log_change(conn, &record.key_hash, now)?;
+                key_event(conn, &events, "updated", record, now)?;
             }
             Ok(updated.map_or(Update::NotFound, |r| Update::Updated(Box::new(r))))
         })
@@ -522,6 +536,7 @@ impl KeyStore for SqliteStore {
         now: i64,
     ) -> Result<Rotation, StoreError> {
         let (scope, old_id) = (scope.clone(), old_id.to_owned());
+        let events = self.key_payload();
         self.write(move |conn| {
             let Some(old) = select_in_scope(conn, &scope, &old_id)? else {
                 return Ok(Rotation::NotFound);
@@ -544,6 +559,7 @@ impl KeyStore for SqliteStore {
             log_change(conn, &old.key_hash, now)?;
             let new = select_one(conn, "k.seq = ?1", [seq])?
                 .ok_or_else(|| StoreError::Corrupt("inserted key vanished".into()))?;
+            key_event(conn, &events, "rotated", &old, now)?;
             Ok(Rotation::Rotated {
                 old: Box::new(old),
                 new: Box::new(new),
@@ -782,7 +798,7 @@ mod tests {
             rate_limit: Some(Some(60)),
             ..KeyPatch::default()
         };
-        let updated = applied(store.update_key(&live("o"), &a.id, patch).await.unwrap());
+        let updated = applied(store.update_key(&live("o"), &a.id, patch, 1).await.unwrap());
         assert_eq!(
             (updated.name.as_str(), updated.rate_limit),
             ("renamed", Some(60))
@@ -796,6 +812,7 @@ mod tests {
                     rate_limit: Some(None),
                     ..KeyPatch::default()
                 },
+                1,
             )
             .await
             .unwrap();
@@ -806,7 +823,7 @@ mod tests {
         );
         assert!(matches!(
             store
-                .update_key(&live("x"), &a.id, KeyPatch::default())
+                .update_key(&live("x"), &a.id, KeyPatch::default(), 1)
                 .await
                 .unwrap(),
             Update::NotFound
@@ -816,7 +833,7 @@ mod tests {
             ..KeyPatch::default()
         };
         assert!(matches!(
-            store.update_key(&live("o"), &a.id, widen).await.unwrap(),
+            store.update_key(&live("o"), &a.id, widen, 1).await.unwrap(),
             Update::Widens(p) if p == "*"
         ));
 

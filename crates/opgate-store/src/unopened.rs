@@ -2,6 +2,10 @@
 //! built-in operations be built to describe the API (spec, docs, SDKs) without opening any database.
 
 use crate::{
+    Attempt, Delivery, DeliveryPage, DueDelivery, EventListener, NewEvent, Owner, PayloadBuilder,
+    Redelivery, Webhook, WebhookPatch, WebhookStore,
+};
+use crate::{
     AuditEntry, AuditLog, AuditPage, ChangeListener, KeyChanges, KeyPage, KeyPatch, KeyRecord,
     KeyStore, KeyUsage, NewKey, Rotation, Scope, StoreError, Update,
 };
@@ -42,7 +46,13 @@ impl KeyStore for Unopened {
     async fn count_keys(&self) -> Result<u64, StoreError> {
         Err(StoreError::Closed)
     }
-    async fn update_key(&self, _: &Scope, _: &str, _: KeyPatch) -> Result<Update, StoreError> {
+    async fn update_key(
+        &self,
+        _: &Scope,
+        _: &str,
+        _: KeyPatch,
+        _: i64,
+    ) -> Result<Update, StoreError> {
         Err(StoreError::Closed)
     }
     async fn rotate_key(
@@ -174,4 +184,57 @@ impl TenancyStore for Unopened {
     ) -> Result<Guarded<(ServiceAccount, u64)>, StoreError> {
         Err(StoreError::Closed)
     }
+}
+
+#[async_trait::async_trait]
+impl WebhookStore for Unopened {
+    async fn insert_webhook(&self, _: Webhook) -> Result<Webhook, StoreError> {
+        Err(StoreError::Closed)
+    }
+    async fn get_webhook(&self, _: &Owner, _: &str) -> Result<Option<Webhook>, StoreError> {
+        Err(StoreError::Closed)
+    }
+    async fn list_webhooks(&self, _: &Owner, _: i64, _: usize) -> Result<Vec<Webhook>, StoreError> {
+        Err(StoreError::Closed)
+    }
+    async fn update_webhook(
+        &self,
+        _: &Owner,
+        _: &str,
+        _: WebhookPatch,
+        _: i64,
+    ) -> Result<Option<Webhook>, StoreError> {
+        Err(StoreError::Closed)
+    }
+    async fn delete_webhook(
+        &self,
+        _: &Owner,
+        _: &str,
+        _: i64,
+    ) -> Result<Option<Webhook>, StoreError> {
+        Err(StoreError::Closed)
+    }
+    async fn list_deliveries(&self, _: DeliveryPage) -> Result<Vec<Delivery>, StoreError> {
+        Err(StoreError::Closed)
+    }
+    async fn get_delivery(&self, _: &Owner, _: &str) -> Result<Option<Delivery>, StoreError> {
+        Err(StoreError::Closed)
+    }
+    async fn redeliver(&self, _: &Owner, _: &str, _: i64) -> Result<Redelivery, StoreError> {
+        Err(StoreError::Closed)
+    }
+    async fn due_deliveries(&self, _: i64, _: usize) -> Result<Vec<DueDelivery>, StoreError> {
+        Err(StoreError::Closed)
+    }
+    async fn next_due(&self) -> Result<Option<i64>, StoreError> {
+        Err(StoreError::Closed)
+    }
+    async fn record_attempt(&self, _: &str, _: Attempt) -> Result<(), StoreError> {
+        Err(StoreError::Closed)
+    }
+    async fn emit(&self, _: NewEvent) -> Result<(), StoreError> {
+        Err(StoreError::Closed)
+    }
+    fn on_events(&self, _: EventListener) {}
+    fn key_payloads(&self, _: PayloadBuilder<KeyRecord>) {}
 }

@@ -154,6 +154,7 @@ pub(crate) fn run(
     conn: Connection,
     rx: mpsc::Receiver<Msg>,
     listeners: Arc<Mutex<Vec<ChangeListener>>>,
+    outbox: Arc<crate::webhooks::Outbox>,
 ) {
     let mut close_reply = None;
     while close_reply.is_none() {
@@ -173,7 +174,7 @@ pub(crate) fn run(
             }
         }
         if !batch.is_empty() {
-            commit_batch(&conn, batch, &listeners);
+            commit_batch(&conn, batch, &listeners, &outbox);
         }
     }
     // Refuse whatever raced with the close.
@@ -190,6 +191,7 @@ fn commit_batch(
     conn: &Connection,
     mut batch: Vec<Box<dyn WriteJob>>,
     listeners: &Mutex<Vec<ChangeListener>>,
+    outbox: &crate::webhooks::Outbox,
 ) {
     let mut finished = Vec::new();
     let outcome = (|| -> Result<(), StoreError> {
@@ -201,8 +203,16 @@ fn commit_batch(
         Ok(())
     })();
     let changed = CHANGED.with(|c| std::mem::take(&mut *c.borrow_mut()));
+    let events = crate::webhooks::written();
+    crate::webhooks::reset_written(0);
     match &outcome {
         Ok(()) => {
+            if events > 0 {
+                let listeners = outbox.listeners.read().expect("outbox lock").clone();
+                for listener in &listeners {
+                    listener();
+                }
+            }
             // Before anyone hears of the commit: a cache must not serve a changed key to the next request.
             let listeners = listeners.lock().expect("listeners lock").clone();
             for hash in &changed {
@@ -231,6 +241,7 @@ fn run_job(
     finished: &mut Vec<oneshot::Sender<Result<(), StoreError>>>,
 ) -> Result<(), StoreError> {
     let mark = CHANGED.with(|c| c.borrow().len());
+    let events_mark = crate::webhooks::written();
     conn.execute_batch("SAVEPOINT job")?;
     let before = conn.total_changes();
     let mut ok = job.run(conn);
@@ -259,6 +270,7 @@ fn run_job(
     } else {
         conn.execute_batch("ROLLBACK TO job; RELEASE job")?;
         CHANGED.with(|c| c.borrow_mut().truncate(mark));
+        crate::webhooks::reset_written(events_mark);
     }
     Ok(())
 }

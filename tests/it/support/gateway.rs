@@ -39,6 +39,9 @@ pub(crate) struct Setup {
     pub sessions: SessionSettings,
     /// Where the clock starts.
     pub start: Timestamp,
+    /// Which webhook URLs the operations take: loopback allowed by default (the tests' receivers listen on
+    /// 127.0.0.1), as `--allow-private-webhooks` does.
+    pub webhook_policy: opgate::webhooks::guard::Policy,
 }
 
 impl Default for Setup {
@@ -48,6 +51,10 @@ impl Default for Setup {
             sessions: SessionSettings::default(),
             // A fixed, recent moment: tests never depend on the machine's clock.
             start: Timestamp(1_800_000_000),
+            webhook_policy: opgate::webhooks::guard::Policy {
+                allow_private: true,
+                allow_insecure: false,
+            },
         }
     }
 }
@@ -124,6 +131,22 @@ impl TestGateway {
         self.gateway.flush_refusals().await;
         self.data.keys.flush_usage().await;
         self.data.store.close().await;
+    }
+
+    /// A webhook dispatcher over this gateway's data directory, resolving names with `resolver`: the test
+    /// spawns it (or drives it with `run_once`) and moves the clock for retries.
+    pub(crate) fn dispatcher(
+        &self,
+        config: opgate::webhooks::DispatchConfig,
+        resolver: Arc<dyn opgate::webhooks::guard::NameResolver>,
+    ) -> Arc<opgate::webhooks::Dispatcher> {
+        opgate::webhooks::Dispatcher::new(
+            Arc::new(self.data.store.clone()),
+            self.data.sealer.clone(),
+            Arc::clone(&self.clock) as Arc<dyn Clock>,
+            resolver,
+            config,
+        )
     }
 
     /// The clock every time decision of this gateway reads (moved with [`TestGateway::advance`]).
@@ -396,7 +419,7 @@ fn open(path: &Path, setup: &Setup, clock: &Arc<ManualClock>) -> (DataDir, Arc<G
         Arc::clone(clock) as Arc<dyn Clock>,
     )
     .expect("open the data directory");
-    let registry = data.registry().expect("registry");
+    let registry = data.registry_with(setup.webhook_policy).expect("registry");
     let gateway = data.gateway(registry, setup.config.clone(), None);
     (data, gateway)
 }

@@ -2,6 +2,7 @@
 
 pub(crate) mod gateway;
 pub(crate) mod process;
+pub(crate) mod receiver;
 
 pub(crate) use gateway::TestGateway;
 pub(crate) use process::*;

@@ -69,7 +69,7 @@ impl Operation for UpdateKey {
         let update = self
             .0
             .store
-            .update_key(scope, &input.key_id, patch)
+            .update_key(scope, &input.key_id, patch, ctx.now().unix())
             .await
             .map_err(Error::from)?;
         let record = match update {
