@@ -105,6 +105,9 @@ def before_call(context, case, **kwargs):
                 body.pop(field, None)
         if "url" in body and label.endswith(("webhooks/create", "webhooks.create", "webhooks/update", "webhooks.update")):
             body["url"] = FUZZ_WEBHOOK_URL
+        # The same for rotation webhooks, which a rotation schedule needs.
+        if body.get("rotation_webhook_url") or body.get("rotation_interval_days"):
+            body["rotation_webhook_url"] = FUZZ_WEBHOOK_URL
     if isinstance(body, dict):
         for field, (kept, absent, resource) in KEPT.items():
             if kept and body.get(field) == kept and label.endswith((f"{resource}/delete", f"{resource}.delete")):

@@ -141,6 +141,7 @@ impl DataDir {
         let keys = ApiKeys::new(
             Arc::new(store.clone()),
             Arc::new(store.clone()),
+            sealer.clone(),
             hasher,
             Arc::clone(&clock),
         );
@@ -176,6 +177,12 @@ impl DataDir {
         let store = Arc::new(self.store.clone());
         let webhooks = opgate_webhooks::Webhooks::new(store.clone(), self.sealer.clone(), policy);
         registry(&self.keys, store.clone(), store, &webhooks)
+    }
+
+    /// The key scheduler over this data directory (scheduled rotations, expiry notices; start it with
+    /// [`opgate_keys::Scheduler::spawn`]).
+    pub fn scheduler(&self) -> Arc<opgate_keys::Scheduler> {
+        self.keys.scheduler(Arc::new(self.store.clone()))
     }
 
     /// The webhook dispatcher over this data directory's outbox (start it with
@@ -304,6 +311,7 @@ pub fn describe_registry() -> Result<Registry, BoxError> {
     let keys = ApiKeys::new(
         store.clone(),
         store.clone(),
+        opgate_webhooks::Sealer::new(&[0; 32]),
         KeyHasher::new(&[0u8; 32])?,
         opgate_core::SystemClock::shared(),
     );
@@ -324,7 +332,7 @@ pub fn registry(
     webhooks: &Arc<opgate_webhooks::Webhooks>,
 ) -> Result<Registry, RegistryError> {
     let mut registry = Registry::new();
-    keys.register(&mut registry)?;
+    keys.register(&mut registry, webhooks.policy())?;
     opgate_tenancy::Tenancy::new(tenancy).register(&mut registry)?;
     webhooks.register(&mut registry)?;
     registry.register(opgate_auth::Whoami)?;

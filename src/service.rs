@@ -279,6 +279,8 @@ impl ServiceBuilder {
         background.push(data.keys.follow_changes(Duration::from_millis(500)));
         background.push(data.spawn_housekeeping(self.audit_retention_days));
         background.push(data.dispatcher(self.webhooks.clone()).spawn());
+        // Scheduled rotations and expiry notices: due work is looked for every 30 s, at once on start.
+        background.push(data.scheduler().spawn(Duration::from_secs(30)));
         let serving = tokio::spawn(Arc::clone(&gateway).serve(listener, async move {
             let _ = stopped.await;
             let _ = stop_metrics.send(());

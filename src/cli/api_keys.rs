@@ -83,6 +83,12 @@ struct CreateArgs {
     /// The (enabled) service account of the key's workspace the key belongs to (`sa_...`).
     #[arg(long, value_name = "SA_ID")]
     service_account_id: Option<String>,
+    /// Rotate the key every this many days (1–365); its new secret goes to --rotation-webhook-url.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=365))]
+    rotation_interval_days: Option<u32>,
+    /// Where scheduled rotations deliver the new secret (https://; signed with the key's rotation secret).
+    #[arg(long)]
+    rotation_webhook_url: Option<String>,
 }
 
 #[derive(Args)]
@@ -172,6 +178,18 @@ struct UpdateArgs {
     /// can only be narrowed).
     #[arg(long, value_delimiter = ',')]
     permissions: Option<Vec<String>>,
+    /// Rotate every this many days (1–365), the next rotation that many days from now.
+    #[arg(long, conflicts_with = "clear_rotation_interval_days", value_parser = clap::value_parser!(u32).range(1..=365))]
+    rotation_interval_days: Option<u32>,
+    /// Stop scheduled rotation (sends `null`).
+    #[arg(long)]
+    clear_rotation_interval_days: bool,
+    /// New rotation webhook URL.
+    #[arg(long, conflicts_with = "clear_rotation_webhook_url")]
+    rotation_webhook_url: Option<String>,
+    /// Remove the rotation webhook URL (sends `null`; stop scheduled rotation first).
+    #[arg(long)]
+    clear_rotation_webhook_url: bool,
     /// `Idempotency-Key` header: a retry with the same key and flags gets the first answer.
     #[arg(long)]
     idempotency_key: Option<String>,
@@ -236,6 +254,8 @@ pub(crate) async fn run(args: ApiKeysArgs) -> Result<(), Exit> {
                 environment_id: a.environment_id,
                 mode: a.mode,
                 service_account_id: a.service_account_id,
+                rotation_interval_days: a.rotation_interval_days,
+                rotation_webhook_url: a.rotation_webhook_url,
             };
             if json {
                 let reply = client
@@ -333,6 +353,14 @@ pub(crate) async fn run(args: ApiKeysArgs) -> Result<(), Exit> {
                 rate_limit: nullable(a.rate_limit, a.clear_rate_limit),
                 allowed_ips: nullable(a.allowed_ips.map(non_empty), a.clear_allowed_ips),
                 permissions: a.permissions.map(permissions),
+                rotation_interval_days: nullable(
+                    a.rotation_interval_days,
+                    a.clear_rotation_interval_days,
+                ),
+                rotation_webhook_url: nullable(
+                    a.rotation_webhook_url,
+                    a.clear_rotation_webhook_url,
+                ),
             };
             if json {
                 let reply = client
@@ -479,6 +507,20 @@ fn print_details(
             "grace_expires_at",
             output::when_exact(k.grace_expires_at, now, "-"),
         ));
+    }
+    if let Some(days) = k.rotation_interval_days {
+        pairs.push(("rotation", format!("every {days} days")));
+        pairs.push((
+            "rotation_webhook_url",
+            output::or(k.rotation_webhook_url.as_deref(), "-"),
+        ));
+        pairs.push((
+            "next_rotation_at",
+            output::when_exact(k.next_rotation_at, now, "-"),
+        ));
+    }
+    if let Some(new) = &k.rotating_to_key_id {
+        pairs.push(("rotating_to_key_id", new.clone()));
     }
     output::fields(out, &pairs)?;
     Ok(())

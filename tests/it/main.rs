@@ -21,6 +21,7 @@ mod list_stream;
 mod operating;
 mod order_of_checks;
 mod registry_table;
+mod rotation;
 mod sessions;
 mod spec;
 mod tenancy;

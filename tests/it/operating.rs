@@ -141,7 +141,7 @@ async fn shutdown_turns_readyz_503_finishes_in_flight_requests_and_exits_0() {
     let body = serde_json::to_vec(&json!({ "name": "during shutdown" })).unwrap();
     let mut in_flight = start_upload(&s, &admin, "api_keys.create", body.len(), &body[..5]).await;
     s.terminate();
-    eventually("readyz turns 503", Duration::from_secs(2), || async {
+    eventually("readyz turns 503", Duration::from_secs(10), || async {
         s.request(reqwest::Method::GET, "/readyz", None)
             .send()
             .await

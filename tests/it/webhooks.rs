@@ -200,13 +200,27 @@ async fn a_failing_receiver_is_retried_with_backoff_until_it_answers() {
     for g in &got {
         verify(&s, &secret, g);
     }
-    let done = deliveries(&s, &admin, json!({"webhook_id": webhook_id})).await;
-    let attempts: Vec<(Value, Value)> = done
-        .iter()
-        .map(|d| (d["status"].clone(), d["attempts"].clone()))
-        .collect();
+    // Recorded once the receiver's answer is back.
+    let attempts = || async {
+        deliveries(&s, &admin, json!({"webhook_id": webhook_id}))
+            .await
+            .iter()
+            .map(|d| (d["status"].clone(), d["attempts"].clone()))
+            .collect::<Vec<(Value, Value)>>()
+    };
+    eventually(
+        "both deliveries recorded",
+        Duration::from_secs(10),
+        || async {
+            attempts()
+                .await
+                .iter()
+                .all(|(status, _)| status == "delivered")
+        },
+    )
+    .await;
     assert_eq!(
-        attempts,
+        attempts().await,
         [
             (json!("delivered"), json!(1)),
             (json!("delivered"), json!(3))

@@ -15,6 +15,8 @@ pub mod ip;
 #[cfg(feature = "server")]
 mod ops;
 #[cfg(feature = "server")]
+mod schedule;
+#[cfg(feature = "server")]
 mod secret;
 #[cfg(feature = "server")]
 pub mod token;
@@ -35,6 +37,8 @@ use opgate_store::{KeyRecord, KeyStore, NewKey, Scope, StoreError, TenancyStore}
 #[cfg(feature = "server")]
 pub use auth::ApiKeyAuthenticator;
 #[cfg(feature = "server")]
+pub use schedule::{Pass, Scheduler};
+#[cfg(feature = "server")]
 pub use secret::{KeyHasher, SecretError, SECRET_FILE};
 #[cfg(feature = "server")]
 pub use usage::UsageRecorder;
@@ -48,6 +52,7 @@ pub const DEFAULT_ORG: &str = "default";
 pub struct ApiKeys {
     store: Arc<dyn KeyStore>,
     tenancy: Arc<dyn TenancyStore>,
+    sealer: opgate_webhooks::Sealer,
     clock: Arc<dyn opgate_core::Clock>,
     hasher: KeyHasher,
     cache: Arc<cache::KeyCache>,
@@ -84,6 +89,10 @@ pub struct KeySpec {
     pub environment_id: Option<String>,
     /// The service account it belongs to.
     pub service_account_id: Option<String>,
+    /// Days between scheduled rotations.
+    pub rotation_interval_days: Option<u32>,
+    /// Where a scheduled rotation delivers the new secret.
+    pub rotation_webhook_url: Option<String>,
 }
 
 #[cfg(feature = "server")]
@@ -105,6 +114,8 @@ impl KeySpec {
             workspace_id: None,
             environment_id: None,
             service_account_id: None,
+            rotation_interval_days: None,
+            rotation_webhook_url: None,
         }
     }
 }
@@ -116,6 +127,7 @@ impl ApiKeys {
     pub fn new(
         store: Arc<dyn KeyStore>,
         tenancy: Arc<dyn TenancyStore>,
+        sealer: opgate_webhooks::Sealer,
         hasher: KeyHasher,
         clock: Arc<dyn opgate_core::Clock>,
     ) -> Arc<Self> {
@@ -127,6 +139,7 @@ impl ApiKeys {
             usage: Arc::new(UsageRecorder::new(Arc::clone(&store))),
             store,
             tenancy,
+            sealer,
             clock,
             hasher,
             cache,
@@ -183,13 +196,17 @@ impl ApiKeys {
         })
     }
 
-    /// Registers every `api_keys.*` operation.
-    pub fn register(self: &Arc<Self>, registry: &mut Registry) -> Result<(), RegistryError> {
+    /// Registers every `api_keys.*` operation; rotation webhook URLs must be ones `policy` allows.
+    pub fn register(
+        self: &Arc<Self>,
+        registry: &mut Registry,
+        policy: opgate_webhooks::guard::Policy,
+    ) -> Result<(), RegistryError> {
         registry
-            .register(ops::CreateKey(self.clone()))?
+            .register(ops::CreateKey(self.clone(), policy))?
             .register_stream(ops::ListKeys(self.clone()))?
             .register(ops::GetKey(self.clone()))?
-            .register(ops::UpdateKey(self.clone()))?
+            .register(ops::UpdateKey(self.clone(), policy))?
             .register(ops::RotateKey(self.clone()))?
             .register(ops::RevokeKey(self.clone()))?;
         Ok(())
@@ -249,8 +266,31 @@ impl ApiKeys {
             mode: spec.mode,
             key_type: spec.key_type,
             service_account_id: spec.service_account_id,
+            rotation_interval_days: spec.rotation_interval_days,
+            rotation_webhook_url: spec.rotation_webhook_url,
+            // Every key keeps the signing key of its own rotation webhook, derived from its secret while the
+            // secret is at hand: scheduled rotation can be turned on later without another secret to hand out.
+            rotation_key_sealed: Some(
+                self.sealer.seal(
+                    &opgate_webhooks::signature::secret_bytes(
+                        &opgate_webhooks::signature::rotation_secret(secret),
+                    )
+                    .expect("a secret made here decodes"),
+                ),
+            ),
         }
     }
+}
+
+/// 400 unless `url` is one a rotation webhook may have (`policy` decides which addresses).
+#[cfg(feature = "server")]
+pub(crate) fn check_rotation_url(
+    url: &str,
+    policy: opgate_webhooks::guard::Policy,
+) -> Result<String, Error> {
+    opgate_webhooks::guard::check_url(url, policy)
+        .map(|u| u.to_string())
+        .map_err(|why| Error::invalid_argument(format!("rotation_webhook_{why}")))
 }
 
 /// The keys a call sees: its organization and mode, and its workspace if it works in one.

@@ -5,6 +5,9 @@ use opgate_core::{scope, validate, Timestamp};
 
 /// Pattern of an API key id: `key_` and a lowercase ULID.
 const KEY_ID_PATTERN: &str = opgate_core::id_pattern!("key");
+/// The shape of a rotation webhook URL, as `opgate-webhooks` states it for endpoint URLs (the server checks
+/// the rest: addresses, credentials, a parseable host).
+const URL_PATTERN: &str = "^https?://[^\\s/?#@]+(/[^\\s#]*)?$";
 /// Pattern of a workspace id.
 const WORKSPACE_ID_PATTERN: &str = opgate_core::id_pattern!("ws");
 /// Pattern of an environment id.
@@ -74,6 +77,15 @@ pub struct KeyDetails {
     pub replaced_by_key_id: Option<String>,
     /// When a rotated key stops working (the end of its grace period), or null.
     pub grace_expires_at: Option<Timestamp>,
+    /// Days between scheduled rotations, or null if the key does not rotate itself.
+    pub rotation_interval_days: Option<u32>,
+    /// Where a scheduled rotation delivers the new secret, or null.
+    pub rotation_webhook_url: Option<String>,
+    /// When the next scheduled rotation is due, or null.
+    pub next_rotation_at: Option<Timestamp>,
+    /// The new key of a scheduled rotation under way (its webhook not answered yet), or null.
+    #[schemars(pattern(KEY_ID_PATTERN))]
+    pub rotating_to_key_id: Option<String>,
     /// Where the key stands now.
     pub status: Status,
 }
@@ -168,6 +180,10 @@ impl KeyDetails {
             revoked_at: r.revoked_at.map(Timestamp),
             replaced_by_key_id: r.replaced_by_key_id,
             grace_expires_at: r.grace_expires_at.map(Timestamp),
+            rotation_interval_days: r.rotation_interval_days,
+            rotation_webhook_url: r.rotation_webhook_url,
+            next_rotation_at: r.next_rotation_at.map(Timestamp),
+            rotating_to_key_id: r.rotating_to_key_id,
             status,
         }
     }
@@ -231,6 +247,18 @@ pub struct CreateKeyInput {
     #[schemars(pattern(SERVICE_ACCOUNT_ID_PATTERN))]
     #[garde(inner(custom(validate::id("sa"))))]
     pub service_account_id: Option<String>,
+    /// Rotate the key every this many days (1–365): a new key is made and its secret delivered to
+    /// `rotation_webhook_url`; only a 2xx answer starts the old key's grace period (24 hours).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[garde(range(min = 1, max = 365))]
+    pub rotation_interval_days: Option<u32>,
+    /// Where scheduled rotations deliver the new secret: `https://` (`http://` only to loopback), signed per
+    /// Standard Webhooks with the key's rotation secret (`whsec_` + base64 of HMAC-SHA256(the key,
+    /// `opgate rotation webhook v1`)). Required with `rotation_interval_days`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 2048), pattern(URL_PATTERN))]
+    #[garde(inner(length(min = 1, max = 2048)))]
+    pub rotation_webhook_url: Option<String>,
 }
 
 impl CreateKeyInput {
@@ -249,6 +277,8 @@ impl CreateKeyInput {
             environment_id: None,
             mode: None,
             service_account_id: None,
+            rotation_interval_days: None,
+            rotation_webhook_url: None,
         }
     }
 }
@@ -369,6 +399,47 @@ pub struct UpdateKeyInput {
     #[schemars(with = "Option<Vec<ScopeString>>")]
     #[garde(length(max = 64), inner(inner(custom(valid_scope))))]
     pub permissions: Option<Vec<String>>,
+    /// Rotate every this many days (1–365), the next rotation that many days from now; `null` stops scheduled
+    /// rotation.
+    #[serde(
+        default,
+        deserialize_with = "validate::present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schemars(with = "Option<u32>", range(min = 1, max = 365))]
+    #[garde(custom(nullable_interval))]
+    pub rotation_interval_days: Option<Option<u32>>,
+    /// New rotation webhook URL; `null` clears it (and needs `rotation_interval_days` cleared too).
+    #[serde(
+        default,
+        deserialize_with = "validate::present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schemars(
+        with = "Option<String>",
+        length(min = 1, max = 2048),
+        pattern(URL_PATTERN)
+    )]
+    #[garde(custom(nullable_url))]
+    pub rotation_webhook_url: Option<Option<String>>,
+}
+
+fn nullable_interval(value: &Option<Option<u32>>, _: &()) -> garde::Result {
+    match value {
+        Some(Some(days)) if !(1..=365).contains(days) => {
+            Err(garde::Error::new("must be between 1 and 365"))
+        }
+        _ => Ok(()),
+    }
+}
+
+fn nullable_url(value: &Option<Option<String>>, _: &()) -> garde::Result {
+    match value {
+        Some(Some(url)) if url.is_empty() || url.len() > 2048 => {
+            Err(garde::Error::new("must be 1-2048 characters"))
+        }
+        _ => Ok(()),
+    }
 }
 
 impl UpdateKeyInput {
@@ -381,6 +452,8 @@ impl UpdateKeyInput {
             rate_limit: None,
             allowed_ips: None,
             permissions: None,
+            rotation_interval_days: None,
+            rotation_webhook_url: None,
         }
     }
 }

@@ -3,6 +3,7 @@
 
 mod audit;
 mod migrations;
+mod rotation;
 mod sqlite;
 mod tenancy;
 mod unopened;
@@ -14,6 +15,9 @@ use std::sync::Arc;
 use opgate_core::{KeyType, Mode};
 
 pub use audit::{AuditEntry, AuditLog, AuditPage};
+pub use rotation::{
+    DueRotation, RotationStart, ScheduleStore, RETRY_FAILED_ROTATION_SECS, SCHEDULED_GRACE_SECS,
+};
 pub use sqlite::SqliteStore;
 pub use tenancy::{
     Creation, Environment, Guarded, Listing, Removal, ServiceAccount, ServiceAccountPatch,
@@ -141,6 +145,17 @@ pub struct KeyRecord {
     pub service_account_id: Option<String>,
     /// Whether that service account is enabled (true for keys without one).
     pub service_account_active: bool,
+    /// Days between scheduled rotations, if the key rotates itself.
+    pub rotation_interval_days: Option<u32>,
+    /// Where a scheduled rotation delivers the new secret.
+    pub rotation_webhook_url: Option<String>,
+    /// When the next scheduled rotation is due (unix seconds).
+    pub next_rotation_at: Option<i64>,
+    /// The new key of a scheduled rotation under way (its webhook not yet answered).
+    pub rotating_to_key_id: Option<String>,
+    /// Whether the key holds the signing key of its rotation webhook (keys made before scheduled rotation
+    /// existed do not: their secret was never at hand since).
+    pub can_rotate_on_schedule: bool,
 }
 
 impl KeyRecord {
@@ -211,6 +226,11 @@ pub struct KeyPatch {
     pub allowed_ips: Option<Vec<String>>,
     /// New permissions.
     pub permissions: Option<Vec<String>>,
+    /// New days between scheduled rotations, or cleared (no more scheduled rotations); the next one is due
+    /// that many days from the change.
+    pub rotation_interval_days: Option<Option<u32>>,
+    /// New rotation webhook URL, or cleared.
+    pub rotation_webhook_url: Option<Option<String>>,
 }
 
 /// The outcome of [`KeyStore::update_key`].
@@ -291,6 +311,12 @@ pub struct NewKey {
     pub key_type: KeyType,
     /// The service account the key belongs to.
     pub service_account_id: Option<String>,
+    /// Days between scheduled rotations.
+    pub rotation_interval_days: Option<u32>,
+    /// Where a scheduled rotation delivers the new secret.
+    pub rotation_webhook_url: Option<String>,
+    /// The key that signs this key's rotation webhooks (derived from its secret), sealed.
+    pub rotation_key_sealed: Option<Vec<u8>>,
 }
 
 /// Filters of [`KeyStore::list_keys`] beyond the scope.

@@ -166,6 +166,22 @@ const MIGRATIONS: &[&str] = &[
         error       TEXT
     );
     CREATE INDEX webhook_attempts_by_delivery ON webhook_attempts (delivery_id, seq);",
+    // 7: scheduled rotation and expiry notices. A key may rotate itself every N days, delivering its new secret
+    // to its rotation webhook (signed with a key derived from its own secret, stored sealed); a rotation under
+    // way names the new key until delivery ends it. Rotation deliveries have a target URL instead of an
+    // endpoint, and their body (which holds the new secret) sealed until they end.
+    "ALTER TABLE api_keys ADD COLUMN rotation_interval_days INTEGER;
+    ALTER TABLE api_keys ADD COLUMN rotation_webhook_url TEXT;
+    ALTER TABLE api_keys ADD COLUMN next_rotation_at INTEGER;
+    ALTER TABLE api_keys ADD COLUMN rotation_key_sealed BLOB;
+    ALTER TABLE api_keys ADD COLUMN rotating_to_key_id TEXT;
+    ALTER TABLE api_keys ADD COLUMN expiry_notices INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX api_keys_rotation_due ON api_keys (next_rotation_at) WHERE next_rotation_at IS NOT NULL;
+    CREATE INDEX api_keys_expiring ON api_keys (expires_at) WHERE expires_at IS NOT NULL AND revoked_at IS NULL;
+    ALTER TABLE webhook_deliveries ADD COLUMN target_url TEXT;
+    ALTER TABLE webhook_deliveries ADD COLUMN signing_sealed BLOB;
+    ALTER TABLE webhook_deliveries ADD COLUMN payload_sealed BLOB;
+    ALTER TABLE webhook_deliveries ADD COLUMN rotation_of TEXT;",
 ];
 
 /// The schema version this build writes.

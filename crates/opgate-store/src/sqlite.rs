@@ -236,7 +236,9 @@ const KEY_COLUMNS: &str = "k.seq, k.id, k.org_id, k.name, k.description, k.key_p
      k.permissions, k.rate_limit, k.allowed_ips, k.created_by, k.created_at, k.expires_at, k.revoked_at, \
      k.last_used_at, k.last_used_ip, k.last_used_user_agent, k.replaced_by_key_id, k.grace_expires_at, \
      k.workspace_id, k.environment_id, k.mode, k.key_type, k.service_account_id, \
-     (k.service_account_id IS NULL OR sa.disabled_at IS NULL AND sa.id IS NOT NULL)";
+     (k.service_account_id IS NULL OR sa.disabled_at IS NULL AND sa.id IS NOT NULL), \
+     k.rotation_interval_days, k.rotation_webhook_url, k.next_rotation_at, k.rotating_to_key_id, \
+     (k.rotation_key_sealed IS NOT NULL)";
 
 /// Keys with their service account, for whether it is enabled.
 const KEYS_FROM: &str = "api_keys k LEFT JOIN service_accounts sa ON sa.id = k.service_account_id";
@@ -293,10 +295,15 @@ fn key_from_row(row: &Row<'_>) -> rusqlite::Result<KeyRecord> {
         key_type: named(row, 22, KeyType::parse)?,
         service_account_id: row.get(23)?,
         service_account_active: row.get(24)?,
+        rotation_interval_days: row.get(25)?,
+        rotation_webhook_url: row.get(26)?,
+        next_rotation_at: row.get(27)?,
+        rotating_to_key_id: row.get(28)?,
+        can_rotate_on_schedule: row.get(29)?,
     })
 }
 
-fn insert(conn: &Connection, key: &NewKey) -> Result<i64, StoreError> {
+pub(crate) fn insert(conn: &Connection, key: &NewKey) -> Result<i64, StoreError> {
     let workspace_id = match (key.key_type, &key.workspace_id) {
         (KeyType::Admin, _) => None,
         (KeyType::Workspace, Some(id)) => Some(id.clone()),
@@ -316,8 +323,9 @@ fn insert(conn: &Connection, key: &NewKey) -> Result<i64, StoreError> {
     let mut stmt = conn.prepare_cached(
         "INSERT INTO api_keys (id, org_id, name, description, key_prefix, key_hash, permissions, rate_limit,
                                allowed_ips, created_by, created_at, expires_at, workspace_id, environment_id,
-                               mode, key_type, service_account_id)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+                               mode, key_type, service_account_id, rotation_interval_days, rotation_webhook_url,
+                               next_rotation_at, rotation_key_sealed)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)",
     )?;
     stmt.execute(params![
         key.id,
@@ -337,6 +345,11 @@ fn insert(conn: &Connection, key: &NewKey) -> Result<i64, StoreError> {
         key.mode.as_str(),
         key.key_type.as_str(),
         key.service_account_id,
+        key.rotation_interval_days,
+        key.rotation_webhook_url,
+        key.rotation_interval_days
+            .map(|days| key.created_at + i64::from(days) * 86_400),
+        key.rotation_key_sealed,
     ])?;
     Ok(conn.last_insert_rowid())
 }
@@ -350,7 +363,7 @@ pub(crate) fn log_change(conn: &Connection, key_hash: &[u8], now: i64) -> Result
     Ok(())
 }
 
-fn select_one(
+pub(crate) fn select_one(
     conn: &Connection,
     filter: &str,
     args: impl rusqlite::Params,
@@ -504,7 +517,12 @@ impl KeyStore for SqliteStore {
                     description = CASE WHEN :set_description THEN :description ELSE description END,
                     rate_limit = CASE WHEN :set_rate_limit THEN :rate_limit ELSE rate_limit END,
                     allowed_ips = coalesce(:allowed_ips, allowed_ips),
-                    permissions = coalesce(:permissions, permissions)
+                    permissions = coalesce(:permissions, permissions),
+                    rotation_interval_days =
+                        CASE WHEN :set_interval THEN :interval ELSE rotation_interval_days END,
+                    next_rotation_at = CASE WHEN NOT :set_interval THEN next_rotation_at
+                        WHEN :interval IS NULL THEN NULL ELSE :now + :interval * 86400 END,
+                    rotation_webhook_url = CASE WHEN :set_url THEN :url ELSE rotation_webhook_url END
                  WHERE seq = :seq",
             )?
             .execute(rusqlite::named_params! {
@@ -515,6 +533,11 @@ impl KeyStore for SqliteStore {
                 ":rate_limit": patch.rate_limit.flatten(),
                 ":allowed_ips": allowed_ips,
                 ":permissions": permissions,
+                ":set_interval": patch.rotation_interval_days.is_some(),
+                ":interval": patch.rotation_interval_days.flatten(),
+                ":set_url": patch.rotation_webhook_url.is_some(),
+                ":url": patch.rotation_webhook_url.flatten(),
+                ":now": now,
                 ":seq": current.seq,
             })?;
             let updated = select_one(conn, "k.seq = ?1", [current.seq])?;
@@ -665,6 +688,9 @@ mod tests {
             mode: Mode::Live,
             key_type: KeyType::Admin,
             service_account_id: None,
+            rotation_interval_days: None,
+            rotation_webhook_url: None,
+            rotation_key_sealed: None,
         }
     }
 

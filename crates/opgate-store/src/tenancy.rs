@@ -919,6 +919,9 @@ mod tests {
             mode,
             key_type,
             service_account_id: sa.map(Into::into),
+            rotation_interval_days: None,
+            rotation_webhook_url: None,
+            rotation_key_sealed: None,
         }
     }
 

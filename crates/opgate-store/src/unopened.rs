@@ -238,3 +238,20 @@ impl WebhookStore for Unopened {
     fn on_events(&self, _: EventListener) {}
     fn key_payloads(&self, _: PayloadBuilder<KeyRecord>) {}
 }
+
+#[async_trait::async_trait]
+impl crate::ScheduleStore for Unopened {
+    async fn due_rotations(&self, _: i64, _: usize) -> Result<Vec<crate::DueRotation>, StoreError> {
+        Err(StoreError::Closed)
+    }
+    async fn start_rotation(
+        &self,
+        _: &str,
+        _: crate::RotationStart,
+    ) -> Result<Option<KeyRecord>, StoreError> {
+        Err(StoreError::Closed)
+    }
+    async fn expiry_notices(&self, _: i64, _: usize) -> Result<usize, StoreError> {
+        Err(StoreError::Closed)
+    }
+}

@@ -136,6 +136,8 @@ pub struct DueDelivery {
     pub secret_sealed: Vec<u8>,
     /// The exact body to send.
     pub payload: String,
+    /// The body, sealed, when it holds a secret (a rotation webhook): it replaces `payload`.
+    pub payload_sealed: Option<Vec<u8>>,
     /// When the event happened (unix seconds).
     pub event_at: i64,
 }
@@ -196,6 +198,11 @@ thread_local! {
 /// How many events the transaction under way has written; the writer reads it after commit.
 pub(crate) fn written() -> usize {
     WRITTEN.with(Cell::get)
+}
+
+/// Notes that the transaction under way wrote deliveries (the dispatcher is woken after its commit).
+pub(crate) fn note_written() {
+    WRITTEN.with(|w| w.set(w.get() + 1));
 }
 
 /// Resets the count to `mark` (after a rolled-back savepoint) or 0 (after a commit).
@@ -429,7 +436,7 @@ fn find_delivery(
 ) -> Result<Option<Delivery>, StoreError> {
     let sql = format!(
         "SELECT {DELIVERY_COLUMNS} FROM {DELIVERIES_FROM}
-         WHERE d.id = ?1 AND e.org_id = ?2 AND e.mode = ?3"
+         WHERE d.id = ?1 AND e.org_id = ?2 AND e.mode = ?3 AND d.target_url IS NULL"
     );
     Ok(conn
         .prepare_cached(&sql)?
@@ -616,7 +623,7 @@ impl WebhookStore for SqliteStore {
         self.read(move |conn| {
             let sql = format!(
                 "SELECT {DELIVERY_COLUMNS} FROM {DELIVERIES_FROM}
-                 WHERE e.org_id = :org AND e.mode = :mode
+                 WHERE e.org_id = :org AND e.mode = :mode AND d.target_url IS NULL
                    AND (:webhook IS NULL OR d.webhook_id = :webhook)
                    AND (:state IS NULL OR d.state = :state)
                    AND d.seq < :before
@@ -668,9 +675,11 @@ impl WebhookStore for SqliteStore {
     async fn due_deliveries(&self, now: i64, limit: usize) -> Result<Vec<DueDelivery>, StoreError> {
         self.read(move |conn| {
             let sql = format!(
-                "SELECT {DELIVERY_COLUMNS}, w.url, w.secret_sealed, e.payload, e.created_at
-                 FROM {DELIVERIES_FROM} JOIN webhooks w ON w.id = d.webhook_id
-                 WHERE d.state = 'pending' AND w.disabled_at IS NULL AND d.next_attempt_at <= ?1
+                "SELECT {DELIVERY_COLUMNS}, coalesce(d.target_url, w.url), coalesce(d.signing_sealed, w.secret_sealed),
+                        e.payload, e.created_at, d.payload_sealed
+                 FROM {DELIVERIES_FROM} LEFT JOIN webhooks w ON w.id = d.webhook_id
+                 WHERE d.state = 'pending' AND d.next_attempt_at <= ?1
+                   AND (d.target_url IS NOT NULL OR (w.id IS NOT NULL AND w.disabled_at IS NULL))
                    AND d.seq = (SELECT min(seq) FROM webhook_deliveries h
                                 WHERE h.webhook_id = d.webhook_id AND h.state = 'pending')
                  ORDER BY d.next_attempt_at LIMIT ?2"
@@ -683,6 +692,7 @@ impl WebhookStore for SqliteStore {
                     secret_sealed: row.get(14)?,
                     payload: row.get(15)?,
                     event_at: row.get(16)?,
+                    payload_sealed: row.get(17)?,
                 })
             })?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
@@ -694,8 +704,9 @@ impl WebhookStore for SqliteStore {
         self.read(|conn| {
             Ok(conn
                 .prepare_cached(
-                    "SELECT min(d.next_attempt_at) FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id
-                     WHERE d.state = 'pending' AND w.disabled_at IS NULL
+                    "SELECT min(d.next_attempt_at) FROM webhook_deliveries d LEFT JOIN webhooks w ON w.id = d.webhook_id
+                     WHERE d.state = 'pending'
+                       AND (d.target_url IS NOT NULL OR (w.id IS NOT NULL AND w.disabled_at IS NULL))
                        AND d.seq = (SELECT min(seq) FROM webhook_deliveries h
                                     WHERE h.webhook_id = d.webhook_id AND h.state = 'pending')",
                 )?
@@ -706,6 +717,7 @@ impl WebhookStore for SqliteStore {
 
     async fn record_attempt(&self, delivery_id: &str, a: Attempt) -> Result<(), StoreError> {
         let id = delivery_id.to_owned();
+        let builder = self.key_payload();
         self.write(move |conn| {
             let (state, next, finished) = match a.next {
                 AttemptNext::Delivered => ("delivered", a.at, Some(a.at)),
@@ -735,6 +747,17 @@ impl WebhookStore for SqliteStore {
                  VALUES (?1, ?2, ?3, ?4, ?5)",
             )?
             .execute(params![id, a.at, a.status, a.latency_ms, a.error])?;
+            if let AttemptNext::RetryAt(_) = a.next {
+                return Ok(());
+            }
+            let rotation: Option<String> = conn
+                .prepare_cached("SELECT rotation_of FROM webhook_deliveries WHERE id = ?1")?
+                .query_row([&id], |r| r.get(0))?;
+            if rotation.is_some() {
+                // A rotation webhook has no endpoint to disable: its end is the rotation's.
+                let delivered = a.next == AttemptNext::Delivered;
+                return crate::rotation::end_rotation(conn, &id, delivered, a.error.as_deref(), a.at, &builder);
+            }
             if a.next == AttemptNext::GiveUp {
                 // An endpoint that keeps failing is disabled, and says so to the organization's others.
                 let webhook: Option<(String, String, String, String)> = conn
@@ -836,6 +859,9 @@ mod tests {
             mode: Mode::Live,
             key_type: KeyType::Admin,
             service_account_id: None,
+            rotation_interval_days: None,
+            rotation_webhook_url: None,
+            rotation_key_sealed: None,
         }
     }
 

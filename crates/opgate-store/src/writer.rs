@@ -340,7 +340,7 @@ pub(crate) fn write_records(conn: &Connection, records: &Records) -> Result<(), 
     Ok(())
 }
 
-fn insert_audit(conn: &Connection, r: &AuditRecord) -> Result<(), StoreError> {
+pub(crate) fn insert_audit(conn: &Connection, r: &AuditRecord) -> Result<(), StoreError> {
     // A fresh random part each time (not a monotonic increment): ids minted in the same millisecond must
     // not tell one organization how many records others wrote in between. Order comes from `seq`.
     let id = format!("aud_{}", ulid::Ulid::new().to_string().to_lowercase());

@@ -191,14 +191,19 @@ impl Dispatcher {
         let url = reqwest::Url::parse(&due.url).map_err(|e| format!("url: {e}"))?;
         let addrs = vetted_addresses(&url, self.config.policy, &self.resolver).await?;
         let client = self.client(&url, &addrs)?;
-        let signature = sign(&key, &due.delivery.event_id, at, due.payload.as_bytes());
+        // A rotation webhook's body holds the new secret: it is sealed in the outbox and opened only here.
+        let body = match &due.payload_sealed {
+            Some(sealed) => self.sealer.open(sealed).map_err(|e| e.to_string())?,
+            None => due.payload.clone().into_bytes(),
+        };
+        let signature = sign(&key, &due.delivery.event_id, at, &body);
         let response = client
             .post(url)
             .header("content-type", "application/json")
             .header("webhook-id", &due.delivery.event_id)
             .header("webhook-timestamp", at.to_string())
             .header("webhook-signature", signature)
-            .body(due.payload.clone())
+            .body(body)
             .send()
             .await
             .map_err(|e| describe(e, self.config.attempt_timeout))?;

@@ -75,6 +75,11 @@ mod server {
             Ok(())
         }
 
+        /// The addresses webhook URLs may have.
+        pub fn policy(&self) -> Policy {
+            self.policy
+        }
+
         /// A new signing secret: the `whsec_…` text for the caller, and its key sealed for the store.
         pub(crate) fn new_secret(&self) -> (String, Vec<u8>) {
             let mut key = [0u8; 32];

@@ -36,6 +36,17 @@ pub fn secret_bytes(secret: &str) -> Result<Vec<u8>, SignatureError> {
         .map_err(|_| SignatureError::BadSecret)
 }
 
+/// The signing secret of an API key's rotation webhook: `whsec_` + base64 of HMAC-SHA256(the API key,
+/// `opgate rotation webhook v1`). The consumer already holds the key being rotated, so it can check the webhook
+/// that brings its replacement without another secret to keep; the server computes it while it still has the
+/// key's secret (when the key is made) and keeps it sealed.
+pub fn rotation_secret(api_key: &str) -> String {
+    let mut mac =
+        Hmac::<Sha256>::new_from_slice(api_key.as_bytes()).expect("HMAC takes keys of any length");
+    mac.update(b"opgate rotation webhook v1");
+    encode_secret(&mac.finalize().into_bytes())
+}
+
 /// A `whsec_…` secret holding `key`.
 pub fn encode_secret(key: &[u8]) -> String {
     format!("{SECRET_PREFIX}{}", STANDARD.encode(key))

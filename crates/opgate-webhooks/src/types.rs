@@ -28,6 +28,13 @@ pub enum EventType {
     /// A key was revoked.
     #[serde(rename = "api_key.revoked")]
     ApiKeyRevoked,
+    /// A key expires within 7 days, then within 1 day (`data.expires_within`), once each.
+    #[serde(rename = "api_key.expiring")]
+    ApiKeyExpiring,
+    /// A scheduled rotation failed: its webhook never answered 2xx. The new key was revoked and the old one
+    /// works on (`data.rotation_error`, `data.revoked_key_id`); the rotation is tried again in a day.
+    #[serde(rename = "api_key.rotation_failed")]
+    ApiKeyRotationFailed,
     /// An endpoint was disabled because its deliveries kept failing.
     #[serde(rename = "webhook.disabled")]
     WebhookDisabled,
@@ -35,11 +42,13 @@ pub enum EventType {
 
 impl EventType {
     /// Every event type.
-    pub const ALL: [EventType; 5] = [
+    pub const ALL: [EventType; 7] = [
         EventType::ApiKeyCreated,
         EventType::ApiKeyUpdated,
         EventType::ApiKeyRotated,
         EventType::ApiKeyRevoked,
+        EventType::ApiKeyExpiring,
+        EventType::ApiKeyRotationFailed,
         EventType::WebhookDisabled,
     ];
 
@@ -50,6 +59,8 @@ impl EventType {
             EventType::ApiKeyUpdated => "api_key.updated",
             EventType::ApiKeyRotated => "api_key.rotated",
             EventType::ApiKeyRevoked => "api_key.revoked",
+            EventType::ApiKeyExpiring => "api_key.expiring",
+            EventType::ApiKeyRotationFailed => "api_key.rotation_failed",
             EventType::WebhookDisabled => "webhook.disabled",
         }
     }

@@ -9,7 +9,7 @@ use crate::types::{CreateKeyInput, CreateKeyOutput, KeyDetails};
 use crate::{check_known, dedup, grants, token, ApiKeys, KeySpec};
 
 /// `api_keys.create`: mints a key in the caller's organization and returns its secret once.
-pub(crate) struct CreateKey(pub Arc<ApiKeys>);
+pub(crate) struct CreateKey(pub Arc<ApiKeys>, pub opgate_webhooks::guard::Policy);
 
 /// Where a new workspace key goes.
 struct Placement {
@@ -58,6 +58,16 @@ impl Operation for CreateKey {
             KeyType::Admin => admin_placement(&ctx, &input)?,
             KeyType::Workspace => self.place(&ctx, &input).await?,
         };
+        let rotation_webhook_url = input
+            .rotation_webhook_url
+            .as_deref()
+            .map(|url| crate::check_rotation_url(url, self.1))
+            .transpose()?;
+        if input.rotation_interval_days.is_some() && rotation_webhook_url.is_none() {
+            return Err(Error::invalid_argument(
+                "rotation_webhook_url: required with rotation_interval_days (the new secret is delivered there)",
+            ));
+        }
         let requested_expiry = input
             .expires_in_days
             .map(|d| ctx.now().unix() + i64::from(d) * 86_400);
@@ -75,6 +85,8 @@ impl Operation for CreateKey {
             workspace_id: placement.workspace_id,
             environment_id: placement.environment_id,
             service_account_id: placement.service_account_id,
+            rotation_interval_days: input.rotation_interval_days,
+            rotation_webhook_url,
         };
         let key = token::generate(mode);
         let new = self.0.new_key(&key, spec);

@@ -98,6 +98,8 @@ impl Operation for RotateKey {
             workspace_id: old.workspace_id.clone(),
             environment_id: old.environment_id.clone(),
             service_account_id: old.service_account_id.clone(),
+            rotation_interval_days: old.rotation_interval_days,
+            rotation_webhook_url: old.rotation_webhook_url.clone(),
         };
         let secret = token::generate(spec.mode);
         let new = self.0.new_key(&secret, spec);

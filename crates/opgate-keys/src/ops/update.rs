@@ -7,16 +7,16 @@ use crate::types::{KeyDetails, UpdateKeyInput};
 use crate::{check_known, check_target, dedup, grants, not_found, ApiKeys};
 
 /// `api_keys.update`: renames, re-describes, re-limits, re-fences or narrows a key.
-pub(crate) struct UpdateKey(pub Arc<ApiKeys>);
+pub(crate) struct UpdateKey(pub Arc<ApiKeys>, pub opgate_webhooks::guard::Policy);
 
 impl Operation for UpdateKey {
     const META: OpMeta = OpMeta {
         id: "api_keys.update",
         scope: "api_keys:write",
         side_effect: SideEffect::Write,
-        summary: "Change a key's name, description, rate limit or allowed IPs, or narrow its permissions.",
+        summary: "Change a key's name, description, rate limit, allowed IPs or rotation schedule, or narrow its permissions.",
     };
-    const ERRORS: &'static [Code] = &[Code::NotFound];
+    const ERRORS: &'static [Code] = &[Code::NotFound, Code::Conflict];
     const EXAMPLE: &'static str = r#"{"key_id": "key_01jf3m8v6k2x9q4w7e5r1t0y8z", "name": "ci-deploy-eu", "rate_limit": 120, "description": null}"#;
     type Input = UpdateKeyInput;
     type Output = KeyDetails;
@@ -57,12 +57,37 @@ impl Operation for UpdateKey {
         }
         grants::rate_limit_change(caller, input.rate_limit)?;
         grants::allowed_ips_change(caller, input.allowed_ips.as_ref())?;
+        let rotation_webhook_url = match input.rotation_webhook_url {
+            Some(Some(url)) => Some(Some(crate::check_rotation_url(&url, self.1)?)),
+            other => other,
+        };
+        let interval_after = input
+            .rotation_interval_days
+            .unwrap_or(current.rotation_interval_days);
+        let url_after = rotation_webhook_url
+            .clone()
+            .unwrap_or(current.rotation_webhook_url.clone());
+        if interval_after.is_some() && url_after.is_none() {
+            return Err(Error::invalid_argument(
+                "rotation_webhook_url: required while rotation_interval_days is set (the new secret is delivered \
+                 there)",
+            ));
+        }
+        if matches!(input.rotation_interval_days, Some(Some(_))) && !current.can_rotate_on_schedule
+        {
+            return Err(Error::conflict(
+                "rotation_interval_days: this key was made before scheduled rotation existed and holds no \
+                 rotation webhook secret; rotate it once (api_keys.rotate), then schedule the new key",
+            ));
+        }
         let patch = KeyPatch {
             name: input.name,
             description: input.description,
             rate_limit: input.rate_limit,
             allowed_ips: input.allowed_ips.map(Option::unwrap_or_default),
             permissions: input.permissions.map(dedup),
+            rotation_interval_days: input.rotation_interval_days,
+            rotation_webhook_url,
         };
         // Whether the new permissions only narrow the key is checked by the store inside the write, so two
         // concurrent updates cannot widen it between a read and a write.
