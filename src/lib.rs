@@ -153,6 +153,24 @@ impl DataDir {
                     .unwrap_or_default()
             }),
         );
+        // `workspace.*` and `service_account.*` carry the object as `workspaces.get` / `service_accounts.get`
+        // show it.
+        opgate_store::WebhookStore::workspace_payloads(
+            &store,
+            Arc::new(|ws: &opgate_store::Workspace, _| {
+                serde_json::to_value(opgate_tenancy::types::WorkspaceDetails::from(ws.clone()))
+                    .unwrap_or_default()
+            }),
+        );
+        opgate_store::WebhookStore::account_payloads(
+            &store,
+            Arc::new(|sa: &opgate_store::ServiceAccount, _| {
+                serde_json::to_value(opgate_tenancy::types::ServiceAccountDetails::from(
+                    sa.clone(),
+                ))
+                .unwrap_or_default()
+            }),
+        );
         Ok(DataDir {
             path: path.to_owned(),
             store,

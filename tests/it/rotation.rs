@@ -186,6 +186,32 @@ async fn a_key_rotates_itself_and_only_a_delivered_secret_starts_the_grace_perio
 }
 
 #[tokio::test]
+async fn a_key_that_became_due_while_the_server_was_down_rotates_on_start() {
+    let mut s = TestGateway::start().await;
+    let admin = s.admin_key().to_owned();
+    let receiver = Receiver::start(Behaviour::FailFirst(0)).await;
+    let old_id = id_of(
+        &s.create(
+            &admin,
+            json!({"name": "k", "rotation_interval_days": 1, "rotation_webhook_url": receiver.url}),
+        )
+        .await["key_details"],
+    );
+    s.restart().await;
+    s.advance(3 * DAY);
+    // The first pass after the start finds it due.
+    let pass = s.data().scheduler().run_once().await.unwrap();
+    assert_eq!(pass.rotations, 1);
+    let dispatcher = s.dispatcher(quick(), Arc::new(SystemResolver));
+    let _running = dispatcher.spawn();
+    receiver.wait_for(1).await;
+    eventually("the rotation ends", Duration::from_secs(10), || async {
+        s.get(&admin, &old_id).await["status"] == "rotating"
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn a_rotation_webhook_that_never_answers_leaves_the_old_key_working() {
     let s = TestGateway::start().await;
     let admin = s.admin_key().to_owned();

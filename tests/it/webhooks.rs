@@ -525,3 +525,93 @@ async fn endpoint_edges_redeliver_after_delete_and_duplicate_types() {
     .await
     .error_with(409, "conflict", &["endpoint was deleted"]);
 }
+
+#[tokio::test]
+async fn workspaces_and_service_accounts_send_their_events_too() {
+    let s = TestGateway::start().await;
+    let admin = s.admin_key().to_owned();
+    let receiver = Receiver::start(Behaviour::FailFirst(0)).await;
+    let (secret, _) = create_webhook(
+        &s,
+        &admin,
+        json!({"url": receiver.url, "event_types": [
+            "workspace.created", "workspace.updated", "workspace.deleted",
+            "service_account.created", "service_account.disabled", "service_account.enabled",
+            "service_account.updated", "service_account.deleted"]}),
+    )
+    .await;
+    let dispatcher = s.dispatcher(quick(), system());
+    let _running = dispatcher.spawn();
+    let ws = id_of(
+        &s.call_ok("workspaces.create", &admin, json!({"name": "A"}))
+            .await
+            .json(),
+    );
+    s.call_ok(
+        "workspaces.update",
+        &admin,
+        json!({"workspace_id": ws, "name": "B"}),
+    )
+    .await;
+    let sa = id_of(
+        &s.call_ok(
+            "service_accounts.create",
+            &admin,
+            json!({"name": "bot", "workspace_id": ws}),
+        )
+        .await
+        .json(),
+    );
+    for disabled in [true, false] {
+        s.call_ok(
+            "service_accounts.update",
+            &admin,
+            json!({"service_account_id": sa, "disabled": disabled}),
+        )
+        .await;
+    }
+    s.call_ok(
+        "service_accounts.update",
+        &admin,
+        json!({"service_account_id": sa, "name": "robot"}),
+    )
+    .await;
+    s.call_ok(
+        "service_accounts.delete",
+        &admin,
+        json!({"service_account_id": sa}),
+    )
+    .await;
+    s.call_ok("workspaces.delete", &admin, json!({"workspace_id": ws}))
+        .await;
+    let got = receiver.wait_for(8).await;
+    let seen: Vec<(String, String)> = got
+        .iter()
+        .map(|g| {
+            let body = g.json();
+            (
+                body["type"].as_str().unwrap().to_owned(),
+                body["data"]["id"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let expected: Vec<(String, String)> = [
+        ("workspace.created", &ws),
+        ("workspace.updated", &ws),
+        ("service_account.created", &sa),
+        ("service_account.disabled", &sa),
+        ("service_account.enabled", &sa),
+        ("service_account.updated", &sa),
+        ("service_account.deleted", &sa),
+        ("workspace.deleted", &ws),
+    ]
+    .iter()
+    .map(|(t, id)| (t.to_string(), id.to_string()))
+    .collect();
+    assert_eq!(seen, expected);
+    for g in &got {
+        verify(&s, &secret, g);
+    }
+    assert_eq!(got[1].json()["data"]["name"], "B");
+    assert_eq!(got[3].json()["data"]["is_active"], false);
+}

@@ -5,6 +5,7 @@
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use crate::sqlite::log_change;
+use crate::webhooks::structure_event;
 use crate::{SqliteStore, StoreError};
 
 /// A workspace of an organization.
@@ -564,6 +565,7 @@ impl TenancyStore for SqliteStore {
     }
 
     async fn insert_workspace(&self, ws: Workspace) -> Result<Workspace, StoreError> {
+        let events = self.workspace_payload();
         self.write(move |conn| {
             // The default workspace first, so that it is the oldest of its organization.
             ensure_default(conn, &ws.org_id, ws.created_at)?;
@@ -573,12 +575,14 @@ impl TenancyStore for SqliteStore {
             )?
             .execute(params![ws.id, ws.org_id, ws.name, ws.description, ws.created_at])?;
             let seq = conn.last_insert_rowid();
-            Ok(Workspace {
+            let created = Workspace {
                 seq,
                 is_default: false,
                 updated_at: ws.created_at,
                 ..ws
-            })
+            };
+            structure_event(conn, &events, "workspace.created", &created.org_id, &created, created.created_at)?;
+            Ok(created)
         })
         .await
     }
@@ -603,6 +607,7 @@ impl TenancyStore for SqliteStore {
         now: i64,
     ) -> Result<Option<Workspace>, StoreError> {
         let (view, id) = (View::from(within), id.to_owned());
+        let events = self.workspace_payload();
         self.write(move |conn| {
             let Some(found) = WORKSPACES.find(conn, &view, &id)? else {
                 return Ok(None);
@@ -620,7 +625,11 @@ impl TenancyStore for SqliteStore {
                 ":now": now,
                 ":seq": found.seq,
             })?;
-            WORKSPACES.find(conn, &view, &id)
+            let updated = WORKSPACES.find(conn, &view, &id)?;
+            if let Some(ws) = &updated {
+                structure_event(conn, &events, "workspace.updated", &ws.org_id, ws, now)?;
+            }
+            Ok(updated)
         })
         .await
     }
@@ -632,6 +641,7 @@ impl TenancyStore for SqliteStore {
         now: i64,
     ) -> Result<Removal<Workspace>, StoreError> {
         let (view, id) = (View::from(within), id.to_owned());
+        let events = self.workspace_payload();
         self.write(move |conn| {
             let Some(found) = WORKSPACES.find(conn, &view, &id)? else {
                 return Ok(Removal::NotFound);
@@ -666,6 +676,14 @@ impl TenancyStore for SqliteStore {
                 .execute([&id])?;
             conn.prepare_cached("DELETE FROM workspaces WHERE seq = ?1")?
                 .execute([found.seq])?;
+            structure_event(
+                conn,
+                &events,
+                "workspace.deleted",
+                &found.org_id,
+                &found,
+                now,
+            )?;
             Ok(Removal::Removed(found))
         })
         .await
@@ -749,6 +767,7 @@ impl TenancyStore for SqliteStore {
         &self,
         sa: ServiceAccount,
     ) -> Result<ServiceAccount, StoreError> {
+        let events = self.account_payload();
         self.write(move |conn| {
             let sa = in_workspace(conn, sa, |a| (&a.org_id, &mut a.workspace_id, a.created_at))?;
             conn.prepare_cached(
@@ -765,12 +784,21 @@ impl TenancyStore for SqliteStore {
                 sa.created_by,
                 sa.created_at
             ])?;
-            Ok(ServiceAccount {
+            let created = ServiceAccount {
                 seq: conn.last_insert_rowid(),
                 disabled_at: None,
                 updated_at: sa.created_at,
                 ..sa
-            })
+            };
+            structure_event(
+                conn,
+                &events,
+                "service_account.created",
+                &created.org_id,
+                &created,
+                created.created_at,
+            )?;
+            Ok(created)
         })
         .await
     }
@@ -799,6 +827,7 @@ impl TenancyStore for SqliteStore {
         caller: &[String],
     ) -> Result<Guarded<ServiceAccount>, StoreError> {
         let (view, id, caller) = (View::from(within), id.to_owned(), caller.to_vec());
+        let events = self.account_payload();
         self.write(move |conn| {
             let Some(found) = ACCOUNTS.find(conn, &view, &id)? else {
                 return Ok(Guarded::NotFound);
@@ -831,6 +860,14 @@ impl TenancyStore for SqliteStore {
                 forget_account_keys(conn, &id, now)?;
             }
             let updated = ACCOUNTS.find(conn, &view, &id)?;
+            if let Some(account) = &updated {
+                let what = match (found.disabled_at, disabled_at) {
+                    (None, Some(_)) => "service_account.disabled",
+                    (Some(_), None) => "service_account.enabled",
+                    _ => "service_account.updated",
+                };
+                structure_event(conn, &events, what, &account.org_id, account, now)?;
+            }
             Ok(updated.map_or(Guarded::NotFound, Guarded::Done))
         })
         .await
@@ -845,6 +882,7 @@ impl TenancyStore for SqliteStore {
         mode: opgate_core::Mode,
     ) -> Result<Guarded<(ServiceAccount, u64)>, StoreError> {
         let (view, id, caller) = (View::from(within), id.to_owned(), caller.to_vec());
+        let events = self.account_payload();
         self.write(move |conn| {
             let Some(found) = ACCOUNTS.find(conn, &view, &id)? else {
                 return Ok(Guarded::NotFound);
@@ -864,6 +902,7 @@ impl TenancyStore for SqliteStore {
             forget_account_keys(conn, &id, now)?;
             conn.prepare_cached("DELETE FROM service_accounts WHERE seq = ?1")?
                 .execute([found.seq])?;
+            structure_event(conn, &events, "service_account.deleted", &found.org_id, &found, now)?;
             Ok(Guarded::Done((found, revoked as u64)))
         })
         .await

@@ -237,6 +237,8 @@ impl WebhookStore for Unopened {
     }
     fn on_events(&self, _: EventListener) {}
     fn key_payloads(&self, _: PayloadBuilder<KeyRecord>) {}
+    fn workspace_payloads(&self, _: PayloadBuilder<Workspace>) {}
+    fn account_payloads(&self, _: PayloadBuilder<ServiceAccount>) {}
 }
 
 #[async_trait::async_trait]

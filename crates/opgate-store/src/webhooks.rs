@@ -214,6 +214,8 @@ pub(crate) fn reset_written(mark: usize) {
 #[derive(Default)]
 pub(crate) struct Outbox {
     pub(crate) keys: RwLock<Option<PayloadBuilder<crate::KeyRecord>>>,
+    pub(crate) workspaces: RwLock<Option<PayloadBuilder<crate::Workspace>>>,
+    pub(crate) accounts: RwLock<Option<PayloadBuilder<crate::ServiceAccount>>>,
     pub(crate) listeners: RwLock<Vec<EventListener>>,
 }
 
@@ -414,6 +416,10 @@ pub trait WebhookStore: Send + Sync + 'static {
     fn on_events(&self, listener: EventListener);
     /// Builds the `data` of `api_key.*` events from a key's row.
     fn key_payloads(&self, builder: PayloadBuilder<crate::KeyRecord>);
+    /// Builds the `data` of `workspace.*` events.
+    fn workspace_payloads(&self, builder: PayloadBuilder<crate::Workspace>);
+    /// Builds the `data` of `service_account.*` events.
+    fn account_payloads(&self, builder: PayloadBuilder<crate::ServiceAccount>);
 }
 
 fn find_webhook(conn: &Connection, owner: &Owner, id: &str) -> Result<Option<Webhook>, StoreError> {
@@ -448,10 +454,52 @@ fn find_delivery(
 }
 
 impl SqliteStore {
+    /// The builder of `workspace.*` payloads, if one is registered.
+    pub(crate) fn workspace_payload(&self) -> Option<PayloadBuilder<crate::Workspace>> {
+        self.inner
+            .outbox
+            .workspaces
+            .read()
+            .expect("outbox lock")
+            .clone()
+    }
+
+    /// The builder of `service_account.*` payloads, if one is registered.
+    pub(crate) fn account_payload(&self) -> Option<PayloadBuilder<crate::ServiceAccount>> {
+        self.inner
+            .outbox
+            .accounts
+            .read()
+            .expect("outbox lock")
+            .clone()
+    }
+
     /// The builder of `api_key.*` payloads, if one is registered.
     pub(crate) fn key_payload(&self) -> Option<PayloadBuilder<crate::KeyRecord>> {
         self.inner.outbox.keys.read().expect("outbox lock").clone()
     }
+}
+
+/// Writes the `<kind>.<what>` event of `row` of organization `org` through `builder`, inside the caller's
+/// transaction. The organization's structure is shared by both modes and changed by live callers: its events
+/// are live events.
+pub(crate) fn structure_event<T>(
+    conn: &Connection,
+    builder: &Option<PayloadBuilder<T>>,
+    event_type: &str,
+    org: &str,
+    row: &T,
+    at: i64,
+) -> Result<(), StoreError> {
+    emit(
+        conn,
+        builder,
+        event_type.to_owned(),
+        org,
+        Mode::Live,
+        row,
+        at,
+    )
 }
 
 /// Writes the `api_key.<what>` event of `record` through `builder`, inside the caller's transaction.
@@ -462,19 +510,39 @@ pub(crate) fn key_event(
     record: &crate::KeyRecord,
     at: i64,
 ) -> Result<(), StoreError> {
+    let event_type = format!("api_key.{what}");
+    emit(
+        conn,
+        builder,
+        event_type,
+        &record.org_id,
+        record.mode,
+        record,
+        at,
+    )
+}
+
+/// Appends the event built from `row`, or nothing when no builder is registered (the store used alone).
+fn emit<T>(
+    conn: &Connection,
+    builder: &Option<PayloadBuilder<T>>,
+    event_type: String,
+    org: &str,
+    mode: Mode,
+    row: &T,
+    at: i64,
+) -> Result<(), StoreError> {
     let Some(builder) = builder else {
         return Ok(());
     };
-    append(
-        conn,
-        &NewEvent {
-            org_id: record.org_id.clone(),
-            mode: record.mode,
-            event_type: format!("api_key.{what}"),
-            data: builder(record, at),
-            at,
-        },
-    )
+    let event = NewEvent {
+        org_id: org.to_owned(),
+        mode,
+        event_type,
+        data: builder(row, at),
+        at,
+    };
+    append(conn, &event)
 }
 
 #[async_trait::async_trait]
@@ -812,6 +880,14 @@ impl WebhookStore for SqliteStore {
 
     fn key_payloads(&self, builder: PayloadBuilder<crate::KeyRecord>) {
         *self.inner.outbox.keys.write().expect("outbox lock") = Some(builder);
+    }
+
+    fn workspace_payloads(&self, builder: PayloadBuilder<crate::Workspace>) {
+        *self.inner.outbox.workspaces.write().expect("outbox lock") = Some(builder);
+    }
+
+    fn account_payloads(&self, builder: PayloadBuilder<crate::ServiceAccount>) {
+        *self.inner.outbox.accounts.write().expect("outbox lock") = Some(builder);
     }
 }
 

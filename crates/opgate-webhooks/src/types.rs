@@ -38,11 +38,35 @@ pub enum EventType {
     /// An endpoint was disabled because its deliveries kept failing.
     #[serde(rename = "webhook.disabled")]
     WebhookDisabled,
+    /// A workspace was created (a live event: the structure is shared by both modes).
+    #[serde(rename = "workspace.created")]
+    WorkspaceCreated,
+    /// A workspace's name or description changed.
+    #[serde(rename = "workspace.updated")]
+    WorkspaceUpdated,
+    /// A workspace was deleted.
+    #[serde(rename = "workspace.deleted")]
+    WorkspaceDeleted,
+    /// A service account was created.
+    #[serde(rename = "service_account.created")]
+    ServiceAccountCreated,
+    /// A service account's name or description changed.
+    #[serde(rename = "service_account.updated")]
+    ServiceAccountUpdated,
+    /// A service account was disabled: its keys fail from now on.
+    #[serde(rename = "service_account.disabled")]
+    ServiceAccountDisabled,
+    /// A service account was enabled again.
+    #[serde(rename = "service_account.enabled")]
+    ServiceAccountEnabled,
+    /// A service account was deleted and its keys revoked.
+    #[serde(rename = "service_account.deleted")]
+    ServiceAccountDeleted,
 }
 
 impl EventType {
     /// Every event type.
-    pub const ALL: [EventType; 7] = [
+    pub const ALL: [EventType; 15] = [
         EventType::ApiKeyCreated,
         EventType::ApiKeyUpdated,
         EventType::ApiKeyRotated,
@@ -50,6 +74,14 @@ impl EventType {
         EventType::ApiKeyExpiring,
         EventType::ApiKeyRotationFailed,
         EventType::WebhookDisabled,
+        EventType::WorkspaceCreated,
+        EventType::WorkspaceUpdated,
+        EventType::WorkspaceDeleted,
+        EventType::ServiceAccountCreated,
+        EventType::ServiceAccountUpdated,
+        EventType::ServiceAccountDisabled,
+        EventType::ServiceAccountEnabled,
+        EventType::ServiceAccountDeleted,
     ];
 
     /// The wire name, e.g. `api_key.created`.
@@ -62,6 +94,14 @@ impl EventType {
             EventType::ApiKeyExpiring => "api_key.expiring",
             EventType::ApiKeyRotationFailed => "api_key.rotation_failed",
             EventType::WebhookDisabled => "webhook.disabled",
+            EventType::WorkspaceCreated => "workspace.created",
+            EventType::WorkspaceUpdated => "workspace.updated",
+            EventType::WorkspaceDeleted => "workspace.deleted",
+            EventType::ServiceAccountCreated => "service_account.created",
+            EventType::ServiceAccountUpdated => "service_account.updated",
+            EventType::ServiceAccountDisabled => "service_account.disabled",
+            EventType::ServiceAccountEnabled => "service_account.enabled",
+            EventType::ServiceAccountDeleted => "service_account.deleted",
         }
     }
 
