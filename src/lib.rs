@@ -272,11 +272,13 @@ impl DataDir {
         }
     }
 
-    /// Starts the background upkeep of the data directory: hourly, idempotency records past their 24 hours
-    /// and audit records older than `audit_retention_days` (none when `None`) are deleted in small batches.
+    /// Starts the background upkeep of the data directory: hourly, idempotency records past their 24 hours,
+    /// audit records older than `audit_retention_days` and ended webhook deliveries older than
+    /// `webhook_retention_days` (none when `None`) are deleted in small batches.
     pub fn spawn_housekeeping(
         &self,
         audit_retention_days: Option<u32>,
+        webhook_retention_days: Option<u32>,
     ) -> tokio::task::JoinHandle<()> {
         let (store, clock) = (self.store.clone(), Arc::clone(&self.clock));
         tokio::spawn(async move {
@@ -297,6 +299,17 @@ impl DataDir {
                             "audit records past their retention deleted"
                         ),
                         Err(e) => tracing::warn!(error = %e, "expiring audit records failed"),
+                    }
+                }
+                if let Some(days) = webhook_retention_days {
+                    match store.expire_outbox(now - i64::from(days) * 86_400).await {
+                        Ok(0) => {}
+                        Ok(n) => tracing::info!(
+                            deleted = n,
+                            days,
+                            "webhook deliveries past their retention deleted"
+                        ),
+                        Err(e) => tracing::warn!(error = %e, "expiring webhook deliveries failed"),
                     }
                 }
             }

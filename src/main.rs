@@ -208,6 +208,10 @@ pub(crate) struct ServeArgs {
     /// Days audit records are kept; older ones are deleted hourly in the background (0 keeps them forever).
     #[arg(long, env = "OPGATE_AUDIT_RETENTION_DAYS", default_value_t = 90)]
     pub(crate) audit_retention_days: u32,
+    /// Days ended webhook deliveries, their attempts and events are kept; older ones are deleted hourly in the
+    /// background (0 keeps them forever). Pending deliveries are kept whatever their age.
+    #[arg(long, env = "OPGATE_WEBHOOK_RETENTION_DAYS", default_value_t = 30)]
+    pub(crate) webhook_retention_days: u32,
     /// Let webhooks reach loopback, private, link-local and other special addresses (development and tests
     /// only: otherwise a webhook URL could reach into the operator's own network).
     #[arg(long, env = "OPGATE_ALLOW_PRIVATE_WEBHOOKS")]

@@ -48,6 +48,7 @@ pub struct ServiceBuilder {
     clock: Option<Arc<dyn Clock>>,
     metrics: Metrics,
     audit_retention_days: Option<u32>,
+    webhook_retention_days: Option<u32>,
     operations: Vec<Operations>,
     webhooks: opgate_webhooks::DispatchConfig,
 }
@@ -80,6 +81,7 @@ impl Service {
             clock: None,
             metrics: Metrics::Off,
             audit_retention_days: Some(90),
+            webhook_retention_days: Some(30),
             operations: Vec::new(),
             webhooks: opgate_webhooks::DispatchConfig::default(),
         }
@@ -190,6 +192,13 @@ impl ServiceBuilder {
         self
     }
 
+    /// Days ended webhook deliveries (and their events and attempts) are kept (default 30; `None` keeps them
+    /// forever). Pending deliveries are kept whatever their age.
+    pub fn webhook_retention_days(mut self, days: Option<u32>) -> Self {
+        self.webhook_retention_days = days;
+        self
+    }
+
     /// How webhooks are delivered: which addresses they may reach (`--allow-private-webhooks`,
     /// `--allow-insecure-webhooks`), the attempt timeout and the retry schedule.
     pub fn webhooks(mut self, config: opgate_webhooks::DispatchConfig) -> Self {
@@ -277,7 +286,8 @@ impl ServiceBuilder {
         }
         background.push(data.keys.start_usage_flusher(Duration::from_secs(1)));
         background.push(data.keys.follow_changes(Duration::from_millis(500)));
-        background.push(data.spawn_housekeeping(self.audit_retention_days));
+        background
+            .push(data.spawn_housekeeping(self.audit_retention_days, self.webhook_retention_days));
         background.push(data.dispatcher(self.webhooks.clone()).spawn());
         // Scheduled rotations and expiry notices: due work is looked for every 30 s, at once on start.
         background.push(data.scheduler().spawn(Duration::from_secs(30)));

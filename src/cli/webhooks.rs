@@ -49,7 +49,7 @@ enum WebhooksCommand {
     /// Replace an endpoint's signing secret; the new one is printed this once and signs every delivery from
     /// now on (`webhooks.rotate_secret`).
     RotateSecret(RotateSecretArgs),
-    /// List webhook deliveries, newest first: status, attempts, last answer and latency
+    /// List webhook deliveries, newest first: status, last answer and every attempt
     /// (`webhooks.deliveries`).
     Deliveries(DeliveriesArgs),
     /// Send a delivery again now, same event and same `webhook-id`, delivered or failed alike
@@ -526,29 +526,41 @@ fn print_details(
 /// A delivery as `field  value` lines.
 fn print_delivery(out: &mut impl Write, d: &DeliveryDetails) -> Result<(), Exit> {
     let now = Timestamp::now().unix();
-    output::fields(
-        out,
-        &[
-            ("id", d.id.clone()),
-            ("webhook_id", d.webhook_id.clone()),
-            ("event_id", d.event_id.clone()),
-            ("event_type", d.event_type.clone()),
-            ("status", status_name(d.status).to_owned()),
-            ("attempts", d.attempts.to_string()),
-            (
-                "next_attempt_at",
-                output::when_exact(d.next_attempt_at, now, "-"),
-            ),
-            ("last_status", output::or(d.last_status, "-")),
-            ("last_error", output::or(d.last_error.as_deref(), "-")),
-            ("last_latency_ms", output::or(d.last_latency_ms, "-")),
-            (
-                "created_at",
-                output::when_exact(Some(d.created_at), now, "-"),
-            ),
-            ("finished_at", output::when_exact(d.finished_at, now, "-")),
-        ],
-    )?;
+    // The history holds the last attempts: number them as the whole count does.
+    let first = (d.attempts as usize).saturating_sub(d.history.len()) + 1;
+    let keys: Vec<String> = (first..first + d.history.len())
+        .map(|n| format!("attempt_{n}"))
+        .collect();
+    let mut pairs = vec![
+        ("id", d.id.clone()),
+        ("webhook_id", d.webhook_id.clone()),
+        ("event_id", d.event_id.clone()),
+        ("event_type", d.event_type.clone()),
+        ("status", status_name(d.status).to_owned()),
+        ("attempts", d.attempts.to_string()),
+        (
+            "next_attempt_at",
+            output::when_exact(d.next_attempt_at, now, "-"),
+        ),
+        ("last_status", output::or(d.last_status, "-")),
+        ("last_error", output::or(d.last_error.as_deref(), "-")),
+        ("last_latency_ms", output::or(d.last_latency_ms, "-")),
+        (
+            "created_at",
+            output::when_exact(Some(d.created_at), now, "-"),
+        ),
+        ("finished_at", output::when_exact(d.finished_at, now, "-")),
+    ];
+    for (key, a) in keys.iter().zip(&d.history) {
+        let answer = output::or(a.status, "no answer");
+        let outcome = a.error.clone().unwrap_or_else(|| "delivered".to_owned());
+        let when = output::when_exact(Some(a.at), now, "-");
+        pairs.push((
+            key,
+            format!("{when}  {answer}  {}  {outcome}", latency(a.latency_ms)),
+        ));
+    }
+    output::fields(out, &pairs)?;
     Ok(())
 }
 

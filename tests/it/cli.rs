@@ -1913,9 +1913,20 @@ fn webhooks_commands() {
             "last_error",
             "last_latency_ms",
             "created_at",
-            "finished_at"
+            "finished_at",
+            "attempt_1"
         ]
     );
+    // The first attempt's line: when, the answer's status, the latency, the outcome.
+    let first: Vec<String> = again
+        .field("attempt_1")
+        .split("  ")
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(first.len(), 4, "{first:?}");
+    assert_eq!(first[1], "204");
+    assert!(first[2].ends_with("ms"), "{first:?}");
+    assert_eq!(first[3], "delivered");
     assert_eq!(again.field("id"), delivery);
     assert_eq!(
         again.field("event_id"),

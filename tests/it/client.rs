@@ -847,6 +847,7 @@ async fn a_webhook_endpoint_its_secret_and_its_deliveries() {
             last_latency_ms: None,
             created_at,
             finished_at: None,
+            history: vec![],
         }
     );
     let delivered: Vec<_> = admin

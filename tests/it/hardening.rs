@@ -335,7 +335,7 @@ async fn audit_records_past_their_retention_are_deleted() {
     s.create(&admin, json!({ "name": "new" })).await;
     assert_eq!(audit(&s, &admin).await.len(), 3);
     // The upkeep runs at start, then hourly.
-    let upkeep = s.data().spawn_housekeeping(Some(30));
+    let upkeep = s.data().spawn_housekeeping(Some(30), None);
     eventually(
         "the old record is deleted",
         Duration::from_secs(10),

@@ -226,6 +226,25 @@ async fn a_failing_receiver_is_retried_with_backoff_until_it_answers() {
             (json!("delivered"), json!(3))
         ]
     );
+    // Each attempt is in the history, oldest first, with its answer, latency and outcome.
+    let tried = &deliveries(&s, &admin, json!({"webhook_id": webhook_id})).await[1];
+    let history = tried["history"].as_array().unwrap();
+    let outcomes: Vec<(Value, Value)> = history
+        .iter()
+        .map(|a| (a["status"].clone(), a["error"].clone()))
+        .collect();
+    let failed = json!("HTTP 500 Internal Server Error: receiver is down [31m");
+    assert_eq!(
+        outcomes,
+        [
+            (json!(500), failed.clone()),
+            (json!(500), failed),
+            (json!(204), Value::Null)
+        ]
+    );
+    assert!(history.iter().all(|a| a["latency_ms"].is_u64()));
+    let times: Vec<&str> = history.iter().map(|a| a["at"].as_str().unwrap()).collect();
+    assert!(times.windows(2).all(|w| w[0] < w[1]), "{times:?}");
 }
 
 #[tokio::test]
@@ -614,4 +633,62 @@ async fn workspaces_and_service_accounts_send_their_events_too() {
     }
     assert_eq!(got[1].json()["data"]["name"], "B");
     assert_eq!(got[3].json()["data"]["is_active"], false);
+}
+
+#[tokio::test]
+async fn ended_deliveries_past_their_retention_are_deleted_and_pending_ones_kept() {
+    let s = TestGateway::start().await;
+    let admin = s.admin_key().to_owned();
+    let up = Receiver::start(Behaviour::FailFirst(0)).await;
+    let down = Receiver::start(Behaviour::FailFirst(usize::MAX)).await;
+    let (_, up_id) = create_webhook(&s, &admin, json!({"url": up.url})).await;
+    let (_, down_id) = create_webhook(&s, &admin, json!({"url": down.url})).await;
+    let dispatcher = s.dispatcher(quick(), system());
+    s.create(&admin, json!({"name": "old"})).await;
+    assert_eq!(dispatcher.run_once().await.unwrap(), 2);
+    let ended = deliveries(&s, &admin, json!({"webhook_id": up_id})).await;
+    assert_eq!(ended[0]["status"], "delivered");
+    let old_id = ended[0]["id"].as_str().unwrap().to_owned();
+    // A month and a day later, another event: its deliveries are pending, as is the failing endpoint's first.
+    s.advance(Duration::from_secs(31 * 86_400));
+    s.create(&admin, json!({"name": "new"})).await;
+    assert_eq!(deliveries(&s, &admin, json!({})).await.len(), 4);
+
+    let upkeep = s.data().spawn_housekeeping(None, Some(30));
+    eventually(
+        "the ended delivery is deleted",
+        Duration::from_secs(10),
+        || async { deliveries(&s, &admin, json!({})).await.len() == 3 },
+    )
+    .await;
+    upkeep.abort();
+    let left: Vec<(Value, Value)> = deliveries(&s, &admin, json!({}))
+        .await
+        .iter()
+        .map(|d| (d["webhook_id"].clone(), d["status"].clone()))
+        .collect();
+    assert_eq!(
+        left,
+        [
+            (json!(down_id), json!("pending")),
+            (json!(up_id), json!("pending")),
+            (json!(down_id), json!("pending")),
+        ]
+    );
+    let gone = s
+        .post(
+            &op_path("webhooks.redeliver"),
+            Some(&admin),
+            &json!({"delivery_id": old_id}),
+        )
+        .await;
+    assert_eq!(
+        gone.error(404, "not_found"),
+        format!("delivery_id: no webhook delivery `{old_id}` in this organization")
+    );
+    // The old event stays while the failing endpoint's delivery still needs it; its attempt went with it.
+    let db = rusqlite::Connection::open(s.data_dir().join("opgate.db")).unwrap();
+    let count = |sql: &str| -> i64 { db.query_row(sql, [], |r| r.get(0)).unwrap() };
+    assert_eq!(count("SELECT count(*) FROM webhook_events"), 2);
+    assert_eq!(count("SELECT count(*) FROM webhook_attempts"), 1);
 }

@@ -118,7 +118,7 @@ impl AuditLog for SqliteStore {
 }
 
 /// Rows deleted per write by the expiry sweeps: other writes wait at most one such batch.
-const SWEEP_BATCH: i64 = 5_000;
+pub(crate) const SWEEP_BATCH: i64 = 5_000;
 
 impl SqliteStore {
     /// Deletes idempotency records created before `cutoff` (unix seconds); returns how many.

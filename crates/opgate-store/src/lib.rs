@@ -25,8 +25,9 @@ pub use tenancy::{
 };
 pub use unopened::Unopened;
 pub use webhooks::{
-    Attempt, AttemptNext, Delivery, DeliveryPage, DeliveryState, DueDelivery, EventListener,
-    NewEvent, Owner, PayloadBuilder, Redelivery, Webhook, WebhookPatch, WebhookStore,
+    Attempt, AttemptNext, AttemptRecord, Delivery, DeliveryPage, DeliveryState, DueDelivery,
+    EventListener, NewEvent, Owner, PayloadBuilder, Redelivery, Webhook, WebhookPatch,
+    WebhookStore, HISTORY_LIMIT,
 };
 pub use writer::ChangeListener;
 

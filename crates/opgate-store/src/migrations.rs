@@ -182,6 +182,10 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE webhook_deliveries ADD COLUMN signing_sealed BLOB;
     ALTER TABLE webhook_deliveries ADD COLUMN payload_sealed BLOB;
     ALTER TABLE webhook_deliveries ADD COLUMN rotation_of TEXT;",
+    // 8: outbox retention. Ended deliveries are deleted by age, then the events nothing refers to.
+    "CREATE INDEX webhook_deliveries_ended ON webhook_deliveries (finished_at) WHERE finished_at IS NOT NULL;
+    CREATE INDEX webhook_deliveries_by_event ON webhook_deliveries (event_seq);
+    CREATE INDEX webhook_events_by_age ON webhook_events (created_at);",
 ];
 
 /// The schema version this build writes.

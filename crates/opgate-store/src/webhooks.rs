@@ -123,6 +123,24 @@ pub struct Delivery {
     pub created_at: i64,
     /// When it was delivered or given up.
     pub finished_at: Option<i64>,
+    /// Its attempts, oldest first (the last [`HISTORY_LIMIT`]); empty where the caller does not need them.
+    pub history: Vec<AttemptRecord>,
+}
+
+/// How many of a delivery's attempts [`Delivery::history`] keeps: more than one run of the backoff makes.
+pub const HISTORY_LIMIT: usize = 50;
+
+/// One attempt at a delivery, as recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttemptRecord {
+    /// When it was made (unix seconds).
+    pub at: i64,
+    /// The HTTP status, if an answer came.
+    pub status: Option<u16>,
+    /// How long it took.
+    pub latency_ms: Option<u32>,
+    /// Why it failed, if it did.
+    pub error: Option<String>,
 }
 
 /// A delivery due now, with what sending it takes.
@@ -329,14 +347,36 @@ fn delivery_from_row(row: &Row<'_>) -> rusqlite::Result<Delivery> {
         last_latency_ms: row.get(10)?,
         created_at: row.get(11)?,
         finished_at: row.get(12)?,
+        history: Vec::new(),
     })
+}
+
+/// Fills in each delivery's [`Delivery::history`].
+fn with_history(conn: &Connection, deliveries: &mut [Delivery]) -> Result<(), StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT at, status, latency_ms, error FROM webhook_attempts
+         WHERE delivery_id = ?1 ORDER BY seq DESC LIMIT ?2",
+    )?;
+    for d in deliveries {
+        let rows = stmt.query_map(params![d.id, HISTORY_LIMIT as i64], |r| {
+            Ok(AttemptRecord {
+                at: r.get(0)?,
+                status: r.get(1)?,
+                latency_ms: r.get(2)?,
+                error: r.get(3)?,
+            })
+        })?;
+        d.history = rows.collect::<Result<Vec<_>, _>>()?;
+        d.history.reverse();
+    }
+    Ok(())
 }
 
 /// The outcome of [`WebhookStore::redeliver`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Redelivery {
     /// Queued again.
-    Queued(Delivery),
+    Queued(Box<Delivery>),
     /// The caller sees no such delivery.
     NotFound,
     /// Its endpoint was deleted: there is nowhere to send it.
@@ -444,16 +484,72 @@ fn find_delivery(
         "SELECT {DELIVERY_COLUMNS} FROM {DELIVERIES_FROM}
          WHERE d.id = ?1 AND e.org_id = ?2 AND e.mode = ?3 AND d.target_url IS NULL"
     );
-    Ok(conn
+    let found = conn
         .prepare_cached(&sql)?
         .query_row(
             params![id, owner.org_id, owner.mode.as_str()],
             delivery_from_row,
         )
-        .optional()?)
+        .optional()?;
+    let mut found: Vec<Delivery> = found.into_iter().collect();
+    with_history(conn, &mut found)?;
+    Ok(found.pop())
 }
 
 impl SqliteStore {
+    /// Deletes deliveries that ended (delivered or failed) before `cutoff`, with their attempts, and then the
+    /// events older than `cutoff` that no delivery refers to any more; returns how many deliveries went.
+    /// Pending deliveries are never deleted. Batched, so that writers are not held up.
+    pub async fn expire_outbox(&self, cutoff: i64) -> Result<usize, StoreError> {
+        let batch = crate::audit::SWEEP_BATCH;
+        let mut total = 0;
+        loop {
+            let n = self
+                .write(move |conn| {
+                    let ids: Vec<(i64, String)> = {
+                        let mut stmt = conn.prepare_cached(
+                            "SELECT seq, id FROM webhook_deliveries
+                             WHERE finished_at < ?1 ORDER BY finished_at LIMIT ?2",
+                        )?;
+                        let rows =
+                            stmt.query_map(params![cutoff, batch], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                        rows.collect::<Result<_, _>>()?
+                    };
+                    let mut attempts =
+                        conn.prepare_cached("DELETE FROM webhook_attempts WHERE delivery_id = ?1")?;
+                    let mut delivery =
+                        conn.prepare_cached("DELETE FROM webhook_deliveries WHERE seq = ?1")?;
+                    for (seq, id) in &ids {
+                        attempts.execute([id])?;
+                        delivery.execute([seq])?;
+                    }
+                    Ok(ids.len())
+                })
+                .await?;
+            total += n;
+            if n < batch as usize {
+                break;
+            }
+        }
+        loop {
+            let n = self
+                .write(move |conn| {
+                    Ok(conn
+                        .prepare_cached(
+                            "DELETE FROM webhook_events WHERE seq IN (
+                                SELECT e.seq FROM webhook_events e WHERE e.created_at < ?1
+                                  AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.event_seq = e.seq)
+                                LIMIT ?2)",
+                        )?
+                        .execute(params![cutoff, batch])?)
+                })
+                .await?;
+            if n < batch as usize {
+                return Ok(total);
+            }
+        }
+    }
+
     /// The builder of `workspace.*` payloads, if one is registered.
     pub(crate) fn workspace_payload(&self) -> Option<PayloadBuilder<crate::Workspace>> {
         self.inner
@@ -709,7 +805,9 @@ impl WebhookStore for SqliteStore {
                 },
                 delivery_from_row,
             )?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            let mut deliveries = rows.collect::<Result<Vec<_>, _>>()?;
+            with_history(conn, &mut deliveries)?;
+            Ok(deliveries)
         })
         .await
     }
@@ -735,7 +833,7 @@ impl WebhookStore for SqliteStore {
             )?
             .execute(params![found.seq, now])?;
             WRITTEN.with(|w| w.set(w.get() + 1));
-            Ok(find_delivery(conn, &owner, &id)?.map_or(Redelivery::NotFound, Redelivery::Queued))
+            Ok(find_delivery(conn, &owner, &id)?.map_or(Redelivery::NotFound, |d| Redelivery::Queued(Box::new(d))))
         })
         .await
     }

@@ -39,7 +39,9 @@ mod server {
     use crate::guard::Policy;
     use crate::ops;
     use crate::seal::Sealer;
-    use crate::types::{DeliveryDetails, DeliveryStatus, EventType, WebhookDetails};
+    use crate::types::{
+        AttemptDetails, DeliveryDetails, DeliveryStatus, EventType, WebhookDetails,
+    };
 
     /// The purpose under which the key sealing webhook secrets is derived from the server secret.
     pub const SEALING_PURPOSE: &str = "opgate webhook secrets v1";
@@ -175,6 +177,16 @@ mod server {
                 last_latency_ms: d.last_latency_ms,
                 created_at: Timestamp(d.created_at),
                 finished_at: d.finished_at.map(Timestamp),
+                history: d
+                    .history
+                    .into_iter()
+                    .map(|a| AttemptDetails {
+                        at: Timestamp(a.at),
+                        status: a.status,
+                        latency_ms: a.latency_ms,
+                        error: a.error,
+                    })
+                    .collect(),
             }
         }
     }

@@ -32,7 +32,7 @@ impl Sealer {
         getrandom::fill(&mut nonce).expect("the OS random source failed");
         let sealed = self
             .cipher
-            .encrypt(XNonce::from_slice(&nonce), plaintext)
+            .encrypt(&XNonce::from(nonce), plaintext)
             .expect("XChaCha20-Poly1305 seals any length");
         let mut out = nonce.to_vec();
         out.extend_from_slice(&sealed);
@@ -45,8 +45,9 @@ impl Sealer {
             return Err(Unsealable);
         }
         let (nonce, body) = sealed.split_at(NONCE_LEN);
+        let nonce: [u8; NONCE_LEN] = nonce.try_into().map_err(|_| Unsealable)?;
         self.cipher
-            .decrypt(XNonce::from_slice(nonce), body)
+            .decrypt(&XNonce::from(nonce), body)
             .map_err(|_| Unsealable)
     }
 }

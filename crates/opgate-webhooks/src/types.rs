@@ -289,6 +289,21 @@ pub struct DeliveryDetails {
     pub created_at: Timestamp,
     /// When it was delivered or given up, or null.
     pub finished_at: Option<Timestamp>,
+    /// Every attempt, oldest first (the last 50): when, the answer's status, the latency and why it failed.
+    pub history: Vec<AttemptDetails>,
+}
+
+/// One attempt at a delivery.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct AttemptDetails {
+    /// When it was made.
+    pub at: Timestamp,
+    /// The HTTP status of the answer, or null if none came (refused address, timeout, connection error).
+    pub status: Option<u16>,
+    /// How long it took, in milliseconds.
+    pub latency_ms: Option<u32>,
+    /// Why it failed (never more than the start of the answer), or null when it was delivered.
+    pub error: Option<String>,
 }
 
 /// Input of `webhooks.deliveries`.

@@ -21,7 +21,7 @@ impl StreamOperation for Deliveries {
         id: "webhooks.deliveries",
         scope: "webhooks:read",
         side_effect: SideEffect::Read,
-        summary: "Stream webhook deliveries, newest first: status, attempts, last answer and latency (never a payload or secret).",
+        summary: "Stream webhook deliveries, newest first: status, last answer and every attempt with its latency (never a payload or secret).",
     };
     const ERRORS: &'static [Code] = &[Code::NotFound];
     const EXAMPLE: &'static str = r#"{"status": "failed", "limit": 20}"#;

@@ -33,7 +33,7 @@ impl Operation for Redeliver {
             .redeliver(&owner, &input.delivery_id, ctx.now().unix())
             .await?
         {
-            Redelivery::Queued(delivery) => Ok(delivery.into()),
+            Redelivery::Queued(delivery) => Ok((*delivery).into()),
             Redelivery::NotFound => Err(Error::not_found(format!(
                 "delivery_id: no webhook delivery `{}` in this organization",
                 input.delivery_id
