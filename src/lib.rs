@@ -68,6 +68,7 @@ pub use opgate_keys as keys;
 pub use opgate_server as server;
 pub use opgate_spec as spec;
 pub use opgate_store as store;
+pub use opgate_store_postgres as store_postgres;
 pub use opgate_webhooks as webhooks;
 
 use opgate_auth::{SessionAuthenticator, SessionConfig, SessionSettings, TokenRouter};
@@ -75,7 +76,7 @@ use opgate_core::{Registry, RegistryError};
 use opgate_keys::{ApiKeyAuthenticator, ApiKeys, KeyHasher};
 use opgate_server::{Gateway, ServerConfig};
 use opgate_spec::ApiInfo;
-use opgate_store::{AuditLog, SqliteStore};
+use opgate_store::{AuditLog, Database, SqliteStore};
 
 /// Name of the SQLite file inside the data directory.
 pub const DB_FILE: &str = "opgate.db";
@@ -87,8 +88,8 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub struct DataDir {
     /// Where it lives.
     pub path: PathBuf,
-    /// The database.
-    pub store: SqliteStore,
+    /// The database: SQLite in the data directory, or PostgreSQL for a fleet.
+    pub store: Arc<dyn Database>,
     /// The key service over the database.
     pub keys: Arc<ApiKeys>,
     /// How session tokens are signed and checked (secret, issuer, audience).
@@ -136,49 +137,83 @@ impl DataDir {
         let sessions = SessionConfig::load(path, sessions)?;
         let store = SqliteStore::open(&path.join(DB_FILE))
             .map_err(|e| format!("cannot open database {}: {e}", path.join(DB_FILE).display()))?;
+        Ok(Self::assemble(
+            path,
+            Arc::new(store),
+            hasher,
+            sessions,
+            clock,
+        ))
+    }
+
+    /// Like [`DataDir::open_with_clock`], keeping the data in the PostgreSQL database at `database_url`
+    /// (migrated on open) instead of SQLite: the engine of a fleet. The data directory still holds the
+    /// secrets when `secret_override` and the session settings do not give them; every instance of a fleet
+    /// must use the same ones.
+    pub async fn open_postgres(
+        path: &Path,
+        database_url: &str,
+        secret_override: Option<&str>,
+        sessions: &SessionSettings,
+        clock: Arc<dyn opgate_core::Clock>,
+    ) -> Result<Self, BoxError> {
+        create_data_dir(path)?;
+        let hasher = KeyHasher::load(path, secret_override)?;
+        let sessions = SessionConfig::load(path, sessions)?;
+        let store = opgate_store_postgres::PgStore::connect(database_url)
+            .await
+            .map_err(|e| format!("cannot open the PostgreSQL database: {e}"))?;
+        Ok(Self::assemble(
+            path,
+            Arc::new(store),
+            hasher,
+            sessions,
+            clock,
+        ))
+    }
+
+    /// The data directory over an opened `store`: the key service, sealer and event payloads wired to it.
+    fn assemble(
+        path: &Path,
+        store: Arc<dyn Database>,
+        hasher: KeyHasher,
+        sessions: SessionConfig,
+        clock: Arc<dyn opgate_core::Clock>,
+    ) -> Self {
         let sealer =
             opgate_webhooks::Sealer::new(&hasher.derive_key(opgate_webhooks::SEALING_PURPOSE));
         let keys = ApiKeys::new(
-            Arc::new(store.clone()),
-            Arc::new(store.clone()),
+            store.clone(),
+            store.clone(),
             sealer.clone(),
             hasher,
             Arc::clone(&clock),
         );
         // `api_key.*` events carry the key's metadata as `api_keys.get` shows it, written with the change.
-        opgate_store::WebhookStore::key_payloads(
-            &store,
-            Arc::new(|record: &opgate_store::KeyRecord, at: i64| {
-                serde_json::to_value(opgate_keys::types::KeyDetails::at(record.clone(), at))
-                    .unwrap_or_default()
-            }),
-        );
+        store.key_payloads(Arc::new(|record: &opgate_store::KeyRecord, at: i64| {
+            serde_json::to_value(opgate_keys::types::KeyDetails::at(record.clone(), at))
+                .unwrap_or_default()
+        }));
         // `workspace.*` and `service_account.*` carry the object as `workspaces.get` / `service_accounts.get`
         // show it.
-        opgate_store::WebhookStore::workspace_payloads(
-            &store,
-            Arc::new(|ws: &opgate_store::Workspace, _| {
-                serde_json::to_value(opgate_tenancy::types::WorkspaceDetails::from(ws.clone()))
-                    .unwrap_or_default()
-            }),
-        );
-        opgate_store::WebhookStore::account_payloads(
-            &store,
-            Arc::new(|sa: &opgate_store::ServiceAccount, _| {
-                serde_json::to_value(opgate_tenancy::types::ServiceAccountDetails::from(
-                    sa.clone(),
-                ))
+        store.workspace_payloads(Arc::new(|ws: &opgate_store::Workspace, _| {
+            serde_json::to_value(opgate_tenancy::types::WorkspaceDetails::from(ws.clone()))
                 .unwrap_or_default()
-            }),
-        );
-        Ok(DataDir {
+        }));
+        store.account_payloads(Arc::new(|sa: &opgate_store::ServiceAccount, _| {
+            serde_json::to_value(opgate_tenancy::types::ServiceAccountDetails::from(
+                sa.clone(),
+            ))
+            .unwrap_or_default()
+        }));
+        DataDir {
             path: path.to_owned(),
             store,
             keys,
             sessions,
             clock,
             sealer,
-        })
+        }
     }
 
     /// The registry of every built-in operation, served from this data directory, taking webhook URLs the
@@ -192,15 +227,15 @@ impl DataDir {
         &self,
         policy: opgate_webhooks::guard::Policy,
     ) -> Result<Registry, RegistryError> {
-        let store = Arc::new(self.store.clone());
+        let store = &self.store;
         let webhooks = opgate_webhooks::Webhooks::new(store.clone(), self.sealer.clone(), policy);
-        registry(&self.keys, store.clone(), store, &webhooks)
+        registry(&self.keys, store.clone(), store.clone(), &webhooks)
     }
 
     /// The key scheduler over this data directory (scheduled rotations, expiry notices; start it with
     /// [`opgate_keys::Scheduler::spawn`]).
     pub fn scheduler(&self) -> Arc<opgate_keys::Scheduler> {
-        self.keys.scheduler(Arc::new(self.store.clone()))
+        self.keys.scheduler(self.store.clone())
     }
 
     /// The webhook dispatcher over this data directory's outbox (start it with
@@ -210,7 +245,7 @@ impl DataDir {
         config: opgate_webhooks::DispatchConfig,
     ) -> Arc<opgate_webhooks::Dispatcher> {
         opgate_webhooks::Dispatcher::new(
-            Arc::new(self.store.clone()),
+            self.store.clone(),
             self.sealer.clone(),
             Arc::clone(&self.clock),
             Arc::new(opgate_webhooks::guard::SystemResolver),
@@ -229,7 +264,7 @@ impl DataDir {
         let keys = Arc::new(ApiKeyAuthenticator::new(Arc::clone(&self.keys)));
         let sessions = SessionAuthenticator::new(self.sessions.clone(), Arc::clone(&self.clock));
         let authenticator = Arc::new(TokenRouter::new(keys, sessions));
-        let store = Arc::new(self.store.clone());
+        let store = self.store.clone();
         let mut gateway = Gateway::new(Arc::new(registry), authenticator, config)
             .with_journal(store.clone())
             .with_workspaces(store)
@@ -244,7 +279,7 @@ impl DataDir {
 /// The exclusive lock of a data directory, held by one serving gateway for as long as it lives.
 #[derive(Debug)]
 pub struct DataDirLock {
-    _file: std::fs::File,
+    _file: Option<std::fs::File>,
 }
 
 impl DataDir {
@@ -254,11 +289,15 @@ impl DataDir {
     /// server. Offline `opgate admin` commands do not take it; their changes reach the server through the key
     /// change log.
     pub fn lock(&self) -> Result<DataDirLock, BoxError> {
+        if self.store.engine() != "sqlite" {
+            // A fleet shares its database by design; PostgreSQL keeps the instances consistent.
+            return Ok(DataDirLock { _file: None });
+        }
         let path = self.path.join(DB_FILE);
         let file = std::fs::File::open(&path)
             .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
         match file.try_lock() {
-            Ok(()) => Ok(DataDirLock { _file: file }),
+            Ok(()) => Ok(DataDirLock { _file: Some(file) }),
             Err(std::fs::TryLockError::WouldBlock) => Err(format!(
                 "another opgate server is using the data directory {} (it holds {}); stop it first or use \
                  another --data-dir",

@@ -90,24 +90,31 @@ pub(crate) struct DataDirArgs {
         hide = true
     )]
     pub(crate) session_secret: Option<String>,
+    /// PostgreSQL database to keep the data in instead of SQLite in the data directory
+    /// (`postgres://user@host/db`, or `postgresql://user@%2Frun%2Fpostgresql/db` for a unix socket): the
+    /// engine for several instances behind one load balancer. Every instance must share `OPGATE_SECRET` and
+    /// `OPGATE_SESSION_SECRET` (or the same secret files).
+    #[arg(long, env = "OPGATE_DATABASE_URL", hide_env_values = true)]
+    pub(crate) database_url: Option<String>,
 }
 
 impl DataDirArgs {
-    pub(crate) fn open(&self) -> Result<DataDir, BoxError> {
-        self.open_with(None, None)
-    }
-
-    /// Opens the data directory; session tokens must carry `issuer` and `audience` when given.
-    fn open_with(
-        &self,
-        issuer: Option<String>,
-        audience: Option<String>,
-    ) -> Result<DataDir, BoxError> {
-        DataDir::open_with(
-            &self.data_dir,
-            self.secret.as_deref(),
-            &self.session_settings(issuer, audience),
-        )
+    /// Opens the data directory, and the PostgreSQL database when `--database-url` names one.
+    pub(crate) async fn open(&self) -> Result<DataDir, BoxError> {
+        let sessions = self.session_settings(None, None);
+        match &self.database_url {
+            Some(url) => {
+                DataDir::open_postgres(
+                    &self.data_dir,
+                    url,
+                    self.secret.as_deref(),
+                    &sessions,
+                    opgate::core::SystemClock::shared(),
+                )
+                .await
+            }
+            None => DataDir::open_with(&self.data_dir, self.secret.as_deref(), &sessions),
+        }
     }
 
     pub(crate) fn session_settings(

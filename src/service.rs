@@ -49,6 +49,7 @@ pub struct ServiceBuilder {
     metrics: Metrics,
     audit_retention_days: Option<u32>,
     webhook_retention_days: Option<u32>,
+    database_url: Option<String>,
     operations: Vec<Operations>,
     webhooks: opgate_webhooks::DispatchConfig,
 }
@@ -82,6 +83,7 @@ impl Service {
             metrics: Metrics::Off,
             audit_retention_days: Some(90),
             webhook_retention_days: Some(30),
+            database_url: None,
             operations: Vec::new(),
             webhooks: opgate_webhooks::DispatchConfig::default(),
         }
@@ -192,6 +194,13 @@ impl ServiceBuilder {
         self
     }
 
+    /// Keeps the data in the PostgreSQL database at `url` instead of SQLite in the data directory (default:
+    /// SQLite). Instances sharing a database must share the server and session secrets.
+    pub fn database_url(mut self, url: Option<String>) -> Self {
+        self.database_url = url;
+        self
+    }
+
     /// Days ended webhook deliveries (and their events and attempts) are kept (default 30; `None` keeps them
     /// forever). Pending deliveries are kept whatever their age.
     pub fn webhook_retention_days(mut self, days: Option<u32>) -> Self {
@@ -229,12 +238,24 @@ impl ServiceBuilder {
     /// database, binds the listener and starts serving and the background tasks.
     pub async fn start(self) -> Result<Service, BoxError> {
         let clock = self.clock.unwrap_or_else(opgate_core::SystemClock::shared);
-        let data = DataDir::open_with_clock(
-            &self.data_dir,
-            self.secret.as_deref(),
-            &self.sessions,
-            clock,
-        )?;
+        let data = match &self.database_url {
+            Some(url) => {
+                DataDir::open_postgres(
+                    &self.data_dir,
+                    url,
+                    self.secret.as_deref(),
+                    &self.sessions,
+                    clock,
+                )
+                .await?
+            }
+            None => DataDir::open_with_clock(
+                &self.data_dir,
+                self.secret.as_deref(),
+                &self.sessions,
+                clock,
+            )?,
+        };
         let lock = data.lock()?;
         let admin_key = data.keys.bootstrap_admin().await?;
         let mut registry = data.registry_with(self.webhooks.policy)?;

@@ -9,8 +9,8 @@ use crate::{CreateKeyArgs, MintSessionArgs, RevokeKeyArgs, SeedKeysArgs};
 
 /// `opgate admin revoke-key KEY_ID`: revokes a key of any organization.
 pub(crate) async fn revoke_key(args: RevokeKeyArgs) -> Result<(), BoxError> {
-    let data = args.data.open()?;
-    let key = opgate::store::KeyStore::find_key(&data.store, &args.key_id)
+    let data = args.data.open().await?;
+    let key = opgate::store::KeyStore::find_key(&*data.store, &args.key_id)
         .await?
         .ok_or_else(|| format!("no API key `{}` in this data directory", args.key_id))?;
     let now = opgate::core::Timestamp::now().unix();
@@ -19,7 +19,7 @@ pub(crate) async fn revoke_key(args: RevokeKeyArgs) -> Result<(), BoxError> {
         mode: key.mode,
         workspace_id: None,
     };
-    opgate::store::KeyStore::revoke_key(&data.store, &scope, &key.id, now).await?;
+    opgate::store::KeyStore::revoke_key(&*data.store, &scope, &key.id, now).await?;
     data.store.close().await;
     eprintln!("revoked {} (organization {})", key.id, key.org_id);
     Ok(())
@@ -29,7 +29,7 @@ pub(crate) async fn revoke_key(args: RevokeKeyArgs) -> Result<(), BoxError> {
 pub(crate) async fn create_key(args: CreateKeyArgs) -> Result<(), BoxError> {
     validate_scopes(&args.permissions)?;
     validate_org(&args.org)?;
-    let data = args.data.open()?;
+    let data = args.data.open().await?;
     let spec = KeySpec {
         permissions: args.permissions,
         rate_limit: args.rate_limit,
@@ -84,7 +84,7 @@ pub(crate) fn mint_session(args: MintSessionArgs) -> Result<(), BoxError> {
 /// `opgate admin seed-keys`: inserts many keys in one transaction (fixtures).
 pub(crate) async fn seed_keys(args: SeedKeysArgs) -> Result<(), BoxError> {
     validate_scopes(&args.permissions)?;
-    let data = args.data.open()?;
+    let data = args.data.open().await?;
     const CHUNK: usize = 10_000;
     let mut done = 0;
     while done < args.count {

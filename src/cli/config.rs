@@ -96,6 +96,12 @@ pub(crate) fn describe(serve: &Command, matches: &ArgMatches, from_file: &[Strin
             "(none)".to_owned()
         } else if id.contains("secret") {
             "******** (masked)".to_owned()
+        } else if id == "database_url" {
+            values
+                .iter()
+                .map(|v| without_password(v))
+                .collect::<Vec<_>>()
+                .join(",")
         } else {
             values.join(",")
         };
@@ -118,4 +124,24 @@ pub(crate) fn check(
     print!("{}", describe(command, matches, from_file));
     println!("# ok: the settings are valid");
     Ok(())
+}
+
+/// A database URL with its password masked: `postgres://user:********@host/db`, or `password=********` in the
+/// key-value form.
+fn without_password(url: &str) -> String {
+    if let Some((scheme, rest)) = url.split_once("://") {
+        if let Some((userinfo, host)) = rest.rsplit_once('@') {
+            if let Some((user, _)) = userinfo.split_once(':') {
+                return format!("{scheme}://{user}:********@{host}");
+            }
+        }
+        return url.to_owned();
+    }
+    url.split_whitespace()
+        .map(|part| match part.split_once('=') {
+            Some(("password", _)) => "password=********".to_owned(),
+            _ => part.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }

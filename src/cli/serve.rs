@@ -56,6 +56,7 @@ pub(crate) async fn run(args: ServeArgs) -> Result<(), BoxError> {
         .metrics(metrics)
         .audit_retention_days(Some(args.audit_retention_days).filter(|&d| d > 0))
         .webhook_retention_days(Some(args.webhook_retention_days).filter(|&d| d > 0))
+        .database_url(args.data.database_url.clone())
         .webhooks(opgate::webhooks::DispatchConfig {
             policy: opgate::webhooks::guard::Policy {
                 allow_private: args.allow_private_webhooks,

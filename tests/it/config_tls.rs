@@ -71,7 +71,7 @@ fn config_check_prints_the_effective_settings_with_secrets_masked() {
     let file = write(
         dir.path(),
         "opgate.toml",
-        "listen = \"127.0.0.1:9999\"\nsecret = \"a-server-secret-that-is-long-enough-32\"\ntrusted_proxies = [\"10.0.0.0/8\"]\n",
+        "listen = \"127.0.0.1:9999\"\nsecret = \"a-server-secret-that-is-long-enough-32\"\ntrusted_proxies = [\"10.0.0.0/8\"]\ndatabase_url = \"postgres://gate:hunter2-password@db.internal/opgate\"\n",
     );
     let out = opgate()
         .args([
@@ -94,6 +94,7 @@ fn config_check_prints_the_effective_settings_with_secrets_masked() {
         "listen = 127.0.0.1:9999  # config file",
         "secret = ******** (masked)  # config file",
         "trusted_proxies = 10.0.0.0/8  # config file",
+        "database_url = postgres://gate:********@db.internal/opgate  # config file",
         "max_body_bytes = 2048  # flag",
         "request_timeout_seconds = 30  # default",
         "# ok: the settings are valid",
@@ -101,6 +102,7 @@ fn config_check_prints_the_effective_settings_with_secrets_masked() {
         assert!(text.contains(line), "missing {line:?} in:\n{text}");
     }
     assert!(!text.contains("a-server-secret"), "the secret is masked");
+    assert!(!text.contains("hunter2"), "the database password is masked");
 
     for (content, expected) in [
         ("bogus = 1\n", "unknown setting `bogus`"),

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use crate::support::db::Db;
 use crate::support::{eventually, id_of, op_path, Reply, TestGateway};
 use futures_util::FutureExt;
 use reqwest::Method;
@@ -324,16 +325,23 @@ async fn audit_records_writes_and_failures_never_reads_or_secrets() {
 async fn audited_calls_are_durable_before_their_answer_and_across_a_restart() {
     let mut s = TestGateway::start().await;
     let admin = s.admin_key().to_owned();
-    let db = rusqlite::Connection::open(s.data_dir().join("opgate.db")).unwrap();
-    let rows = |db: &rusqlite::Connection| -> Vec<(String, u16, String)> {
-        let mut stmt = db
-            .prepare("SELECT operation, status, request_id FROM audit_log ORDER BY seq")
-            .unwrap();
-        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap()
-    };
+    let db = Db::open(&s).await;
+    async fn rows(db: &Db) -> Vec<(String, u16, String)> {
+        db.rows(
+            "SELECT operation, status, request_id FROM audit_log ORDER BY seq",
+            &[],
+        )
+        .await
+        .into_iter()
+        .map(|r| {
+            (
+                r[0].as_str().unwrap().to_owned(),
+                r[1].as_u64().unwrap() as u16,
+                r[2].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+    }
     // Each acknowledged call of a handler is in the database, committed, when its answer arrives: another
     // connection sees it at once.
     let mut expected = Vec::new();
@@ -350,7 +358,7 @@ async fn audited_calls_are_durable_before_their_answer_and_across_a_restart() {
         200,
         created.request_id().to_owned(),
     ));
-    assert_eq!(rows(&db), expected);
+    assert_eq!(rows(&db).await, expected);
     let id = id_of(&created.json()["key_details"]);
     let absent = "key_00000000000000000000000000".to_owned();
     for (op, status, target) in [
@@ -363,7 +371,7 @@ async fn audited_calls_are_durable_before_their_answer_and_across_a_restart() {
             .await;
         assert_eq!(reply.status, status, "{}", reply.text());
         expected.push((op.to_owned(), status, reply.request_id().to_owned()));
-        assert_eq!(rows(&db), expected, "after {op}");
+        assert_eq!(rows(&db).await, expected, "after {op}");
     }
     // A restart that skips the shutdown's flush (as a crash would) loses none of them.
     s.restart_without_flush().await;
@@ -754,18 +762,14 @@ async fn failures_worth_retrying_and_exports_are_never_stored() {
         )
         .await
         .json();
-    let db = rusqlite::Connection::open(s.data_dir().join("opgate.db")).unwrap();
-    let stored: Vec<(String, Vec<u8>)> = db
-        .prepare("SELECT key, body FROM idempotency ORDER BY key")
-        .unwrap()
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
-    let keys: Vec<&str> = stored.iter().map(|(k, _)| k.as_str()).collect();
+    let stored = Db::open(&s)
+        .await
+        .rows("SELECT key, body FROM idempotency ORDER BY key", &[])
+        .await;
+    let keys: Vec<&str> = stored.iter().map(|r| r[0].as_str().unwrap()).collect();
     assert_eq!(keys, ["k429", "k503"], "only the two answers that ran");
-    for (_, body) in &stored {
-        let text = String::from_utf8_lossy(body);
+    for row in &stored {
+        let text = row[1].as_str().unwrap();
         for secret in [&created["key"], &rotated["key"]] {
             assert!(!text.contains(secret.as_str().unwrap()), "{text}");
         }

@@ -12,6 +12,7 @@ mod config_tls;
 mod crash;
 mod errors;
 mod examples;
+mod fleet;
 mod grants;
 mod guard_rails;
 mod hardening;

@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::support::db::Db;
 use crate::support::receiver::{Behaviour, Receiver};
 use crate::support::{eventually, id_of, op_path, TestGateway};
 use opgate::webhooks::guard::SystemResolver;
@@ -33,18 +34,36 @@ async fn whoami(s: &TestGateway, token: &str) -> crate::support::Reply {
         .await
 }
 
-fn audit_rows(s: &TestGateway) -> Vec<(String, u16, Option<String>, String)> {
-    let db = rusqlite::Connection::open(s.data_dir().join("opgate.db")).unwrap();
-    let mut stmt = db
-        .prepare(
+async fn audit_rows(s: &TestGateway) -> Vec<(String, u16, Option<String>, String)> {
+    Db::open(s)
+        .await
+        .rows(
             "SELECT principal_id, status, error_code, target_id FROM audit_log
              WHERE principal_kind = 'system' ORDER BY seq",
+            &[],
         )
-        .unwrap();
-    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
-        .unwrap()
-        .map(Result::unwrap)
+        .await
+        .into_iter()
+        .map(|r| {
+            (
+                r[0].as_str().unwrap().to_owned(),
+                r[1].as_u64().unwrap() as u16,
+                r[2].as_str().map(str::to_owned),
+                r[3].as_str().unwrap().to_owned(),
+            )
+        })
         .collect()
+}
+
+/// How many rotation bodies (new secrets) are still sealed in the outbox.
+async fn sealed_left(s: &TestGateway) -> i64 {
+    Db::open(s)
+        .await
+        .count(
+            "SELECT count(*) FROM webhook_deliveries WHERE payload_sealed IS NOT NULL",
+            &[],
+        )
+        .await
 }
 
 #[tokio::test]
@@ -89,12 +108,29 @@ async fn a_key_rotates_itself_and_only_a_delivered_secret_starts_the_grace_perio
     // The new secret waits sealed: it is nowhere in the database in clear.
     let first = receiver.received()[0].json();
     let new_secret = first["data"]["key"].as_str().unwrap().to_owned();
-    let db = std::fs::read(s.data_dir().join("opgate.db")).unwrap();
-    let wal = std::fs::read(s.data_dir().join("opgate.db-wal")).unwrap_or_default();
-    for file in [&db, &wal] {
-        assert!(!file
-            .windows(new_secret.len())
-            .any(|w| w == new_secret.as_bytes()));
+    if s.database_url().is_none() {
+        let db = std::fs::read(s.data_dir().join("opgate.db")).unwrap();
+        let wal = std::fs::read(s.data_dir().join("opgate.db-wal")).unwrap_or_default();
+        for file in [&db, &wal] {
+            assert!(!file
+                .windows(new_secret.len())
+                .any(|w| w == new_secret.as_bytes()));
+        }
+    } else {
+        // PostgreSQL's files are not ours to read: every column that could hold it is searched instead.
+        let db = Db::open(&s).await;
+        let clear = db
+            .count(
+                "SELECT (SELECT count(*) FROM webhook_events WHERE strpos(payload, ?1) > 0)
+                      + (SELECT count(*) FROM webhook_deliveries
+                         WHERE position(convert_to(?1, 'UTF8') in coalesce(payload_sealed, ''::bytea)) > 0
+                            OR strpos(coalesce(last_error, ''), ?1) > 0)
+                      + (SELECT count(*) FROM api_keys
+                         WHERE position(convert_to(?1, 'UTF8') in coalesce(rotation_key_sealed, ''::bytea)) > 0)",
+                &[(&new_secret).into()],
+            )
+            .await;
+        assert_eq!(clear, 0);
     }
     // The retry (5 s later on the gateway's clock) is answered: the rotation ends.
     s.advance(Duration::from_secs(7));
@@ -170,19 +206,11 @@ async fn a_key_rotates_itself_and_only_a_delivered_secret_starts_the_grace_perio
         .await
         .error_with(401, "unauthenticated", &["rotated"]);
     assert_eq!(
-        audit_rows(&s),
+        audit_rows(&s).await,
         [("scheduler".to_owned(), 200, None, old_id.clone())]
     );
     // The sealed body is erased once the delivery ended.
-    let conn = rusqlite::Connection::open(s.data_dir().join("opgate.db")).unwrap();
-    let left: i64 = conn
-        .query_row(
-            "SELECT count(*) FROM webhook_deliveries WHERE payload_sealed IS NOT NULL",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
-    assert_eq!(left, 0);
+    assert_eq!(sealed_left(&s).await, 0);
 }
 
 #[tokio::test]
@@ -269,7 +297,7 @@ async fn a_rotation_webhook_that_never_answers_leaves_the_old_key_working() {
     );
     assert_eq!(s.get(&admin, &new_id).await["status"], "revoked");
     assert_eq!(
-        audit_rows(&s),
+        audit_rows(&s).await,
         [(
             "scheduler".to_owned(),
             502,
@@ -278,15 +306,7 @@ async fn a_rotation_webhook_that_never_answers_leaves_the_old_key_working() {
         )]
     );
     // No sealed secret is left behind.
-    let conn = rusqlite::Connection::open(s.data_dir().join("opgate.db")).unwrap();
-    let left: i64 = conn
-        .query_row(
-            "SELECT count(*) FROM webhook_deliveries WHERE payload_sealed IS NOT NULL",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
-    assert_eq!(left, 0);
+    assert_eq!(sealed_left(&s).await, 0);
 }
 
 #[tokio::test]
@@ -391,12 +411,13 @@ async fn a_rotation_schedule_needs_a_webhook_it_may_reach() {
         (&Value::Null, &Value::Null)
     );
     // The bootstrap key predates nothing here, but a key without a rotation secret cannot be scheduled.
-    let db = rusqlite::Connection::open(s.data_dir().join("opgate.db")).unwrap();
-    db.execute(
-        "UPDATE api_keys SET rotation_key_sealed = NULL WHERE id = ?1",
-        [&id],
-    )
-    .unwrap();
+    Db::open(&s)
+        .await
+        .execute(
+            "UPDATE api_keys SET rotation_key_sealed = NULL WHERE id = ?1",
+            &[(&id).into()],
+        )
+        .await;
     s.post(
         &op_path("api_keys.update"),
         Some(&admin),

@@ -7,6 +7,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::support::db::Db;
 use crate::support::receiver::{Behaviour, Received, Receiver};
 use crate::support::{eventually, id_of, op_path, TestGateway};
 use opgate::webhooks::guard::{NameResolver, SystemResolver};
@@ -471,14 +472,30 @@ async fn endpoints_belong_to_an_organization_and_a_mode() {
     )
     .unwrap();
     // The stored secret is sealed: not in the database file in any readable form.
-    let db = std::fs::read(s.data_dir().join("opgate.db")).unwrap();
-    let wal = std::fs::read(s.data_dir().join("opgate.db-wal")).unwrap_or_default();
     let raw = signature::secret_bytes(&new_secret).unwrap();
-    for file in [&db, &wal] {
-        assert!(!file.windows(raw.len()).any(|w| w == raw.as_slice()));
-        assert!(!file
-            .windows(new_secret.len())
-            .any(|w| w == new_secret.as_bytes()));
+    if s.database_url().is_none() {
+        let db = std::fs::read(s.data_dir().join("opgate.db")).unwrap();
+        let wal = std::fs::read(s.data_dir().join("opgate.db-wal")).unwrap_or_default();
+        for file in [&db, &wal] {
+            assert!(!file.windows(raw.len()).any(|w| w == raw.as_slice()));
+            assert!(!file
+                .windows(new_secret.len())
+                .any(|w| w == new_secret.as_bytes()));
+        }
+    } else {
+        // PostgreSQL's files are not ours to read: the columns that could hold it are searched instead.
+        let raw_hex: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+        let found = Db::open(&s)
+            .await
+            .count(
+                "SELECT count(*) FROM webhooks
+                 WHERE position(decode(?1, 'hex') in secret_sealed) > 0
+                    OR position(convert_to(?2, 'UTF8') in secret_sealed) > 0
+                    OR strpos(url || coalesce(description, '') || event_types, ?2) > 0",
+                &[(&raw_hex).into(), (&new_secret).into()],
+            )
+            .await;
+        assert_eq!(found, 0);
     }
     // Deleting the endpoint stops its deliveries.
     s.call_ok("webhooks.delete", &admin, json!({"webhook_id": live_id}))
@@ -687,8 +704,13 @@ async fn ended_deliveries_past_their_retention_are_deleted_and_pending_ones_kept
         format!("delivery_id: no webhook delivery `{old_id}` in this organization")
     );
     // The old event stays while the failing endpoint's delivery still needs it; its attempt went with it.
-    let db = rusqlite::Connection::open(s.data_dir().join("opgate.db")).unwrap();
-    let count = |sql: &str| -> i64 { db.query_row(sql, [], |r| r.get(0)).unwrap() };
-    assert_eq!(count("SELECT count(*) FROM webhook_events"), 2);
-    assert_eq!(count("SELECT count(*) FROM webhook_attempts"), 1);
+    let db = Db::open(&s).await;
+    assert_eq!(
+        db.count("SELECT count(*) FROM webhook_events", &[]).await,
+        2
+    );
+    assert_eq!(
+        db.count("SELECT count(*) FROM webhook_attempts", &[]).await,
+        1
+    );
 }

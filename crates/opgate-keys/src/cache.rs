@@ -2,10 +2,12 @@
 //! keyed hash, sharded so that no lock is global, and invalidated synchronously by revoke, rotate and update
 //! before those operations answer; a per-shard generation keeps a lookup that raced with an invalidation
 //! from putting the stale record back. Changes made by another process on the same database reach the cache
-//! through the store's change log ([`crate::ApiKeys::follow_changes`]); as the last backstop, an entry is
-//! never used for longer than [`TTL`].
+//! through the store's change log ([`crate::ApiKeys::follow_changes`]); while that follower is not caught up
+//! (the database does not answer), the cache is not used at all, so a change committed elsewhere cannot be
+//! missed; as the last backstop, an entry is never used for longer than [`TTL`].
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -44,13 +46,37 @@ struct Shard {
 
 pub(crate) struct KeyCache {
     shards: Vec<RwLock<Shard>>,
+    /// Whether a follower of the change log vouches for the entries (then they are used only until
+    /// `trusted_until`).
+    followed: AtomicBool,
+    /// Milliseconds after `base` until which the follower last vouched for the entries.
+    trusted_until: AtomicU64,
+    base: Instant,
 }
 
 impl KeyCache {
     pub(crate) fn new() -> Self {
         KeyCache {
             shards: (0..SHARDS).map(|_| RwLock::default()).collect(),
+            followed: AtomicBool::new(false),
+            trusted_until: AtomicU64::new(0),
+            base: Instant::now(),
         }
+    }
+
+    /// Notes that the change log was read up to its end just now: entries may be used for `window` more.
+    /// The first call makes the cache depend on these calls.
+    pub(crate) fn caught_up(&self, window: Duration) {
+        let until = (self.base.elapsed() + window).as_millis() as u64;
+        self.trusted_until.fetch_max(until, Ordering::SeqCst);
+        self.followed.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether entries may be used now: always without a follower (one process, changes arrive through the
+    /// commit listeners), else only while the follower is caught up.
+    fn trusted(&self) -> bool {
+        !self.followed.load(Ordering::Relaxed)
+            || (self.base.elapsed().as_millis() as u64) < self.trusted_until.load(Ordering::Relaxed)
     }
 
     fn shard(&self, hash: &[u8; 32]) -> &RwLock<Shard> {
@@ -64,7 +90,7 @@ impl KeyCache {
         let fresh = shard
             .entries
             .get(hash)
-            .filter(|k| k.read_at.elapsed() < TTL)
+            .filter(|k| k.read_at.elapsed() < TTL && self.trusted())
             .cloned();
         (fresh, shard.generation)
     }

@@ -156,16 +156,25 @@ impl ApiKeys {
         self.usage.flush().await;
     }
 
-    /// Follows the store's key change log every `interval`, dropping each changed key from the verification
-    /// cache: a revoke, rotation or update made by another process on the same database (`opgate admin`
-    /// against a running server's data directory) takes effect here within about `interval`.
+    /// Follows the store's key change log, dropping each changed key from the verification cache: a revoke,
+    /// rotation or update committed by another process on the same database (another instance of a fleet, or
+    /// `opgate admin` beside a running server) takes effect here within about `interval`, or at once when the
+    /// store announces changes ([`KeyStore::change_signal`], PostgreSQL's `NOTIFY`). Announcements can be
+    /// lost (a dropped connection), so the log is also read every `interval` and on every reconnect; while it
+    /// cannot be read, the cache is bypassed (every request reads its key from the database).
     pub fn follow_changes(self: &Arc<Self>, interval: Duration) -> tokio::task::JoinHandle<()> {
         let keys = Arc::clone(self);
+        let signal = keys.store.change_signal();
+        // The cache is used for a few intervals after each complete read of the log, never longer.
+        let window = interval * 4;
         tokio::spawn(async move {
             // Entries older than an hour are trimmed: any follower is far past them by then.
             const KEEP_SECS: i64 = 3600;
             let mut after = match keys.store.key_changes(i64::MAX).await {
-                Ok(changes) => changes.last,
+                Ok(changes) => {
+                    keys.cache.caught_up(window);
+                    changes.last
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "reading the key change log failed");
                     0
@@ -175,15 +184,34 @@ impl ApiKeys {
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let mut trimmed_at = std::time::Instant::now();
             loop {
-                tick.tick().await;
-                match keys.store.key_changes(after).await {
-                    Ok(changes) => {
-                        for hash in &changes.hashes {
-                            keys.cache.forget(hash);
+                match &signal {
+                    Some(signal) => {
+                        tokio::select! {
+                            _ = tick.tick() => {}
+                            _ = signal.notified() => {}
                         }
-                        after = changes.last;
                     }
-                    Err(e) => tracing::warn!(error = %e, "reading the key change log failed"),
+                    None => {
+                        tick.tick().await;
+                    }
+                }
+                loop {
+                    match keys.store.key_changes(after).await {
+                        Ok(changes) => {
+                            for hash in &changes.hashes {
+                                keys.cache.forget(hash);
+                            }
+                            let more = !changes.hashes.is_empty() && changes.last > after;
+                            after = changes.last;
+                            if more {
+                                // A page at a time: read on until the log's end.
+                                continue;
+                            }
+                            keys.cache.caught_up(window);
+                        }
+                        Err(e) => tracing::warn!(error = %e, "reading the key change log failed"),
+                    }
+                    break;
                 }
                 if trimmed_at.elapsed() > Duration::from_secs(600) {
                     trimmed_at = std::time::Instant::now();
@@ -234,6 +262,8 @@ impl ApiKeys {
     }
 
     /// On an empty database, mints the admin key (`*` in org `default`) and returns its secret.
+    /// Instances of a fleet starting together mint one key between them: the insert checks in its own
+    /// transaction that the store is still empty.
     pub async fn bootstrap_admin(&self) -> Result<Option<String>, StoreError> {
         if self.store.count_keys().await? > 0 {
             return Ok(None);
@@ -242,7 +272,12 @@ impl ApiKeys {
             description: Some("Minted on first start.".into()),
             ..KeySpec::admin(DEFAULT_ORG, "admin", "bootstrap")
         };
-        Ok(Some(self.mint(spec).await?.0))
+        let secret = token::generate(spec.mode);
+        let inserted = self
+            .store
+            .insert_first_key(self.new_key(&secret, spec))
+            .await?;
+        Ok(inserted.map(|_| secret))
     }
 
     pub(crate) fn new_key(&self, secret: &str, spec: KeySpec) -> NewKey {

@@ -31,12 +31,69 @@ pub use webhooks::{
 };
 pub use writer::ChangeListener;
 
+/// Everything the gateway keeps, whichever engine keeps it (SQLite in the data directory, or PostgreSQL for a
+/// fleet): the data directory holds one as `Arc<dyn Database>` and hands out each trait from it.
+#[async_trait::async_trait]
+pub trait Database:
+    KeyStore
+    + TenancyStore
+    + WebhookStore
+    + AuditLog
+    + ScheduleStore
+    + opgate_core::Journal
+    + opgate_core::Workspaces
+{
+    /// Deletes idempotency records created before `cutoff` (unix seconds); returns how many.
+    async fn expire_idempotency(&self, cutoff: i64) -> Result<usize, StoreError>;
+    /// Deletes audit records older than `cutoff`; returns how many.
+    async fn expire_audit(&self, cutoff: i64) -> Result<usize, StoreError>;
+    /// Deletes webhook deliveries that ended before `cutoff`, their attempts and the events nothing refers
+    /// to any more; returns how many deliveries.
+    async fn expire_outbox(&self, cutoff: i64) -> Result<usize, StoreError>;
+    /// Whether the database answers now (`/readyz`).
+    async fn ping(&self) -> Result<(), StoreError>;
+    /// Finishes what is under way and closes; later calls fail with [`StoreError::Closed`].
+    async fn close(&self);
+    /// `sqlite` or `postgres`.
+    fn engine(&self) -> &'static str;
+}
+
+#[async_trait::async_trait]
+impl Database for SqliteStore {
+    async fn expire_idempotency(&self, cutoff: i64) -> Result<usize, StoreError> {
+        SqliteStore::expire_idempotency(self, cutoff).await
+    }
+    async fn expire_audit(&self, cutoff: i64) -> Result<usize, StoreError> {
+        SqliteStore::expire_audit(self, cutoff).await
+    }
+    async fn expire_outbox(&self, cutoff: i64) -> Result<usize, StoreError> {
+        SqliteStore::expire_outbox(self, cutoff).await
+    }
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.read(|conn| Ok(conn.execute_batch("SELECT 1")?)).await
+    }
+    async fn close(&self) {
+        SqliteStore::close(self).await
+    }
+    fn engine(&self) -> &'static str {
+        "sqlite"
+    }
+}
+
 /// A storage failure. Cloneable because one commit failure is reported to every write in its batch.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// The database reported an error.
     #[error("sqlite: {0}")]
     Sqlite(Arc<rusqlite::Error>),
+    /// PostgreSQL reported an error, or could not be reached (`code` is its SQLSTATE when it answered).
+    #[error("postgres: {message}")]
+    Postgres {
+        /// The SQLSTATE, e.g. `23505` for a unique violation; `None` when the server was not reached.
+        code: Option<String>,
+        /// What went wrong.
+        message: String,
+    },
     /// The store was closed (the server is shutting down).
     #[error("the store is closed")]
     Closed,
@@ -370,6 +427,9 @@ pub trait KeyStore: Send + Sync + 'static {
     async fn insert_key(&self, key: NewKey) -> Result<KeyRecord, StoreError>;
     /// Inserts many keys in one transaction (seeding and benchmarks).
     async fn insert_keys(&self, keys: Vec<NewKey>) -> Result<(), StoreError>;
+    /// Inserts `key` only if the store holds no key at all, in one transaction: the first start mints one
+    /// admin key however many instances of a fleet start at once. `None` when a key exists.
+    async fn insert_first_key(&self, key: NewKey) -> Result<Option<KeyRecord>, StoreError>;
     /// The key whose secret hashes to `hash`, in any organization.
     async fn key_by_hash(&self, hash: Vec<u8>) -> Result<Option<KeyRecord>, StoreError>;
     /// The key `id` if `scope` sees it.
@@ -416,4 +476,9 @@ pub trait KeyStore: Send + Sync + 'static {
     /// Calls `listener` with the keyed hash of every key a commit of this store changed (revoked, rotated,
     /// updated), after the commit and before the change is acknowledged to anyone.
     fn on_change(&self, listener: ChangeListener);
+    /// Woken when another process announces key changes (PostgreSQL's `LISTEN`), and on every reconnect of
+    /// that announcement channel; `None` when the store has no such channel (the change log is then polled).
+    fn change_signal(&self) -> Option<Arc<tokio::sync::Notify>> {
+        None
+    }
 }

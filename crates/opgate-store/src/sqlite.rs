@@ -405,6 +405,20 @@ impl KeyStore for SqliteStore {
         .await
     }
 
+    async fn insert_first_key(&self, key: NewKey) -> Result<Option<KeyRecord>, StoreError> {
+        self.write(move |conn| {
+            let any: i64 = conn
+                .prepare_cached("SELECT count(*) FROM (SELECT 1 FROM api_keys LIMIT 1)")?
+                .query_row([], |r| r.get(0))?;
+            if any > 0 {
+                return Ok(None);
+            }
+            let seq = insert(conn, &key)?;
+            select_one(conn, "k.seq = ?1", [seq])
+        })
+        .await
+    }
+
     async fn insert_keys(&self, keys: Vec<NewKey>) -> Result<(), StoreError> {
         self.write(move |conn| keys.iter().try_for_each(|key| insert(conn, key).map(drop)))
             .await

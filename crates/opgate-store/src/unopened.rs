@@ -26,6 +26,9 @@ impl KeyStore for Unopened {
     async fn insert_keys(&self, _: Vec<NewKey>) -> Result<(), StoreError> {
         Err(StoreError::Closed)
     }
+    async fn insert_first_key(&self, _: NewKey) -> Result<Option<KeyRecord>, StoreError> {
+        Err(StoreError::Closed)
+    }
     async fn key_by_hash(&self, _: Vec<u8>) -> Result<Option<KeyRecord>, StoreError> {
         Err(StoreError::Closed)
     }

@@ -62,6 +62,8 @@ impl Default for Setup {
 /// A gateway in this process over its own temporary data directory.
 pub(crate) struct TestGateway {
     _dir: TempDir,
+    /// The test's own PostgreSQL database when the suite runs on PostgreSQL (`OPGATE_TEST_DATABASE_URL`).
+    database_url: Option<String>,
     setup: Setup,
     clock: Arc<ManualClock>,
     data: DataDir,
@@ -81,7 +83,11 @@ impl TestGateway {
         configure(&mut setup);
         let dir = tempfile::tempdir().expect("temp dir");
         let clock = ManualClock::at(setup.start);
-        let (data, gateway) = open(dir.path(), &setup, &clock);
+        let database_url = opgate::store_postgres::fresh_test_database().await;
+        if let Some(url) = &database_url {
+            std::fs::write(dir.path().join(super::process::DATABASE_URL_NOTE), url).unwrap();
+        }
+        let (data, gateway) = open(dir.path(), database_url.as_deref(), &setup, &clock).await;
         let admin_key = data
             .keys
             .bootstrap_admin()
@@ -90,6 +96,7 @@ impl TestGateway {
             .expect("an empty data directory mints the admin key");
         TestGateway {
             _dir: dir,
+            database_url,
             setup,
             clock,
             data,
@@ -98,11 +105,49 @@ impl TestGateway {
         }
     }
 
+    /// Another instance of the same fleet: its own data directory holding copies of this one's secrets, the
+    /// same PostgreSQL database and clock (`None` on SQLite, which is not for fleets). Both instances follow
+    /// the key change log, as served instances do.
+    pub(crate) async fn another_instance(&self) -> Option<TestGateway> {
+        let url = self.database_url.clone()?;
+        let dir = tempfile::tempdir().expect("temp dir");
+        for file in ["secret", "session_secret"] {
+            std::fs::copy(self._dir.path().join(file), dir.path().join(file))
+                .expect("copy a secret");
+        }
+        let (data, gateway) = open(dir.path(), Some(&url), &self.setup, &self.clock).await;
+        assert_eq!(
+            data.keys.bootstrap_admin().await.unwrap(),
+            None,
+            "the fleet's admin key is minted once"
+        );
+        Some(TestGateway {
+            _dir: dir,
+            database_url: Some(url),
+            setup: self.setup.clone(),
+            clock: Arc::clone(&self.clock),
+            data,
+            gateway,
+            admin_key: self.admin_key.clone(),
+        })
+    }
+
+    /// Follows the key change log as a served instance does (every 500 ms, and at once on announcements).
+    pub(crate) fn follow_changes(&self) -> tokio::task::JoinHandle<()> {
+        self.data.keys.follow_changes(Duration::from_millis(500))
+    }
+
     /// What a stop and a start of the server would do: key usage and tallied refusals are written, the store
     /// is closed, and the data directory is opened again (the admin key is not minted twice).
     pub(crate) async fn restart(&mut self) {
         self.stop().await;
-        let (data, gateway) = open(self._dir.path(), &self.setup, &self.clock);
+        let (data, gateway) = open(
+            self._dir.path(),
+            self.database_url.as_deref(),
+            &self.setup,
+            &self.clock,
+        )
+        .await;
         assert_eq!(
             data.keys.bootstrap_admin().await.unwrap(),
             None,
@@ -116,7 +161,13 @@ impl TestGateway {
     /// tallied refusals), as after a crash: only what was committed is there.
     pub(crate) async fn restart_without_flush(&mut self) {
         self.data.store.close().await;
-        let (data, gateway) = open(self._dir.path(), &self.setup, &self.clock);
+        let (data, gateway) = open(
+            self._dir.path(),
+            self.database_url.as_deref(),
+            &self.setup,
+            &self.clock,
+        )
+        .await;
         assert_eq!(
             data.keys.bootstrap_admin().await.unwrap(),
             None,
@@ -141,7 +192,7 @@ impl TestGateway {
         resolver: Arc<dyn opgate::webhooks::guard::NameResolver>,
     ) -> Arc<opgate::webhooks::Dispatcher> {
         opgate::webhooks::Dispatcher::new(
-            Arc::new(self.data.store.clone()),
+            self.data.store.clone(),
             self.data.sealer.clone(),
             Arc::clone(&self.clock) as Arc<dyn Clock>,
             resolver,
@@ -175,6 +226,11 @@ impl TestGateway {
 
     pub(crate) fn data_dir(&self) -> &Path {
         self._dir.path()
+    }
+
+    /// The test's PostgreSQL database, when the suite runs on PostgreSQL.
+    pub(crate) fn database_url(&self) -> Option<&str> {
+        self.database_url.as_deref()
     }
 
     pub(crate) fn admin_key(&self) -> &str {
@@ -411,13 +467,18 @@ fn gated(
     StreamBody::new(frames).boxed_unsync()
 }
 
-fn open(path: &Path, setup: &Setup, clock: &Arc<ManualClock>) -> (DataDir, Arc<Gateway>) {
-    let data = DataDir::open_with_clock(
-        path,
-        None,
-        &setup.sessions,
-        Arc::clone(clock) as Arc<dyn Clock>,
-    )
+/// Opens the data directory, on the test's PostgreSQL database when it has one.
+async fn open(
+    path: &Path,
+    database_url: Option<&str>,
+    setup: &Setup,
+    clock: &Arc<ManualClock>,
+) -> (DataDir, Arc<Gateway>) {
+    let clock = Arc::clone(clock) as Arc<dyn Clock>;
+    let data = match database_url {
+        Some(url) => DataDir::open_postgres(path, url, None, &setup.sessions, clock).await,
+        None => DataDir::open_with_clock(path, None, &setup.sessions, clock),
+    }
     .expect("open the data directory");
     let registry = data.registry_with(setup.webhook_policy).expect("registry");
     let gateway = data.gateway(registry, setup.config.clone(), None);

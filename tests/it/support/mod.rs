@@ -1,5 +1,6 @@
 //! What the suites share: the two harnesses and the assertions on the contract's responses.
 
+pub(crate) mod db;
 pub(crate) mod gateway;
 pub(crate) mod process;
 pub(crate) mod receiver;

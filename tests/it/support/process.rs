@@ -322,8 +322,7 @@ impl TestServer {
                 "--count",
                 &count.to_string(),
             ])
-            .arg("--data-dir")
-            .arg(self.data_dir())
+            .args(data_dir_args(self.data_dir()))
             .env_clear_opgate()
             .output()
             .expect("run opgate admin seed-keys");
@@ -342,6 +341,20 @@ impl Drop for TestServer {
     }
 }
 
+/// Where a test gateway on PostgreSQL notes its database in its data directory, so that the offline
+/// `opgate admin` commands the tests run on that directory reach the same database.
+pub(crate) const DATABASE_URL_NOTE: &str = ".test-database-url";
+
+/// `--data-dir <dir>`, and `--database-url` when the directory's gateway keeps its data in PostgreSQL.
+pub(crate) fn data_dir_args(data_dir: &Path) -> Vec<std::ffi::OsString> {
+    let mut args = vec!["--data-dir".into(), data_dir.as_os_str().to_owned()];
+    if let Ok(url) = std::fs::read_to_string(data_dir.join(DATABASE_URL_NOTE)) {
+        args.push("--database-url".into());
+        args.push(url.into());
+    }
+    args
+}
+
 /// Mints a key with `opgate admin create-key` in any data directory and returns its secret.
 pub(crate) fn create_key_in(data_dir: &Path, org: &str, perms: &[&str]) -> String {
     create_key_in_with(data_dir, org, perms, &[])
@@ -358,8 +371,7 @@ pub(crate) fn create_key_in_with(
         .args(["admin", "create-key", "--org", org, "--name", "test-key"])
         .args(["--permissions", &perms.join(",")])
         .args(extra_args)
-        .arg("--data-dir")
-        .arg(data_dir)
+        .args(data_dir_args(data_dir))
         .env_clear_opgate()
         .output()
         .expect("run opgate admin create-key");
@@ -382,8 +394,7 @@ pub(crate) fn mint_session_in(data_dir: &Path, env: &[(&str, &str)], args: &[&st
     let out = Command::new(BIN)
         .args(["admin", "mint-session"])
         .args(args)
-        .arg("--data-dir")
-        .arg(data_dir)
+        .args(data_dir_args(data_dir))
         .env_clear_opgate()
         .envs(env.iter().copied())
         .output()
