@@ -226,8 +226,9 @@ pub(crate) struct ServeArgs {
     /// Let webhooks use plain http:// to addresses other than loopback (development only).
     #[arg(long, env = "OPGATE_ALLOW_INSECURE_WEBHOOKS")]
     pub(crate) allow_insecure_webhooks: bool,
-    /// Seconds one webhook delivery attempt may take, connecting included.
-    #[arg(long, env = "OPGATE_WEBHOOK_TIMEOUT_SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300))]
+    /// Seconds one webhook delivery attempt may take, connecting included (at most 60: a delivery is leased to
+    /// one attempt for 90 s).
+    #[arg(long, env = "OPGATE_WEBHOOK_TIMEOUT_SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=60))]
     pub(crate) webhook_timeout_seconds: u64,
     /// Serve Prometheus metrics (`on`, the default: at `GET /metrics` on the API port, or on
     /// `--metrics-listen` when set) or not at all (`off`).

@@ -526,9 +526,7 @@ fn print_details(
 /// A delivery as `field  value` lines.
 fn print_delivery(out: &mut impl Write, d: &DeliveryDetails) -> Result<(), Exit> {
     let now = Timestamp::now().unix();
-    // The history holds the last attempts: number them as the whole count does.
-    let first = (d.attempts as usize).saturating_sub(d.history.len()) + 1;
-    let keys: Vec<String> = (first..first + d.history.len())
+    let keys: Vec<String> = (1..=d.history.len())
         .map(|n| format!("attempt_{n}"))
         .collect();
     let mut pairs = vec![

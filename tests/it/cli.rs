@@ -1935,9 +1935,14 @@ fn webhooks_commands() {
     assert_eq!(again.field("status"), "pending");
     assert_eq!(again.field("finished_at"), "-");
     let listed = deliveries_once(&s, admin, |d| d[0]["status"] == "delivered");
+    // A redelivery starts a new round of retries; the history keeps both attempts.
     assert_eq!(
-        (&listed[0]["id"], &listed[0]["attempts"]),
-        (&json!(delivery), &json!(2))
+        (
+            &listed[0]["id"],
+            &listed[0]["attempts"],
+            listed[0]["history"].as_array().unwrap().len()
+        ),
+        (&json!(delivery), &json!(1), 2)
     );
 
     // Deleted: printed as it was, then gone.

@@ -190,10 +190,10 @@ async fn a_key_rotates_itself_and_only_a_delivered_secret_starts_the_grace_perio
         new["next_rotation_at"],
         json!(opgate::core::Timestamp(now + 30 * 86_400).to_rfc3339())
     );
-    // The new key lives as long as the old one was meant to (90 days), from the rotation.
+    // The new key expires when the old one would have: a schedule never extends a key's life.
     assert_eq!(
         new["expires_at"],
-        json!(opgate::core::Timestamp(start + 30 * 86_400 + 90 * 86_400).to_rfc3339())
+        json!(opgate::core::Timestamp(start + 90 * 86_400).to_rfc3339())
     );
     assert_eq!(whoami(&s, &new_secret).await.status, 200);
     assert_eq!(
@@ -425,4 +425,168 @@ async fn a_rotation_schedule_needs_a_webhook_it_may_reach() {
     )
     .await
     .error_with(409, "conflict", &["made before scheduled rotation existed"]);
+}
+
+#[tokio::test]
+async fn scheduling_a_rotation_needs_what_rotating_the_key_needs() {
+    let s = TestGateway::start().await;
+    let admin = s.admin_key().to_owned();
+    let receiver = Receiver::start(Behaviour::FailFirst(0)).await;
+    let sa = s
+        .call_ok("service_accounts.create", &admin, json!({"name": "bot"}))
+        .await
+        .json();
+    // A key of a service account, with a fence and a limit, expiring in a day ...
+    let bot = s
+        .create(
+            &admin,
+            json!({"name": "bot", "service_account_id": id_of(&sa), "permissions": ["api_keys:read", "api_keys:write"],
+                   "rate_limit": 5, "allowed_ips": ["127.0.0.1/32"], "expires_in_days": 1}),
+        )
+        .await["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // ... and a plain workspace key with the same permissions, no limits, no expiry.
+    let target = id_of(
+        &s.create(
+            &admin,
+            json!({"name": "target", "key_type": "workspace", "permissions": ["api_keys:read"]}),
+        )
+        .await["key_details"],
+    );
+    let schedule = json!({"key_id": target, "rotation_interval_days": 1, "rotation_webhook_url": receiver.url});
+    // Rotating it is refused to the bot, so scheduling its rotations to the bot's own URL is too.
+    s.post(
+        &op_path("api_keys.rotate"),
+        Some(&bot),
+        &json!({"key_id": target}),
+    )
+    .await
+    .error_with(403, "permission_denied", &["service account"]);
+    s.post(&op_path("api_keys.update"), Some(&bot), &schedule)
+        .await
+        .error_with(403, "permission_denied", &["service account"]);
+    // A key with an expiry may not schedule a key that outlives it, even its own environment's.
+    let short = s
+        .create(
+            &admin,
+            json!({"name": "short", "permissions": ["api_keys:read", "api_keys:write"], "expires_in_days": 1}),
+        )
+        .await["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    s.post(&op_path("api_keys.update"), Some(&short), &schedule)
+        .await
+        .error_with(403, "permission_denied", &["outlives the caller"]);
+    // The admin may; nothing was stored by the refusals.
+    assert_eq!(
+        s.get(&admin, &target).await["rotation_webhook_url"],
+        Value::Null
+    );
+    s.call_ok("api_keys.update", &admin, schedule).await;
+}
+
+#[tokio::test]
+async fn a_key_that_cannot_rotate_does_not_hold_up_the_others_and_a_schedule_never_extends_a_life()
+{
+    let s = TestGateway::start().await;
+    let admin = s.admin_key().to_owned();
+    let receiver = Receiver::start(Behaviour::FailFirst(0)).await;
+    let sa = id_of(
+        &s.call_ok("service_accounts.create", &admin, json!({"name": "bot"}))
+            .await
+            .json(),
+    );
+    // Due first: a key whose service account is then disabled (its replacement cannot be made).
+    s.create(
+        &admin,
+        json!({"name": "stuck", "service_account_id": sa, "rotation_interval_days": 1,
+               "rotation_webhook_url": receiver.url}),
+    )
+    .await;
+    s.call_ok(
+        "service_accounts.update",
+        &admin,
+        json!({"service_account_id": sa, "disabled": true}),
+    )
+    .await;
+    s.advance(Duration::from_secs(60));
+    let fine = s
+        .create(
+            &admin,
+            json!({"name": "fine", "expires_in_days": 30, "rotation_interval_days": 1,
+                   "rotation_webhook_url": receiver.url}),
+        )
+        .await;
+    let expires_at = fine["key_details"]["expires_at"].clone();
+    s.advance(DAY);
+    let dispatcher = s.dispatcher(quick(), Arc::new(SystemResolver));
+    let _running = dispatcher.spawn();
+    assert_eq!(s.data().scheduler().run_once().await.unwrap().rotations, 1);
+    let got = receiver.wait_for(1).await;
+    let data = &got[0].json()["data"];
+    assert_eq!(data["old_key_id"], fine["key_details"]["id"]);
+    // The replacement expires when the old key would have: a schedule does not extend a key's life.
+    assert_eq!(data["expires_at"], expires_at);
+    let new_id = data["key_id"].as_str().unwrap().to_owned();
+    eventually("the rotation ends", Duration::from_secs(10), || async {
+        s.get(&admin, &new_id).await["expires_at"] == expires_at
+            && s.get(&admin, &id_of(&fine["key_details"])).await["replaced_by_key_id"]
+                == json!(new_id)
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn revoking_or_rotating_a_key_cancels_its_rotation_under_way() {
+    for manual in ["api_keys.revoke", "api_keys.rotate"] {
+        let s = TestGateway::start().await;
+        let admin = s.admin_key().to_owned();
+        // The receiver fails first, so the rotation is under way when the key is revoked or rotated by hand.
+        let receiver = Receiver::start(Behaviour::FailFirst(1)).await;
+        let old_id = id_of(
+            &s.create(
+                &admin,
+                json!({"name": "k", "rotation_interval_days": 1, "rotation_webhook_url": receiver.url}),
+            )
+            .await["key_details"],
+        );
+        s.advance(DAY);
+        let dispatcher = s.dispatcher(quick(), Arc::new(SystemResolver));
+        assert_eq!(s.data().scheduler().run_once().await.unwrap().rotations, 1);
+        assert_eq!(dispatcher.run_once().await.unwrap(), 1);
+        let first = receiver.wait_for(1).await[0].json();
+        let scheduled_id = first["data"]["key_id"].as_str().unwrap().to_owned();
+        let scheduled_secret = first["data"]["key"].as_str().unwrap().to_owned();
+        // The failed answer to a body holding a secret is kept as its status only (it might echo the secret).
+        let errors = Db::open(&s)
+            .await
+            .rows("SELECT error FROM webhook_attempts", &[])
+            .await;
+        assert_eq!(
+            errors,
+            [[json!("HTTP 500 Internal Server Error")]],
+            "{manual}"
+        );
+        let body = match manual {
+            "api_keys.rotate" => json!({"key_id": old_id, "grace_period_seconds": 0}),
+            _ => json!({"key_id": old_id}),
+        };
+        s.call_ok(manual, &admin, body).await;
+        // The scheduled replacement is revoked, and its webhook is not tried again: its secret is erased.
+        assert_eq!(
+            s.get(&admin, &scheduled_id).await["status"],
+            "revoked",
+            "{manual}"
+        );
+        assert_eq!(whoami(&s, &scheduled_secret).await.status, 401, "{manual}");
+        assert_eq!(sealed_left(&s).await, 0, "{manual}");
+        s.advance(Duration::from_secs(60));
+        assert_eq!(dispatcher.run_once().await.unwrap(), 0, "{manual}");
+        assert_eq!(receiver.received().len(), 1, "{manual}");
+        let old = s.get(&admin, &old_id).await;
+        assert_eq!(old["rotating_to_key_id"], Value::Null, "{manual}");
+    }
 }

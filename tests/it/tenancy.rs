@@ -809,7 +809,11 @@ async fn a_service_accounts_key_cannot_mint_its_way_past_the_kill_switch() {
         json!({"key_id": id_of(&plain["key_details"])}),
     )
     .await
-    .error_with(403, "permission_denied", &["rotates only keys of it"]);
+    .error_with(
+        403,
+        "permission_denied",
+        &["gets secrets only of keys of it"],
+    );
     // Disabling the account stops the child too.
     let child_key = child["key"].as_str().unwrap();
     ok(&s, child_key, "auth.whoami", json!({})).await;

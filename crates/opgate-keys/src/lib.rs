@@ -366,6 +366,53 @@ pub(crate) fn check_target(
     }
 }
 
+/// 403 unless `caller` may receive a new secret of `target` (by rotating it now, or, `scheduled`, by scheduling
+/// its rotations to a URL): `target` holds nothing beyond the caller's permissions; a caller bound to an
+/// environment or owned by a service account only gets secrets of keys of its own; and the key is no less
+/// restricted (rate limit, allowed addresses) than the caller, since whoever holds the secret holds the key.
+/// A scheduled rotation also may not outlive the caller (a rotation now caps the replacement's expiry instead).
+#[cfg(feature = "server")]
+pub(crate) fn check_may_receive_secret(
+    caller: &opgate_core::Principal,
+    target: &KeyRecord,
+    scheduled: bool,
+) -> Result<(), Error> {
+    check_target(caller, target)?;
+    for (field, own, of_target) in [
+        ("environment", &caller.environment, &target.environment_id),
+        (
+            "service account",
+            &caller.service_account,
+            &target.service_account_id,
+        ),
+    ] {
+        if let Some(own) = own.as_ref().filter(|own| of_target.as_ref() != Some(*own)) {
+            return Err(Error::permission_denied(format!(
+                "key_id: this key belongs to {field} `{own}` and gets secrets only of keys of it"
+            )));
+        }
+    }
+    if grants::rate_limit(caller, target.rate_limit)? != target.rate_limit
+        || grants::allowed_ips(
+            caller,
+            Some(target.allowed_ips.clone()).filter(|l| !l.is_empty()),
+        )? != target.allowed_ips
+    {
+        return Err(Error::permission_denied(
+            "key_id: the key is less restricted (rate limit or allowed addresses) than the caller",
+        ));
+    }
+    if let Some(own) = caller.expires_at.filter(|_| scheduled) {
+        if target.expires_at.is_none_or(|t| t > own) {
+            return Err(Error::permission_denied(
+                "key_id: the key outlives the caller; a key receives secrets only of keys that expire no later \
+                 than itself",
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// 400 naming the first requested permission that no operation of this gateway requires: granting it
 /// would silently grant nothing.
 #[cfg(feature = "server")]

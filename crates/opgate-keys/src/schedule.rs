@@ -62,12 +62,21 @@ impl Scheduler {
         loop {
             let due = self.store.due_rotations(now, BATCH).await?;
             let n = due.len();
+            let mut failed = 0;
             for rotation in due {
-                if self.start(rotation, now).await? {
-                    pass.rotations += 1;
+                let key = rotation.key.id.clone();
+                // One key's failure is that key's: it is logged and the others go on.
+                match self.start(rotation, now).await {
+                    Ok(true) => pass.rotations += 1,
+                    Ok(false) => {}
+                    Err(e) => {
+                        failed += 1;
+                        tracing::warn!(key = %key, error = %e, "a scheduled rotation could not start");
+                    }
                 }
             }
-            if n < BATCH {
+            // A batch of keys that all fail would be found again at once: the next pass tries them.
+            if n < BATCH || failed == n {
                 break;
             }
         }
@@ -96,10 +105,8 @@ impl Scheduler {
             rate_limit: old.rate_limit,
             allowed_ips: old.allowed_ips.clone(),
             created_by: "scheduler".into(),
-            // The replacement lives as long as the old key was meant to, from now.
-            expires_at: old
-                .expires_at
-                .map(|t| Timestamp(now + (t - old.created_at).max(0))),
+            // A schedule never extends a key's life: the replacement expires when the old key would have.
+            expires_at: old.expires_at.map(Timestamp),
             mode: old.mode,
             key_type: old.key_type,
             workspace_id: old.workspace_id.clone(),

@@ -356,6 +356,7 @@ impl KeyStore for PgStore {
                 let record = select_one(tx, "k.seq = $1", &[&found.seq]).await?;
                 if let (1, Some(record)) = (changed, &record) {
                     tx.key_changed(&found.key_hash, now).await?;
+                    crate::rotation::cancel_rotation(tx, &found, now).await?;
                     key_event(tx, &events, "revoked", record, now).await?;
                 }
                 Ok(record)
@@ -478,6 +479,7 @@ impl KeyStore for PgStore {
                     return Ok(Rotation::Conflict(Box::new(old)));
                 }
                 let seq = insert(tx, &new).await?;
+                crate::rotation::cancel_rotation(tx, &old, now).await?;
                 tx.execute(
                     "UPDATE api_keys SET replaced_by_key_id = $2, grace_expires_at = $3 WHERE seq = $1",
                     &[&old.seq, &new.id, &grace_expires_at],

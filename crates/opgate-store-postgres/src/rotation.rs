@@ -15,7 +15,9 @@ use crate::{insert_audit, pg, PgStore, Tx};
 /// Usable, not replaced, not rotating, due at `$1`.
 const DUE: &str = "k.next_rotation_at IS NOT NULL AND k.next_rotation_at <= $1 AND k.revoked_at IS NULL
      AND (k.expires_at IS NULL OR k.expires_at > $1) AND k.replaced_by_key_id IS NULL
-     AND k.rotating_to_key_id IS NULL AND k.rotation_webhook_url IS NOT NULL AND k.rotation_key_sealed IS NOT NULL";
+     AND k.rotating_to_key_id IS NULL AND k.rotation_webhook_url IS NOT NULL AND k.rotation_key_sealed IS NOT NULL
+     AND (k.service_account_id IS NULL OR sa.id IS NOT NULL AND sa.disabled_at IS NULL)
+     AND (k.environment_id IS NULL OR EXISTS (SELECT 1 FROM environments env WHERE env.id = k.environment_id))";
 
 /// Keys that expire within 7 days of `$1` and lack a notice they are due: bit 1 is the 7-day notice, bit 2
 /// the 1-day one.
@@ -41,6 +43,40 @@ async fn by_id(tx: &Tx, id: &str) -> Result<Option<KeyRecord>, StoreError> {
 /// starts and the new key's schedule runs; given up: the new key is revoked and the old key tries again in a
 /// day. Either way the sealed body (the new secret) is erased, and the outcome is audited and emitted. Takes
 /// the old key's organization lock before it reads the keys.
+/// Cancels the scheduled rotation under way for `old` (revoked or rotated by hand), inside the caller's
+/// transaction: its replacement is revoked, and its webhook, if not yet delivered, is failed with its sealed
+/// body (the replacement's secret) erased, so the secret is never sent.
+pub(crate) async fn cancel_rotation(
+    tx: &mut Tx,
+    old: &KeyRecord,
+    at: i64,
+) -> Result<(), StoreError> {
+    let Some(new_id) = &old.rotating_to_key_id else {
+        return Ok(());
+    };
+    tx.execute(
+        "UPDATE webhook_deliveries SET state = 'failed', payload_sealed = NULL, finished_at = $2,
+            last_error = 'the rotation was cancelled: its key was revoked or rotated'
+         WHERE rotation_of = $1 AND state = 'pending'",
+        &[&old.id, &at],
+    )
+    .await?;
+    if let Some(new) = by_id(tx, new_id).await? {
+        tx.execute(
+            "UPDATE api_keys SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL",
+            &[new_id, &at],
+        )
+        .await?;
+        tx.key_changed(&new.key_hash, at).await?;
+    }
+    tx.execute(
+        "UPDATE api_keys SET rotating_to_key_id = NULL, next_rotation_at = NULL WHERE id = $1",
+        &[&old.id],
+    )
+    .await?;
+    Ok(())
+}
+
 pub(crate) async fn end_rotation(
     tx: &mut Tx,
     delivery_id: &str,
@@ -76,6 +112,17 @@ pub(crate) async fn end_rotation(
     let Some(new_id) = old.rotating_to_key_id.clone() else {
         return Ok(());
     };
+    // Revoked, rotated by hand or expired while the webhook was under way: the replacement must not outlive
+    // what it replaced (revoke and rotate cancel a rotation under way; this is the backstop).
+    let superseded = old.revoked_at.is_some()
+        || old.replaced_by_key_id.is_some()
+        || old.status_at(at) != opgate_store::KeyStatus::Active;
+    let delivered = delivered && !superseded;
+    let error = if superseded {
+        Some("the key was revoked, rotated or expired while its rotation was under way")
+    } else {
+        error
+    };
     let audit = |status: u16, code: Option<&str>| AuditRecord {
         at,
         request_id: format!("rotation_{delivery_id}"),
@@ -92,6 +139,15 @@ pub(crate) async fn end_rotation(
         count: 1,
     };
     if delivered {
+        // The replacement takes the old key's settings as they are now (an update may have narrowed them since
+        // the rotation started).
+        tx.execute(
+            "UPDATE api_keys AS n SET name = o.name, description = o.description, permissions = o.permissions,
+                rate_limit = o.rate_limit, allowed_ips = o.allowed_ips, expires_at = o.expires_at
+             FROM api_keys AS o WHERE o.id = $1 AND n.id = $2",
+            &[&old_id, &new_id],
+        )
+        .await?;
         let grace = at + SCHEDULED_GRACE_SECS;
         tx.execute(
             "UPDATE api_keys SET replaced_by_key_id = $2, grace_expires_at = $3, rotating_to_key_id = NULL,
@@ -120,7 +176,7 @@ pub(crate) async fn end_rotation(
             .await?;
             tx.key_changed(&new.key_hash, at).await?;
         }
-        let retry = at + RETRY_FAILED_ROTATION_SECS;
+        let retry = (!superseded).then_some(at + RETRY_FAILED_ROTATION_SECS);
         tx.execute(
             "UPDATE api_keys SET rotating_to_key_id = NULL, next_rotation_at = $2 WHERE id = $1",
             &[&old_id, &retry],

@@ -189,6 +189,8 @@ const MIGRATIONS: &[&str] = &[
         error       TEXT
     );
     CREATE INDEX webhook_attempts_by_delivery ON webhook_attempts (delivery_id, seq);",
+    // 2: as the SQLite store's 9: a delivery handed to an attempt is leased.
+    "ALTER TABLE webhook_deliveries ADD COLUMN leased_until BIGINT;",
 ];
 
 /// The schema version this build writes.

@@ -7,7 +7,7 @@ use opgate_core::Mode;
 use opgate_store::{
     Attempt, AttemptNext, AttemptRecord, Delivery, DeliveryPage, DeliveryState, DueDelivery,
     EventListener, KeyRecord, NewEvent, Owner, PayloadBuilder, Redelivery, StoreError, Webhook,
-    WebhookPatch, WebhookStore, HISTORY_LIMIT,
+    WebhookPatch, WebhookStore, DELIVERY_LEASE_SECS, HISTORY_LIMIT, PER_ORG_DUE,
 };
 use tokio_postgres::Row;
 
@@ -151,11 +151,6 @@ async fn emit<T>(
     };
     append(tx, &event).await
 }
-
-/// How long a delivery handed to one instance's dispatcher is withheld from the others: far longer than an
-/// attempt may take (the dispatcher's attempt timeout), so that its outcome is recorded first; if the instance
-/// dies mid-attempt, the delivery is handed out again once the lease has run out.
-const LEASE_SECS: i64 = 60;
 
 /// How many rows [`PgStore::expire_outbox`] deletes per transaction, so that writers are not held up.
 const SWEEP_BATCH: i64 = 5_000;
@@ -549,7 +544,7 @@ impl WebhookStore for PgStore {
                     return Ok(Redelivery::Gone);
                 }
                 tx.execute(
-                    "UPDATE webhook_deliveries SET state = 'pending', next_attempt_at = $2, finished_at = NULL
+                    "UPDATE webhook_deliveries SET state = 'pending', attempts = 0, next_attempt_at = $2, leased_until = NULL, finished_at = NULL
                      WHERE seq = $1",
                     &[&found.seq, &now],
                 )
@@ -564,23 +559,47 @@ impl WebhookStore for PgStore {
     }
 
     /// On a fleet, each due delivery goes to one instance: the heads are locked as they are read (those
-    /// another instance is taking are skipped) and leased (`LEASE_SECS`) in the same transaction, so that
+    /// another instance is taking are skipped) and leased (`DELIVERY_LEASE_SECS`) in the same transaction, so that
     /// no other instance takes them while this one attempts them ([`WebhookStore::record_attempt`] then sets
     /// what follows). A leased head still heads its queue, so an endpoint never has two deliveries in flight.
     async fn due_deliveries(&self, now: i64, limit: usize) -> Result<Vec<DueDelivery>, StoreError> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.write(move |tx| {
             Box::pin(async move {
+                // Each endpoint's oldest pending delivery, if due, at most PER_ORG_DUE of one organization (one
+                // tenant's many endpoints cannot fill every slot); then those another instance is not taking.
+                let candidates = format!(
+                    "WITH heads AS (
+                        SELECT d.seq, e.org_id, d.next_attempt_at, coalesce(d.leased_until, 0) > $1 AS busy
+                        FROM {DELIVERIES_FROM} LEFT JOIN webhooks w ON w.id = d.webhook_id
+                        WHERE {SENDABLE_HEAD}),
+                     ranked AS (
+                        SELECT h.seq, h.next_attempt_at,
+                               ROW_NUMBER() OVER (PARTITION BY h.org_id ORDER BY h.next_attempt_at, h.seq)
+                               + (SELECT count(*) FROM heads b WHERE b.org_id = h.org_id AND b.busy) AS r
+                        FROM heads h WHERE NOT h.busy AND h.next_attempt_at <= $1)
+                     SELECT seq FROM ranked WHERE r <= $3 ORDER BY next_attempt_at, seq LIMIT $2"
+                );
+                let seqs: Vec<i64> = tx
+                    .query(&candidates, &[&now, &limit, &PER_ORG_DUE])
+                    .await?
+                    .iter()
+                    .map(|r| r.try_get(0).map_err(pg))
+                    .collect::<Result<_, _>>()?;
+                if seqs.is_empty() {
+                    return Ok(Vec::new());
+                }
                 let sql = format!(
                     "SELECT {DELIVERY_COLUMNS}, coalesce(d.target_url, w.url),
                             coalesce(d.signing_sealed, w.secret_sealed), e.payload, e.created_at, d.payload_sealed
                      FROM {DELIVERIES_FROM} LEFT JOIN webhooks w ON w.id = d.webhook_id
-                     WHERE d.next_attempt_at <= $1 AND {SENDABLE_HEAD}
-                     ORDER BY d.next_attempt_at LIMIT $2
+                     WHERE d.seq = ANY($2) AND d.next_attempt_at <= $1 AND d.state = 'pending'
+                       AND coalesce(d.leased_until, 0) <= $1
+                     ORDER BY d.next_attempt_at, d.seq
                      FOR UPDATE OF d SKIP LOCKED"
                 );
                 let due = tx
-                    .query(&sql, &[&now, &limit])
+                    .query(&sql, &[&now, &seqs])
                     .await?
                     .iter()
                     .map(|row| {
@@ -597,8 +616,8 @@ impl WebhookStore for PgStore {
                 if !due.is_empty() {
                     let seqs: Vec<i64> = due.iter().map(|d| d.delivery.seq).collect();
                     tx.execute(
-                        "UPDATE webhook_deliveries SET next_attempt_at = $2 WHERE seq = ANY($1)",
-                        &[&seqs, &(now + LEASE_SECS)],
+                        "UPDATE webhook_deliveries SET leased_until = $2 WHERE seq = ANY($1)",
+                        &[&seqs, &(now + DELIVERY_LEASE_SECS)],
                     )
                     .await?;
                 }
@@ -612,7 +631,7 @@ impl WebhookStore for PgStore {
         self.read(|tx| {
             Box::pin(async move {
                 let sql = format!(
-                    "SELECT min(d.next_attempt_at) FROM webhook_deliveries d
+                    "SELECT min(GREATEST(d.next_attempt_at, coalesce(d.leased_until, 0))) FROM webhook_deliveries d
                      LEFT JOIN webhooks w ON w.id = d.webhook_id
                      WHERE {SENDABLE_HEAD}"
                 );
@@ -649,7 +668,7 @@ impl WebhookStore for PgStore {
                 let latency = i64::from(a.latency_ms);
                 let changed = tx
                     .execute(
-                        "UPDATE webhook_deliveries SET state = $2, attempts = attempts + 1, next_attempt_at = $3,
+                        "UPDATE webhook_deliveries SET state = $2, attempts = attempts + 1, next_attempt_at = $3, leased_until = NULL,
                             last_status = $4, last_error = $5, last_latency_ms = $6, finished_at = $7
                          WHERE id = $1 AND state = 'pending'",
                         &[&id, &state, &next, &status, &a.error, &latency, &finished],
@@ -969,7 +988,7 @@ mod tests {
             .unwrap()
             .iter()
             .all(|d| d.delivery.webhook_id != "wh_a"));
-        // wh_b's head is leased until 1 060: wh_a's retry comes first.
+        // wh_b's head is leased until 1 090: wh_a's retry comes first.
         assert_eq!(store.next_due().await.unwrap(), Some(1_005));
         let ok = Attempt {
             at: 1_005,
@@ -1281,7 +1300,8 @@ mod tests {
             return;
         };
         let b = PgStore::connect(&url).await.unwrap();
-        const ENDPOINTS: usize = 6;
+        // As many as one organization gets at once (PER_ORG_DUE).
+        const ENDPOINTS: usize = 4;
         const EVENTS: usize = 8;
         for i in 0..ENDPOINTS {
             a.insert_webhook(endpoint(&format!("wh_{i}"), &[]))

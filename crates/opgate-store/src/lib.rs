@@ -27,7 +27,7 @@ pub use unopened::Unopened;
 pub use webhooks::{
     Attempt, AttemptNext, AttemptRecord, Delivery, DeliveryPage, DeliveryState, DueDelivery,
     EventListener, NewEvent, Owner, PayloadBuilder, Redelivery, Webhook, WebhookPatch,
-    WebhookStore, HISTORY_LIMIT,
+    WebhookStore, DELIVERY_LEASE_SECS, HISTORY_LIMIT, PER_ORG_DUE,
 };
 pub use writer::ChangeListener;
 

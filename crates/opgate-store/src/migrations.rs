@@ -186,6 +186,9 @@ const MIGRATIONS: &[&str] = &[
     "CREATE INDEX webhook_deliveries_ended ON webhook_deliveries (finished_at) WHERE finished_at IS NOT NULL;
     CREATE INDEX webhook_deliveries_by_event ON webhook_deliveries (event_seq);
     CREATE INDEX webhook_events_by_age ON webhook_events (created_at);",
+    // 9: a delivery handed to an attempt is leased (not due again until the lease ends or the attempt is
+    // recorded), which also tells how many attempts of an organization are under way.
+    "ALTER TABLE webhook_deliveries ADD COLUMN leased_until INTEGER;",
 ];
 
 /// The schema version this build writes.

@@ -55,6 +55,37 @@ pub trait ScheduleStore: Send + Sync + 'static {
     async fn expiry_notices(&self, now: i64, limit: usize) -> Result<usize, StoreError>;
 }
 
+/// Cancels the scheduled rotation under way for `old` (revoked or rotated by hand), inside the caller's
+/// transaction: its replacement is revoked, and its webhook, if not yet delivered, is failed with its sealed
+/// body (the replacement's secret) erased, so the secret is never sent.
+pub(crate) fn cancel_rotation(
+    conn: &Connection,
+    old: &KeyRecord,
+    at: i64,
+) -> Result<(), StoreError> {
+    let Some(new_id) = &old.rotating_to_key_id else {
+        return Ok(());
+    };
+    conn.prepare_cached(
+        "UPDATE webhook_deliveries SET state = 'failed', payload_sealed = NULL, finished_at = ?2,
+            last_error = 'the rotation was cancelled: its key was revoked or rotated'
+         WHERE rotation_of = ?1 AND state = 'pending'",
+    )?
+    .execute(params![old.id, at])?;
+    if let Some(new) = select_one(conn, "k.id = ?1", [new_id])? {
+        conn.prepare_cached(
+            "UPDATE api_keys SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
+        )?
+        .execute(params![new_id, at])?;
+        log_change(conn, &new.key_hash, at)?;
+    }
+    conn.prepare_cached(
+        "UPDATE api_keys SET rotating_to_key_id = NULL, next_rotation_at = NULL WHERE id = ?1",
+    )?
+    .execute([&old.id])?;
+    Ok(())
+}
+
 /// The rotation a delivery of `delivery_id` carries, if it carries one: ends it as the delivery ended, inside
 /// the caller's transaction. Delivered: the old key's grace period starts and the new key's schedule runs;
 /// given up: the new key is revoked and the old key tries again in a day. Either way the sealed body (the new
@@ -83,6 +114,17 @@ pub(crate) fn end_rotation(
     let Some(new_id) = old.rotating_to_key_id.clone() else {
         return Ok(());
     };
+    // Revoked, rotated by hand or expired while the webhook was under way: the replacement must not outlive
+    // what it replaced (revoke and rotate cancel a rotation under way; this is the backstop).
+    let superseded = old.revoked_at.is_some()
+        || old.replaced_by_key_id.is_some()
+        || old.status_at(at) != crate::KeyStatus::Active;
+    let delivered = delivered && !superseded;
+    let error = if superseded {
+        Some("the key was revoked, rotated or expired while its rotation was under way")
+    } else {
+        error
+    };
     let audit = |status: u16, code: Option<&str>| AuditRecord {
         at,
         request_id: format!("rotation_{delivery_id}"),
@@ -99,6 +141,15 @@ pub(crate) fn end_rotation(
         count: 1,
     };
     if delivered {
+        // The replacement takes the old key's settings as they are now (an update may have narrowed them since
+        // the rotation started).
+        conn.prepare_cached(
+            "UPDATE api_keys SET (name, description, permissions, rate_limit, allowed_ips, expires_at) =
+                (SELECT name, description, permissions, rate_limit, allowed_ips, expires_at FROM api_keys
+                 WHERE id = ?1)
+             WHERE id = ?2",
+        )?
+        .execute(params![old_id, new_id])?;
         conn.prepare_cached(
             "UPDATE api_keys SET replaced_by_key_id = ?2, grace_expires_at = ?3, rotating_to_key_id = NULL,
                 next_rotation_at = NULL
@@ -123,10 +174,11 @@ pub(crate) fn end_rotation(
             .execute(params![new_id, at])?;
             log_change(conn, &new.key_hash, at)?;
         }
+        let retry = (!superseded).then_some(at + RETRY_FAILED_ROTATION_SECS);
         conn.prepare_cached(
             "UPDATE api_keys SET rotating_to_key_id = NULL, next_rotation_at = ?2 WHERE id = ?1",
         )?
-        .execute(params![old_id, at + RETRY_FAILED_ROTATION_SECS])?;
+        .execute(params![old_id, retry])?;
         if let (Some(builder), Some(old)) = (builder, select_one(conn, "k.id = ?1", [&old_id])?) {
             let mut data = builder(&old, at);
             data["rotation_error"] =
@@ -151,7 +203,9 @@ pub(crate) fn end_rotation(
 /// Usable, not replaced, not rotating, due (parameters `:now`).
 const DUE: &str = "k.next_rotation_at IS NOT NULL AND k.next_rotation_at <= :now AND k.revoked_at IS NULL
      AND (k.expires_at IS NULL OR k.expires_at > :now) AND k.replaced_by_key_id IS NULL
-     AND k.rotating_to_key_id IS NULL AND k.rotation_webhook_url IS NOT NULL AND k.rotation_key_sealed IS NOT NULL";
+     AND k.rotating_to_key_id IS NULL AND k.rotation_webhook_url IS NOT NULL AND k.rotation_key_sealed IS NOT NULL
+     AND (k.service_account_id IS NULL OR sa.id IS NOT NULL AND sa.disabled_at IS NULL)
+     AND (k.environment_id IS NULL OR EXISTS (SELECT 1 FROM environments env WHERE env.id = k.environment_id))";
 
 #[async_trait::async_trait]
 impl ScheduleStore for SqliteStore {
@@ -159,7 +213,8 @@ impl ScheduleStore for SqliteStore {
         self.read(move |conn| {
             let ids: Vec<(String, Vec<u8>)> = conn
                 .prepare_cached(&format!(
-                    "SELECT k.id, k.rotation_key_sealed FROM api_keys k WHERE {DUE}
+                    "SELECT k.id, k.rotation_key_sealed
+                     FROM api_keys k LEFT JOIN service_accounts sa ON sa.id = k.service_account_id WHERE {DUE}
                      ORDER BY k.next_rotation_at LIMIT :limit"
                 ))?
                 .query_map(

@@ -491,6 +491,7 @@ impl KeyStore for SqliteStore {
             let record = select_one(conn, "k.seq = ?1", [found.seq])?;
             if let (1, Some(record)) = (changed, &record) {
                 log_change(conn, &found.key_hash, now)?;
+                crate::rotation::cancel_rotation(conn, &found, now)?;
                 key_event(conn, &events, "revoked", record, now)?;
             }
             Ok(record)
@@ -587,6 +588,7 @@ impl KeyStore for SqliteStore {
                 return Ok(Rotation::Conflict(Box::new(old)));
             }
             let seq = insert(conn, &new)?;
+            crate::rotation::cancel_rotation(conn, &old, now)?;
             conn.prepare_cached(
                 "UPDATE api_keys SET replaced_by_key_id = ?2, grace_expires_at = ?3 WHERE seq = ?1",
             )?

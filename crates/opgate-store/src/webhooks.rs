@@ -94,6 +94,14 @@ impl DeliveryState {
     }
 }
 
+/// How long a delivery handed out by [`WebhookStore::due_deliveries`] is leased (longer than any attempt may
+/// take): not handed out again meanwhile, and counted as under way for its organization; a dispatcher that dies
+/// mid-attempt delays it by this much at most.
+pub const DELIVERY_LEASE_SECS: i64 = 90;
+
+/// The most deliveries of one organization under way (leased) at once.
+pub const PER_ORG_DUE: i64 = 4;
+
 /// One event's delivery to one endpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Delivery {
@@ -321,6 +329,11 @@ fn webhook_from_row(row: &Row<'_>) -> rusqlite::Result<Webhook> {
     })
 }
 
+/// A delivery at the head of its endpoint's queue that can be sent (its endpoint enabled, or a rotation's).
+const SENDABLE_HEAD: &str = "d.state = 'pending'
+     AND (d.target_url IS NOT NULL OR (w.id IS NOT NULL AND w.disabled_at IS NULL))
+     AND d.seq = (SELECT min(seq) FROM webhook_deliveries h WHERE h.webhook_id = d.webhook_id AND h.state = 'pending')";
+
 const DELIVERY_COLUMNS: &str = "d.seq, d.id, d.webhook_id, e.id, e.type, d.state, d.attempts, \
      d.next_attempt_at, d.last_status, d.last_error, d.last_latency_ms, d.created_at, d.finished_at";
 const DELIVERIES_FROM: &str = "webhook_deliveries d JOIN webhook_events e ON e.seq = d.event_seq";
@@ -443,8 +456,8 @@ pub trait WebhookStore: Send + Sync + 'static {
     /// Puts a delivery back in its endpoint's queue, due at `now` (same event, same `webhook-id`); `Gone` when
     /// its endpoint was deleted.
     async fn redeliver(&self, owner: &Owner, id: &str, now: i64) -> Result<Redelivery, StoreError>;
-    /// Deliveries due at `now`: for each enabled endpoint only its oldest pending one, so that an endpoint
-    /// gets its events in order.
+    /// Deliveries due at `now`, leased for [`DELIVERY_LEASE_SECS`]: for each enabled endpoint only its oldest
+    /// pending one, so that an endpoint gets its events in order, and at most [`PER_ORG_DUE`] per organization.
     async fn due_deliveries(&self, now: i64, limit: usize) -> Result<Vec<DueDelivery>, StoreError>;
     /// When the next delivery at the head of an enabled endpoint's queue is due, if any.
     async fn next_due(&self) -> Result<Option<i64>, StoreError>;
@@ -828,7 +841,7 @@ impl WebhookStore for SqliteStore {
                 return Ok(Redelivery::Gone);
             }
             conn.prepare_cached(
-                "UPDATE webhook_deliveries SET state = 'pending', next_attempt_at = ?2, finished_at = NULL
+                "UPDATE webhook_deliveries SET state = 'pending', attempts = 0, next_attempt_at = ?2, leased_until = NULL, finished_at = NULL
                  WHERE seq = ?1",
             )?
             .execute(params![found.seq, now])?;
@@ -839,29 +852,46 @@ impl WebhookStore for SqliteStore {
     }
 
     async fn due_deliveries(&self, now: i64, limit: usize) -> Result<Vec<DueDelivery>, StoreError> {
-        self.read(move |conn| {
+        self.write(move |conn| {
+            // Each endpoint's oldest pending delivery, if due and not leased, while its organization has fewer
+            // than PER_ORG_DUE under way: one tenant's many endpoints cannot fill every slot.
             let sql = format!(
-                "SELECT {DELIVERY_COLUMNS}, coalesce(d.target_url, w.url), coalesce(d.signing_sealed, w.secret_sealed),
+                "WITH heads AS (
+                    SELECT d.seq, e.org_id, d.next_attempt_at, coalesce(d.leased_until, 0) > ?1 AS busy
+                    FROM {DELIVERIES_FROM} LEFT JOIN webhooks w ON w.id = d.webhook_id
+                    WHERE {SENDABLE_HEAD}),
+                 ranked AS (
+                    SELECT h.seq, ROW_NUMBER() OVER (PARTITION BY h.org_id ORDER BY h.next_attempt_at, h.seq)
+                           + (SELECT count(*) FROM heads b WHERE b.org_id = h.org_id AND b.busy) AS r
+                    FROM heads h WHERE NOT h.busy AND h.next_attempt_at <= ?1)
+                 SELECT {DELIVERY_COLUMNS}, coalesce(d.target_url, w.url), coalesce(d.signing_sealed, w.secret_sealed),
                         e.payload, e.created_at, d.payload_sealed
                  FROM {DELIVERIES_FROM} LEFT JOIN webhooks w ON w.id = d.webhook_id
-                 WHERE d.state = 'pending' AND d.next_attempt_at <= ?1
-                   AND (d.target_url IS NOT NULL OR (w.id IS NOT NULL AND w.disabled_at IS NULL))
-                   AND d.seq = (SELECT min(seq) FROM webhook_deliveries h
-                                WHERE h.webhook_id = d.webhook_id AND h.state = 'pending')
-                 ORDER BY d.next_attempt_at LIMIT ?2"
+                 WHERE d.seq IN (SELECT seq FROM ranked WHERE r <= ?3)
+                 ORDER BY d.next_attempt_at, d.seq LIMIT ?2"
             );
-            let mut stmt = conn.prepare_cached(&sql)?;
-            let rows = stmt.query_map(params![now, limit as i64], |row| {
-                Ok(DueDelivery {
-                    delivery: delivery_from_row(row)?,
-                    url: row.get(13)?,
-                    secret_sealed: row.get(14)?,
-                    payload: row.get(15)?,
-                    event_at: row.get(16)?,
-                    payload_sealed: row.get(17)?,
-                })
-            })?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            let due = {
+                let mut stmt = conn.prepare_cached(&sql)?;
+                let rows = stmt.query_map(params![now, limit as i64, PER_ORG_DUE], |row| {
+                    Ok(DueDelivery {
+                        delivery: delivery_from_row(row)?,
+                        url: row.get(13)?,
+                        secret_sealed: row.get(14)?,
+                        payload: row.get(15)?,
+                        event_at: row.get(16)?,
+                        payload_sealed: row.get(17)?,
+                    })
+                })?;
+                rows.collect::<Result<Vec<_>, _>>()?
+            };
+            // Leased while attempted, so that the next look does not take it again; the attempt's record (or,
+            // after a crash, the lease's end) makes it due again.
+            let mut lease = conn
+                .prepare_cached("UPDATE webhook_deliveries SET leased_until = ?2 WHERE seq = ?1")?;
+            for d in &due {
+                lease.execute(params![d.delivery.seq, now + DELIVERY_LEASE_SECS])?;
+            }
+            Ok(due)
         })
         .await
     }
@@ -869,13 +899,11 @@ impl WebhookStore for SqliteStore {
     async fn next_due(&self) -> Result<Option<i64>, StoreError> {
         self.read(|conn| {
             Ok(conn
-                .prepare_cached(
-                    "SELECT min(d.next_attempt_at) FROM webhook_deliveries d LEFT JOIN webhooks w ON w.id = d.webhook_id
-                     WHERE d.state = 'pending'
-                       AND (d.target_url IS NOT NULL OR (w.id IS NOT NULL AND w.disabled_at IS NULL))
-                       AND d.seq = (SELECT min(seq) FROM webhook_deliveries h
-                                    WHERE h.webhook_id = d.webhook_id AND h.state = 'pending')",
-                )?
+                .prepare_cached(&format!(
+                    "SELECT min(max(d.next_attempt_at, coalesce(d.leased_until, 0)))
+                         FROM webhook_deliveries d LEFT JOIN webhooks w ON w.id = d.webhook_id
+                         WHERE {SENDABLE_HEAD}"
+                ))?
                 .query_row([], |r| r.get(0))?)
         })
         .await
@@ -892,7 +920,7 @@ impl WebhookStore for SqliteStore {
             };
             let changed = conn
                 .prepare_cached(
-                    "UPDATE webhook_deliveries SET state = ?2, attempts = attempts + 1, next_attempt_at = ?3,
+                    "UPDATE webhook_deliveries SET state = ?2, attempts = attempts + 1, next_attempt_at = ?3, leased_until = NULL,
                         last_status = ?4, last_error = ?5, last_latency_ms = ?6, finished_at = ?7
                      WHERE id = ?1 AND state = 'pending'",
                 )?
@@ -1109,7 +1137,8 @@ mod tests {
             .unwrap()
             .iter()
             .all(|d| d.delivery.webhook_id != "wh_a"));
-        assert_eq!(store.next_due().await.unwrap(), Some(200), "wh_b's head");
+        // wh_b's head is leased until 1 090 (handed out at 1 000): wh_a's retry comes first.
+        assert_eq!(store.next_due().await.unwrap(), Some(1_005));
         let ok = Attempt {
             at: 1_005,
             status: Some(204),
@@ -1134,8 +1163,8 @@ mod tests {
             (DeliveryState::Delivered, 2, Some(204))
         );
 
-        // Giving up disables the endpoint and tells the others.
-        let b = next
+        // Giving up disables the endpoint and tells the others (wh_b's head, handed out at 1 000, is leased).
+        let b = due
             .iter()
             .find(|d| d.delivery.webhook_id == "wh_b")
             .unwrap();

@@ -102,20 +102,59 @@ impl Dispatcher {
         })
     }
 
-    /// Runs until aborted: delivers what is due, then waits for the next due time, a commit with events, or
-    /// the poll interval.
+    /// Runs until aborted, keeping up to `max_in_flight` attempts under way: a slot freed by one attempt is
+    /// filled at once, so a slow endpoint holds one slot for its timeout, not the whole batch. Waits for the
+    /// next due time, a commit with events, a finished attempt, or the poll interval.
     pub fn spawn(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
         let dispatcher = Arc::clone(self);
         tokio::spawn(async move {
+            let mut running = tokio::task::JoinSet::new();
+            // What this dispatcher is attempting: never handed out twice here, even if its lease ran out
+            // meanwhile (a clock that jumped).
+            let mut in_flight = std::collections::HashSet::new();
             loop {
-                match dispatcher.run_once().await {
-                    Ok(n) if n > 0 => continue,
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!(error = %e, "reading the webhook outbox failed"),
+                let free = dispatcher
+                    .config
+                    .max_in_flight
+                    .saturating_sub(running.len());
+                let mut filled = false;
+                if free > 0 {
+                    match dispatcher
+                        .store
+                        .due_deliveries(dispatcher.clock.now().unix(), free)
+                        .await
+                    {
+                        Ok(due) => {
+                            filled = due.len() == free;
+                            for d in due {
+                                if !in_flight.insert(d.delivery.id.clone()) {
+                                    continue;
+                                }
+                                let dispatcher = Arc::clone(&dispatcher);
+                                running.spawn(async move {
+                                    let id = d.delivery.id.clone();
+                                    dispatcher.deliver(d).await;
+                                    id
+                                });
+                            }
+                        }
+                        Err(e) => tracing::warn!(error = %e, "reading the webhook outbox failed"),
+                    }
                 }
+                if filled {
+                    // Possibly more due: look again as soon as a slot frees.
+                    if let Some(done) = running.join_next().await {
+                        if let Ok(id) = done {
+                            in_flight.remove(&id);
+                        }
+                        continue;
+                    }
+                }
+                // What is due now but was not handed out waits for its organization's turn (a finished
+                // attempt) or the poll: looking again at once would only spin.
                 let wait = match dispatcher.store.next_due().await {
-                    Ok(Some(at)) => {
-                        let secs = (at - dispatcher.clock.now().unix()).max(0) as u64;
+                    Ok(Some(at)) if at > dispatcher.clock.now().unix() => {
+                        let secs = (at - dispatcher.clock.now().unix()) as u64;
                         Duration::from_secs(secs).min(dispatcher.config.poll_interval)
                     }
                     _ => dispatcher.config.poll_interval,
@@ -123,9 +162,23 @@ impl Dispatcher {
                 tokio::select! {
                     _ = dispatcher.wake.notified() => {}
                     _ = tokio::time::sleep(wait) => {}
+                    Some(done) = running.join_next(), if !running.is_empty() => {
+                        if let Ok(id) = done {
+                            in_flight.remove(&id);
+                        }
+                    }
                 }
             }
         })
+    }
+
+    /// Attempts `d` and records the outcome.
+    async fn deliver(&self, d: DueDelivery) {
+        let id = d.delivery.id.clone();
+        let attempt = self.attempt(&d).await;
+        if let Err(e) = self.store.record_attempt(&id, attempt).await {
+            tracing::warn!(error = %e, delivery = %id, "recording a webhook attempt failed");
+        }
     }
 
     /// Attempts every delivery due now (at most one per endpoint, its oldest); returns how many.
@@ -136,13 +189,7 @@ impl Dispatcher {
             .await?;
         let n = due.len();
         futures_util::stream::iter(due)
-            .for_each_concurrent(self.config.max_in_flight, |d| async move {
-                let id = d.delivery.id.clone();
-                let attempt = self.attempt(&d).await;
-                if let Err(e) = self.store.record_attempt(&id, attempt).await {
-                    tracing::warn!(error = %e, delivery = %id, "recording a webhook attempt failed");
-                }
-            })
+            .for_each_concurrent(self.config.max_in_flight, |d| self.deliver(d))
             .await;
         Ok(n)
     }
@@ -189,7 +236,14 @@ impl Dispatcher {
             .open(&due.secret_sealed)
             .map_err(|e| e.to_string())?;
         let url = reqwest::Url::parse(&due.url).map_err(|e| format!("url: {e}"))?;
-        let addrs = vetted_addresses(&url, self.config.policy, &self.resolver).await?;
+        // The tenant sees one message whatever the cause: which internal names resolve, and to what, is the
+        // operator's to know (the log has it).
+        let addrs = vetted_addresses(&url, self.config.policy, &self.resolver)
+            .await
+            .map_err(|why| {
+                tracing::warn!(delivery = %due.delivery.id, reason = %why, "webhook target refused");
+                REFUSED_TARGET.to_owned()
+            })?;
         let client = self.client(&url, &addrs)?;
         // A rotation webhook's body holds the new secret: it is sealed in the outbox and opened only here.
         let body = match &due.payload_sealed {
@@ -210,6 +264,10 @@ impl Dispatcher {
         let status = response.status();
         if status.is_success() {
             return Ok((status.as_u16(), None));
+        }
+        if due.payload_sealed.is_some() {
+            // The answer to a body holding a secret may echo it: none of it is kept or logged.
+            return Ok((status.as_u16(), Some(format!("HTTP {status}"))));
         }
         // Only the start of the answer is read and kept.
         let mut kept = Vec::new();
@@ -238,7 +296,7 @@ impl Dispatcher {
         let mut builder = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .timeout(self.config.attempt_timeout)
-            .connect_timeout(self.config.attempt_timeout)
+            .connect_timeout(self.config.attempt_timeout.min(CONNECT_TIMEOUT))
             .user_agent(concat!("opgate-webhooks/", env!("CARGO_PKG_VERSION")))
             .dns_resolver(Arc::new(NoLookups))
             .no_proxy();
@@ -255,6 +313,15 @@ impl Dispatcher {
         self.wake.notify_one();
     }
 }
+
+/// The most connecting may take, within the attempt timeout: an endpoint that does not even accept holds its
+/// slot no longer than this.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What a delivery to a host that does not resolve, or resolves to a refused address, records.
+pub const REFUSED_TARGET: &str =
+    "the host does not resolve, or resolves to an address webhooks may not reach \
+     (loopback, private or otherwise special); nothing was sent";
 
 /// Why a request got no answer, without the URL's query (it may carry a token).
 fn describe(e: reqwest::Error, timeout: Duration) -> String {

@@ -57,21 +57,41 @@ fn is_public_v4(ip: Ipv4Addr) -> bool {
         || a == 0 // "this network"
         || (a == 100 && (64..128).contains(&b)) // shared address space (CGNAT)
         || (a == 192 && b == 0 && c == 0) // IETF protocol assignments
+        || (a == 192 && b == 88 && c == 99) // 6to4 relay anycast
         || (a == 198 && (b == 18 || b == 19)) // benchmarking
         || a >= 240) // reserved
 }
 
+/// IPv6: only global unicast (2000::/3) is reachable, minus the ranges that are not really global or that
+/// carry an IPv4 address inside (6to4 and Teredo are judged by that address; the others are refused).
 fn is_public_v6(ip: Ipv6Addr) -> bool {
-    let first = ip.segments()[0];
-    !(ip.is_unspecified()
-        || ip.is_loopback()
-        || ip.is_multicast()
-        || (first & 0xfe00) == 0xfc00 // unique local (fd00:ec2::254, the AWS metadata address, included)
-        || (first & 0xffc0) == 0xfe80 // link-local
-        || (first & 0xffc0) == 0xfec0 // site-local (deprecated)
-        || first == 0x2001 && ip.segments()[1] == 0x0db8 // documentation
-        || first == 0x0064 && ip.segments()[1] == 0xff9b // NAT64, which embeds IPv4 addresses
-        || (first == 0 && ip.segments()[1..6] == [0; 5])) // IPv4-compatible and other reserved ::/80
+    let seg = ip.segments();
+    if (seg[0] & 0xe000) != 0x2000 {
+        // Everything outside 2000::/3: loopback, unspecified, IPv4-compatible/translated (::/8 and
+        // ::ffff:0:0:0/96), NAT64 (64:ff9b::/96), unique local, link-local, multicast, 5f00::/16 (SRv6 SIDs).
+        return false;
+    }
+    match seg[0] {
+        // 6to4: 2002:AABB:CCDD::/48 embeds IPv4 AA.BB.CC.DD.
+        0x2002 => is_public_v4(Ipv4Addr::new(
+            (seg[1] >> 8) as u8,
+            seg[1] as u8,
+            (seg[2] >> 8) as u8,
+            seg[2] as u8,
+        )),
+        0x2001 => match seg[1] {
+            // Teredo (2001::/32): tunnels to an obfuscated IPv4 address; refused.
+            0x0000 => false,
+            // Benchmarking (2001:2::/48), ORCHID (2001:10::/28, 2001:20::/28), documentation (2001:db8::/32).
+            0x0002 => false,
+            0x0010..=0x002f => false,
+            0x0db8 => false,
+            _ => true,
+        },
+        // Documentation (3fff::/20).
+        0x3fff => (seg[1] & 0xf000) != 0,
+        _ => true,
+    }
 }
 
 /// Whether `ip` is a loopback address (plain HTTP is allowed there).
@@ -189,6 +209,20 @@ mod tests {
             "::ffff:10.0.0.1",
             "64:ff9b::a00:1",
             "::",
+            "::ffff:0:127.0.0.1",
+            "::ffff:0:7f00:1",
+            "2002:7f00:1::",
+            "2002:a00:1::1",
+            "2001::1",
+            "2001:0:4136:e378:8000:63bf:3fff:fdd2",
+            "2001:2::1",
+            "2001:10::1",
+            "2001:20::1",
+            "2001:db8::1",
+            "3fff::1",
+            "5f00::1",
+            "192.88.99.1",
+            "4000::1",
         ] {
             assert!(!is_public(refused.parse().unwrap()), "{refused}");
         }
@@ -197,6 +231,9 @@ mod tests {
             "1.1.1.1",
             "2606:4700:4700::1111",
             "::ffff:8.8.8.8",
+            "2002:808:808::1",
+            "2a00:1450:4001::1",
+            "3fff:1000::1",
         ] {
             assert!(is_public(allowed.parse().unwrap()), "{allowed}");
         }

@@ -22,7 +22,7 @@ mod ops;
 mod seal;
 
 #[cfg(feature = "server")]
-pub use dispatcher::{DispatchConfig, Dispatcher};
+pub use dispatcher::{DispatchConfig, Dispatcher, REFUSED_TARGET};
 #[cfg(feature = "server")]
 pub use seal::{Sealer, Unsealable};
 

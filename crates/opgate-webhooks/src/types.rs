@@ -275,7 +275,7 @@ pub struct DeliveryDetails {
     pub event_type: String,
     /// Where it stands.
     pub status: DeliveryStatus,
-    /// Attempts made so far.
+    /// Attempts since it was last queued (a redelivery starts a new round of retries; `history` keeps all).
     pub attempts: u32,
     /// When the next attempt is due (while pending), or null.
     pub next_attempt_at: Option<Timestamp>,

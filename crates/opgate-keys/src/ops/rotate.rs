@@ -4,7 +4,7 @@ use opgate_core::{Code, Context, Error, OpMeta, Operation, PrincipalKind, SideEf
 use opgate_store::Rotation;
 
 use crate::types::{KeyDetails, RotateKeyInput, RotateKeyOutput};
-use crate::{check_target, grants, not_found, token, ApiKeys, KeySpec};
+use crate::{not_found, token, ApiKeys, KeySpec};
 
 /// Grace period when the request names none: 24 hours.
 const DEFAULT_GRACE_SECONDS: u32 = 86_400;
@@ -37,25 +37,9 @@ impl Operation for RotateKey {
             .map_err(Error::from)?
             .ok_or_else(|| not_found(&input.key_id))?;
         // The replacement is a new grant of the old key's permissions, handed to the caller: like a create, it
-        // may not exceed what the caller holds.
-        check_target(&ctx.principal, &old)?;
-        // Rotating hands out the new secret: a key bound to an environment or owned by a service account only
-        // gets secrets of keys of its own environment or account.
+        // may not exceed what the caller holds, nor carry fewer restrictions.
         let caller = &ctx.principal;
-        for (field, own, target) in [
-            ("environment", &caller.environment, &old.environment_id),
-            (
-                "service account",
-                &caller.service_account,
-                &old.service_account_id,
-            ),
-        ] {
-            if let Some(own) = own.as_ref().filter(|own| target.as_ref() != Some(*own)) {
-                return Err(Error::permission_denied(format!(
-                    "key_id: this key belongs to {field} `{own}` and rotates only keys of it"
-                )));
-            }
-        }
+        crate::check_may_receive_secret(caller, &old, false)?;
         if !old.service_account_active {
             return Err(Error::conflict(
                 "key_id: the key's service account is disabled; enable it before rotating its keys",
@@ -64,17 +48,6 @@ impl Operation for RotateKey {
         let now = ctx.now().unix();
         let grace_expires_at =
             now + i64::from(input.grace_period_seconds.unwrap_or(DEFAULT_GRACE_SECONDS));
-        // Nor may it carry fewer restrictions than the caller has: no lifted rate limit, no wider fence.
-        if grants::rate_limit(caller, old.rate_limit)? != old.rate_limit
-            || grants::allowed_ips(
-                caller,
-                Some(old.allowed_ips.clone()).filter(|l| !l.is_empty()),
-            )? != old.allowed_ips
-        {
-            return Err(Error::permission_denied(
-                "key_id: the key is less restricted (rate limit or allowed addresses) than the caller",
-            ));
-        }
         // The replacement lives as long as the old key was meant to, from now, but never past the caller's own
         // expiry, and a key rotating itself cannot extend its life.
         let mut expires_at = old.expires_at.map(|t| now + (t - old.created_at).max(0));

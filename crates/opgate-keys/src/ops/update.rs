@@ -57,6 +57,13 @@ impl Operation for UpdateKey {
         }
         grants::rate_limit_change(caller, input.rate_limit)?;
         grants::allowed_ips_change(caller, input.allowed_ips.as_ref())?;
+        // Scheduling rotations to a URL is receiving the key's next secrets there: allowed only to a caller that
+        // could rotate the key itself, and that the key does not outlive.
+        let schedules = matches!(input.rotation_webhook_url, Some(Some(_)))
+            || matches!(input.rotation_interval_days, Some(Some(_)));
+        if schedules {
+            crate::check_may_receive_secret(caller, &current, true)?;
+        }
         let rotation_webhook_url = match input.rotation_webhook_url {
             Some(Some(url)) => Some(Some(crate::check_rotation_url(&url, self.1)?)),
             other => other,

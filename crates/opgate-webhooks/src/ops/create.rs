@@ -1,6 +1,6 @@
 use std::sync::Arc;
 
-use opgate_core::{Context, Error, OpMeta, Operation, SideEffect};
+use opgate_core::{Code, Context, Error, OpMeta, Operation, SideEffect};
 use opgate_store::{new_id, Webhook};
 
 use crate::server::{owner, type_names};
@@ -10,6 +10,9 @@ use crate::Webhooks;
 /// `webhooks.create`: a new endpoint and its signing secret, shown once.
 pub(crate) struct Create(pub Arc<Webhooks>);
 
+/// Endpoints an organization may have in each mode.
+pub(crate) const MAX_ENDPOINTS: usize = 20;
+
 impl Operation for Create {
     const META: OpMeta = OpMeta {
         id: "webhooks.create",
@@ -17,6 +20,7 @@ impl Operation for Create {
         side_effect: SideEffect::Export,
         summary: "Create a webhook endpoint for the organization's events of the caller's mode; its signing secret is returned only in this response.",
     };
+    const ERRORS: &'static [Code] = &[Code::Conflict];
     const EXAMPLE: &'static str = r#"{"url": "https://hooks.example.com/opgate", "event_types": ["api_key.created", "api_key.revoked"], "description": "Key changes to the security team."}"#;
     type Input = CreateWebhookInput;
     type Output = WebhookWithSecret;
@@ -28,6 +32,18 @@ impl Operation for Create {
     ) -> Result<WebhookWithSecret, Error> {
         let owner = owner(&ctx)?;
         let url = self.0.check_url(&input.url)?;
+        // Bounded, so that one tenant's endpoints cannot crowd the dispatcher.
+        let existing = self
+            .0
+            .store
+            .list_webhooks(&owner, 0, MAX_ENDPOINTS)
+            .await?
+            .len();
+        if existing >= MAX_ENDPOINTS {
+            return Err(Error::conflict(format!(
+                "an organization has at most {MAX_ENDPOINTS} webhook endpoints in each mode; delete one first"
+            )));
+        }
         let (secret, sealed) = self.0.new_secret();
         let now = ctx.now().unix();
         let types = type_names(&input.event_types.unwrap_or_default());
