@@ -311,6 +311,33 @@ impl DataDir {
         }
     }
 
+    /// Pings the database every second and keeps `up` (what `GET /readyz` reads) in step: down when a ping
+    /// fails or takes over two seconds, up again at the first answer.
+    pub fn watch_storage(
+        &self,
+        up: Arc<std::sync::atomic::AtomicBool>,
+    ) -> tokio::task::JoinHandle<()> {
+        let store = self.store.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let answered =
+                    tokio::time::timeout(std::time::Duration::from_secs(2), store.ping()).await;
+                let ok = matches!(answered, Ok(Ok(())));
+                let was = up.swap(ok, std::sync::atomic::Ordering::Relaxed);
+                if was != ok {
+                    if ok {
+                        tracing::info!("the database answers again; ready");
+                    } else {
+                        tracing::warn!("the database does not answer; /readyz answers 503");
+                    }
+                }
+            }
+        })
+    }
+
     /// Starts the background upkeep of the data directory: hourly, idempotency records past their 24 hours,
     /// audit records older than `audit_retention_days` and ended webhook deliveries older than
     /// `webhook_retention_days` (none when `None`) are deleted in small batches.

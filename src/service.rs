@@ -257,6 +257,7 @@ impl ServiceBuilder {
             )?,
         };
         let lock = data.lock()?;
+        data.store.recover().await?;
         let admin_key = data.keys.bootstrap_admin().await?;
         let mut registry = data.registry_with(self.webhooks.policy)?;
         for register in &self.operations {
@@ -310,6 +311,7 @@ impl ServiceBuilder {
         background
             .push(data.spawn_housekeeping(self.audit_retention_days, self.webhook_retention_days));
         background.push(data.dispatcher(self.webhooks.clone()).spawn());
+        background.push(data.watch_storage(gateway.storage_up()));
         // Scheduled rotations and expiry notices: due work is looked for every 30 s, at once on start.
         background.push(data.scheduler().spawn(Duration::from_secs(30)));
         let serving = tokio::spawn(Arc::clone(&gateway).serve(listener, async move {

@@ -129,3 +129,133 @@ async fn instances_share_keys_and_the_admin_key_is_minted_once() {
         b.list_ids(&admin, json!({})).await
     );
 }
+
+/// Runs `scripts/pg-cluster` with `args`; its output.
+fn pg_cluster(args: &[&str]) -> String {
+    let out =
+        std::process::Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/pg-cluster"))
+            .args(args)
+            .output()
+            .expect("run scripts/pg-cluster");
+    assert!(
+        out.status.success(),
+        "pg-cluster {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+#[tokio::test]
+async fn postgres_going_away_under_load_loses_no_acknowledged_write_and_readyz_follows() {
+    // On the PostgreSQL pass only: the test runs a cluster of its own, which it kills and restarts.
+    if std::env::var("OPGATE_TEST_DATABASE_URL").is_err() {
+        return;
+    }
+    let url = pg_cluster(&["start"]);
+    let server = crate::support::TestServer::start_with(&["--database-url", &url]);
+    let admin = server.admin_key().to_owned();
+    let ready = |s: &crate::support::TestServer| {
+        let request = s.client().get(s.url("/readyz"));
+        async move {
+            request
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+                .unwrap_or(0)
+        }
+    };
+    assert_eq!(ready(&server).await, 200);
+
+    // Four clients create keys without pause; each remembers what was acknowledged.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut clients = Vec::new();
+    for c in 0..4 {
+        let (client, url, admin, stop) = (
+            server.client().clone(),
+            server.url(&crate::support::op_path("api_keys.create")),
+            admin.clone(),
+            stop.clone(),
+        );
+        clients.push(tokio::spawn(async move {
+            let (mut acknowledged, mut statuses) = (Vec::new(), std::collections::BTreeMap::new());
+            let mut n = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                n += 1;
+                let name = format!("c{c}-{n}");
+                let reply = client
+                    .post(&url)
+                    .bearer_auth(&admin)
+                    .json(&json!({ "name": name }))
+                    .timeout(Duration::from_secs(15))
+                    .send()
+                    .await;
+                let status = reply.as_ref().map(|r| r.status().as_u16()).unwrap_or(0);
+                *statuses.entry(status).or_insert(0u32) += 1;
+                if status == 200 {
+                    acknowledged.push(name);
+                } else {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+            (acknowledged, statuses)
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    pg_cluster(&["kill", &url]);
+    let mut down = false;
+    for _ in 0..100 {
+        if ready(&server).await == 503 {
+            down = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(down, "/readyz still 200 with the database gone");
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    pg_cluster(&["restart", &url]);
+    let mut up = false;
+    for _ in 0..200 {
+        if ready(&server).await == 200 {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(up, "/readyz never came back");
+    // The instance reconnected by itself: writes go on.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (mut acknowledged, mut statuses) = (Vec::new(), std::collections::BTreeMap::new());
+    for c in clients {
+        let (acked, counts) = c.await.unwrap();
+        acknowledged.extend(acked);
+        for (status, n) in counts {
+            *statuses.entry(status).or_insert(0) += n;
+        }
+    }
+    // Only answers and refusals as unavailable: no 500, no hang.
+    assert!(
+        statuses.keys().all(|s| *s == 200 || *s == 503),
+        "{statuses:?}"
+    );
+    assert!(statuses.get(&503).is_some_and(|n| *n > 0), "{statuses:?}");
+    // Every acknowledged create is there.
+    let stored: std::collections::HashSet<String> = server
+        .list(&admin, json!({}))
+        .await
+        .iter()
+        .map(|k| k["name"].as_str().unwrap().to_owned())
+        .collect();
+    let lost: Vec<&String> = acknowledged
+        .iter()
+        .filter(|n| !stored.contains(*n))
+        .collect();
+    eprintln!(
+        "database outage: {} creates acknowledged, answers {statuses:?}, {} lost",
+        acknowledged.len(),
+        lost.len()
+    );
+    assert!(lost.is_empty(), "acknowledged but lost: {lost:?}");
+    drop(server);
+    pg_cluster(&["stop", &url]);
+}

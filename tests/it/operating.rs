@@ -127,7 +127,9 @@ async fn http2_prior_knowledge_on_the_same_port() {
 
 #[tokio::test]
 async fn shutdown_turns_readyz_503_finishes_in_flight_requests_and_exits_0() {
-    let mut s = TestServer::start_with(&["--shutdown-delay-seconds", "2"]);
+    // The delay is the window in which readyz answers 503 before the listener closes: long enough for a
+    // loaded machine to poll it.
+    let mut s = TestServer::start_with(&["--shutdown-delay-seconds", "5"]);
     let admin = s.admin_key().to_owned();
     let ready = s
         .request(reqwest::Method::GET, "/readyz", None)

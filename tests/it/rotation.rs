@@ -541,15 +541,26 @@ async fn a_key_that_cannot_rotate_does_not_hold_up_the_others_and_a_schedule_nev
 
 #[tokio::test]
 async fn revoking_or_rotating_a_key_cancels_its_rotation_under_way() {
-    for manual in ["api_keys.revoke", "api_keys.rotate"] {
+    for manual in [
+        "api_keys.revoke",
+        "api_keys.rotate",
+        "service_accounts.delete",
+    ] {
         let s = TestGateway::start().await;
         let admin = s.admin_key().to_owned();
-        // The receiver fails first, so the rotation is under way when the key is revoked or rotated by hand.
+        // The receiver fails first, so the rotation is under way when the key is revoked, rotated by hand, or
+        // its service account deleted.
         let receiver = Receiver::start(Behaviour::FailFirst(1)).await;
+        let sa = id_of(
+            &s.call_ok("service_accounts.create", &admin, json!({"name": "bot"}))
+                .await
+                .json(),
+        );
         let old_id = id_of(
             &s.create(
                 &admin,
-                json!({"name": "k", "rotation_interval_days": 1, "rotation_webhook_url": receiver.url}),
+                json!({"name": "k", "rotation_interval_days": 1, "rotation_webhook_url": receiver.url,
+                       "service_account_id": sa}),
             )
             .await["key_details"],
         );
@@ -572,6 +583,7 @@ async fn revoking_or_rotating_a_key_cancels_its_rotation_under_way() {
         );
         let body = match manual {
             "api_keys.rotate" => json!({"key_id": old_id, "grace_period_seconds": 0}),
+            "service_accounts.delete" => json!({"service_account_id": sa}),
             _ => json!({"key_id": old_id}),
         };
         s.call_ok(manual, &admin, body).await;

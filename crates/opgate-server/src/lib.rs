@@ -120,6 +120,7 @@ pub struct Gateway {
     address_slots: Arc<slots::Slots<IpAddr>>,
     refusals: Arc<refusals::Refusals>,
     draining: std::sync::atomic::AtomicBool,
+    storage_up: Arc<std::sync::atomic::AtomicBool>,
     metrics: Option<metrics::Metrics>,
     clock: Arc<dyn opgate_core::Clock>,
     config: ServerConfig,
@@ -152,6 +153,7 @@ impl Gateway {
             address_slots: slots::Slots::new(config.max_connections_per_ip),
             refusals: Arc::default(),
             draining: std::sync::atomic::AtomicBool::new(false),
+            storage_up: Arc::new(std::sync::atomic::AtomicBool::new(true)),
             metrics: None,
             config,
         }
@@ -179,6 +181,17 @@ impl Gateway {
     pub fn with_journal(mut self, journal: Arc<dyn Journal>) -> Self {
         self.journal = Some(journal);
         self
+    }
+
+    /// The flag `GET /readyz` reads besides shutdown: whoever watches the database sets it (`false`: 503
+    /// `unavailable`, so that a load balancer sends traffic to instances that can serve it).
+    pub fn storage_up(&self) -> Arc<std::sync::atomic::AtomicBool> {
+        Arc::clone(&self.storage_up)
+    }
+
+    /// Whether the storage was last seen answering.
+    pub(crate) fn is_storage_up(&self) -> bool {
+        self.storage_up.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Checks the workspace an organization-wide principal names with `X-Workspace-ID` against `workspaces`

@@ -221,12 +221,17 @@ fn route<'a>(gw: &'a Gateway, parts: &Parts) -> Route<'a> {
     }
 }
 
-/// The service endpoints: `GET /healthz`, `GET /readyz` (503 once shutdown began), `GET /metrics`.
+/// The service endpoints: `GET /healthz`, `GET /readyz` (503 once shutdown began, or while the storage does not
+/// answer), `GET /metrics`.
 fn service(gw: &Gateway, endpoint: Endpoint, request_id: &str) -> Resp {
     match endpoint {
         Endpoint::Health => http_io::json(Bytes::from_static(br#"{"status":"ok"}"#), request_id),
         Endpoint::Ready if gw.is_draining() => http_io::error(
             &Error::unavailable("the server is shutting down"),
+            request_id,
+        ),
+        Endpoint::Ready if !gw.is_storage_up() => http_io::error(
+            &Error::unavailable("storage is unavailable").with_reason("storage"),
             request_id,
         ),
         Endpoint::Ready => http_io::json(Bytes::from_static(br#"{"status":"ready"}"#), request_id),

@@ -18,6 +18,9 @@ impl Database for PgStore {
     async fn ping(&self) -> Result<(), StoreError> {
         PgStore::ping(self).await
     }
+    async fn recover(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
     async fn close(&self) {
         PgStore::close(self).await
     }

@@ -43,6 +43,9 @@ async fn by_id(tx: &Tx, id: &str) -> Result<Option<KeyRecord>, StoreError> {
 /// starts and the new key's schedule runs; given up: the new key is revoked and the old key tries again in a
 /// day. Either way the sealed body (the new secret) is erased, and the outcome is audited and emitted. Takes
 /// the old key's organization lock before it reads the keys.
+/// Why a rotation ended without effect: its old key changed while the webhook was under way.
+const SUPERSEDED: &str = "the key was revoked, rotated or expired while its rotation was under way";
+
 /// Cancels the scheduled rotation under way for `old` (revoked or rotated by hand), inside the caller's
 /// transaction: its replacement is revoked, and its webhook, if not yet delivered, is failed with its sealed
 /// body (the replacement's secret) erased, so the secret is never sent.
@@ -117,12 +120,16 @@ pub(crate) async fn end_rotation(
     let superseded = old.revoked_at.is_some()
         || old.replaced_by_key_id.is_some()
         || old.status_at(at) != opgate_store::KeyStatus::Active;
+    if superseded {
+        // The delivery does not count as delivered: the rotation it carried was void.
+        tx.execute(
+            "UPDATE webhook_deliveries SET state = 'failed', last_error = $2 WHERE id = $1",
+            &[&delivery_id, &SUPERSEDED],
+        )
+        .await?;
+    }
     let delivered = delivered && !superseded;
-    let error = if superseded {
-        Some("the key was revoked, rotated or expired while its rotation was under way")
-    } else {
-        error
-    };
+    let error = if superseded { Some(SUPERSEDED) } else { error };
     let audit = |status: u16, code: Option<&str>| AuditRecord {
         at,
         request_id: format!("rotation_{delivery_id}"),

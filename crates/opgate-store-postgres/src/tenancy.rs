@@ -723,6 +723,21 @@ impl TenancyStore for PgStore {
                     &[&id, &mode.as_str()],
                 )
                 .await?;
+                // Rotations under way of its keys end with them: their secrets are never sent.
+                let rotating: Vec<String> = tx
+                    .query(
+                        "SELECT id FROM api_keys WHERE service_account_id = $1 AND rotating_to_key_id IS NOT NULL",
+                        &[&id],
+                    )
+                    .await?
+                    .iter()
+                    .map(|r| r.try_get(0).map_err(crate::pg))
+                    .collect::<Result<_, _>>()?;
+                for key in rotating {
+                    if let Some(record) = crate::keys::select_one(tx, "k.id = $1", &[&key]).await? {
+                        crate::rotation::cancel_rotation(tx, &record, now).await?;
+                    }
+                }
                 tx.execute(
                     "UPDATE api_keys SET revoked_at = $2 WHERE service_account_id = $1 AND revoked_at IS NULL",
                     &[&id, &now],

@@ -7,7 +7,7 @@ use opgate_core::Mode;
 use opgate_store::{
     Attempt, AttemptNext, AttemptRecord, Delivery, DeliveryPage, DeliveryState, DueDelivery,
     EventListener, KeyRecord, NewEvent, Owner, PayloadBuilder, Redelivery, StoreError, Webhook,
-    WebhookPatch, WebhookStore, DELIVERY_LEASE_SECS, HISTORY_LIMIT, PER_ORG_DUE,
+    WebhookPatch, WebhookStore, DELIVERY_LEASE_SECS, HISTORY_LIMIT,
 };
 use tokio_postgres::Row;
 
@@ -334,6 +334,17 @@ impl WebhookStore for PgStore {
         self.write(move |tx| {
             Box::pin(async move {
                 tx.lock_org(&w.org_id).await?;
+                let existing: i64 = tx
+                    .query_one(
+                        "SELECT count(*) FROM webhooks WHERE org_id = $1 AND mode = $2",
+                        &[&w.org_id, &w.mode.as_str()],
+                    )
+                    .await?
+                    .try_get(0)
+                    .map_err(pg)?;
+                if existing >= opgate_store::MAX_ENDPOINTS {
+                    return Err(opgate_store::too_many_endpoints());
+                }
                 let types = serde_json::to_string(&w.event_types)
                     .map_err(|e| StoreError::Corrupt(e.to_string()))?;
                 let rows = tx
@@ -562,7 +573,12 @@ impl WebhookStore for PgStore {
     /// another instance is taking are skipped) and leased (`DELIVERY_LEASE_SECS`) in the same transaction, so that
     /// no other instance takes them while this one attempts them ([`WebhookStore::record_attempt`] then sets
     /// what follows). A leased head still heads its queue, so an endpoint never has two deliveries in flight.
-    async fn due_deliveries(&self, now: i64, limit: usize) -> Result<Vec<DueDelivery>, StoreError> {
+    async fn due_deliveries(
+        &self,
+        now: i64,
+        limit: usize,
+        per_org: i64,
+    ) -> Result<Vec<DueDelivery>, StoreError> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.write(move |tx| {
             Box::pin(async move {
@@ -570,18 +586,18 @@ impl WebhookStore for PgStore {
                 // tenant's many endpoints cannot fill every slot); then those another instance is not taking.
                 let candidates = format!(
                     "WITH heads AS (
-                        SELECT d.seq, e.org_id, d.next_attempt_at, coalesce(d.leased_until, 0) > $1 AS busy
+                        SELECT d.seq, e.org_id, d.next_attempt_at, d.attempts, coalesce(d.leased_until, 0) > $1 AS busy
                         FROM {DELIVERIES_FROM} LEFT JOIN webhooks w ON w.id = d.webhook_id
                         WHERE {SENDABLE_HEAD}),
                      ranked AS (
-                        SELECT h.seq, h.next_attempt_at,
+                        SELECT h.seq, h.next_attempt_at, h.attempts,
                                ROW_NUMBER() OVER (PARTITION BY h.org_id ORDER BY h.next_attempt_at, h.seq)
                                + (SELECT count(*) FROM heads b WHERE b.org_id = h.org_id AND b.busy) AS r
                         FROM heads h WHERE NOT h.busy AND h.next_attempt_at <= $1)
-                     SELECT seq FROM ranked WHERE r <= $3 ORDER BY next_attempt_at, seq LIMIT $2"
+                     SELECT seq FROM ranked WHERE r <= $3 ORDER BY r, attempts, next_attempt_at, seq LIMIT $2"
                 );
                 let seqs: Vec<i64> = tx
-                    .query(&candidates, &[&now, &limit, &PER_ORG_DUE])
+                    .query(&candidates, &[&now, &limit, &per_org])
                     .await?
                     .iter()
                     .map(|r| r.try_get(0).map_err(pg))
@@ -935,7 +951,10 @@ mod tests {
         assert_eq!(woken.load(Ordering::SeqCst), 2);
 
         // wh_a has created then revoked: only its oldest is due; wh_b has revoked.
-        let due = store.due_deliveries(1_000, 10).await.unwrap();
+        let due = store
+            .due_deliveries(1_000, 10, opgate_store::PER_ORG_DUE)
+            .await
+            .unwrap();
         let mut heads: Vec<(String, String)> = due
             .iter()
             .map(|d| (d.delivery.webhook_id.clone(), d.delivery.event_type.clone()))
@@ -971,7 +990,11 @@ mod tests {
             serde_json::json!({"type": "api_key.created", "timestamp": "1970-01-01T00:01:42Z", "data": {"id": "key_2"}})
         );
         // Handed out, they are not handed out again while attempted.
-        assert!(store.due_deliveries(1_000, 10).await.unwrap().is_empty());
+        assert!(store
+            .due_deliveries(1_000, 10, opgate_store::PER_ORG_DUE)
+            .await
+            .unwrap()
+            .is_empty());
         // A retry keeps the queue behind it; a success lets the next one through.
         let id = first.delivery.id.clone();
         let retry = Attempt {
@@ -983,7 +1006,7 @@ mod tests {
         };
         store.record_attempt(&id, retry).await.unwrap();
         assert!(store
-            .due_deliveries(1_001, 10)
+            .due_deliveries(1_001, 10, opgate_store::PER_ORG_DUE)
             .await
             .unwrap()
             .iter()
@@ -1000,7 +1023,10 @@ mod tests {
         store.record_attempt(&id, ok.clone()).await.unwrap();
         // A second record of the same outcome changes nothing.
         store.record_attempt(&id, ok).await.unwrap();
-        let next = store.due_deliveries(1_005, 10).await.unwrap();
+        let next = store
+            .due_deliveries(1_005, 10, opgate_store::PER_ORG_DUE)
+            .await
+            .unwrap();
         assert_eq!(next.len(), 1);
         assert_eq!(
             (
@@ -1134,7 +1160,11 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(store.next_due().await.unwrap(), None);
-        assert!(store.due_deliveries(1_000, 10).await.unwrap().is_empty());
+        assert!(store
+            .due_deliveries(1_000, 10, opgate_store::PER_ORG_DUE)
+            .await
+            .unwrap()
+            .is_empty());
         let patch = WebhookPatch {
             url: Some("https://example.test/new".into()),
             description: Some(Some("new".into())),
@@ -1166,7 +1196,10 @@ mod tests {
             )
         );
         assert_eq!(store.next_due().await.unwrap(), Some(100));
-        let due = store.due_deliveries(1_000, 10).await.unwrap();
+        let due = store
+            .due_deliveries(1_000, 10, opgate_store::PER_ORG_DUE)
+            .await
+            .unwrap();
         assert_eq!(due.len(), 1);
         assert_eq!(
             (due[0].url.as_str(), due[0].secret_sealed.as_slice()),
@@ -1237,7 +1270,10 @@ mod tests {
         store.emit(event(100)).await.unwrap();
         store.emit(event(110)).await.unwrap();
         // wh_a's first is delivered, wh_b's first fails; both second ones stay pending.
-        let due = store.due_deliveries(1_000, 10).await.unwrap();
+        let due = store
+            .due_deliveries(1_000, 10, opgate_store::PER_ORG_DUE)
+            .await
+            .unwrap();
         assert_eq!(due.len(), 2);
         for d in &due {
             let next = if d.delivery.webhook_id == "wh_a" {
@@ -1334,13 +1370,19 @@ mod tests {
                 .await
         });
         locked.await.unwrap();
-        let first = a.due_deliveries(1_000, 100).await.unwrap();
+        let first = a
+            .due_deliveries(1_000, 100, opgate_store::PER_ORG_DUE)
+            .await
+            .unwrap();
         assert_eq!(first.len(), ENDPOINTS - 1);
         assert!(first.iter().all(|d| d.delivery.webhook_id != "wh_0"));
         release.send(()).unwrap();
         holding.await.unwrap().unwrap();
         // Both at once: disjoint, and together the one head left.
-        let (x, y) = tokio::join!(a.due_deliveries(1_000, 100), b.due_deliveries(1_000, 100));
+        let (x, y) = tokio::join!(
+            a.due_deliveries(1_000, 100, opgate_store::PER_ORG_DUE),
+            b.due_deliveries(1_000, 100, opgate_store::PER_ORG_DUE)
+        );
         let (x, y) = (x.unwrap(), y.unwrap());
         let taken: Vec<&str> = x
             .iter()
@@ -1371,7 +1413,10 @@ mod tests {
                 let mut idle = 0;
                 let mut handled = 0;
                 while idle < 20 {
-                    let due = store.due_deliveries(1_000, 4).await.unwrap();
+                    let due = store
+                        .due_deliveries(1_000, 4, opgate_store::PER_ORG_DUE)
+                        .await
+                        .unwrap();
                     if due.is_empty() {
                         idle += 1;
                         tokio::time::sleep(std::time::Duration::from_millis(5)).await;

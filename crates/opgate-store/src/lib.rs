@@ -25,9 +25,9 @@ pub use tenancy::{
 };
 pub use unopened::Unopened;
 pub use webhooks::{
-    Attempt, AttemptNext, AttemptRecord, Delivery, DeliveryPage, DeliveryState, DueDelivery,
-    EventListener, NewEvent, Owner, PayloadBuilder, Redelivery, Webhook, WebhookPatch,
-    WebhookStore, DELIVERY_LEASE_SECS, HISTORY_LIMIT, PER_ORG_DUE,
+    too_many_endpoints, Attempt, AttemptNext, AttemptRecord, Delivery, DeliveryPage, DeliveryState,
+    DueDelivery, EventListener, NewEvent, Owner, PayloadBuilder, Redelivery, Webhook, WebhookPatch,
+    WebhookStore, DELIVERY_LEASE_SECS, HISTORY_LIMIT, MAX_ENDPOINTS, PER_ORG_DUE,
 };
 pub use writer::ChangeListener;
 
@@ -52,6 +52,10 @@ pub trait Database:
     async fn expire_outbox(&self, cutoff: i64) -> Result<usize, StoreError>;
     /// Whether the database answers now (`/readyz`).
     async fn ping(&self) -> Result<(), StoreError>;
+    /// Called by a serving process once it holds the data directory: on SQLite, which one process serves,
+    /// delivery leases found now are ones a crash left behind and are released; on PostgreSQL nothing (other
+    /// instances may hold them; they end by themselves).
+    async fn recover(&self) -> Result<(), StoreError>;
     /// Finishes what is under way and closes; later calls fail with [`StoreError::Closed`].
     async fn close(&self);
     /// `sqlite` or `postgres`.
@@ -71,6 +75,16 @@ impl Database for SqliteStore {
     }
     async fn ping(&self) -> Result<(), StoreError> {
         self.read(|conn| Ok(conn.execute_batch("SELECT 1")?)).await
+    }
+    async fn recover(&self) -> Result<(), StoreError> {
+        self.write(|conn| {
+            conn.execute(
+                "UPDATE webhook_deliveries SET leased_until = NULL WHERE leased_until IS NOT NULL",
+                [],
+            )?;
+            Ok(())
+        })
+        .await
     }
     async fn close(&self) {
         SqliteStore::close(self).await
@@ -104,6 +118,9 @@ pub enum StoreError {
     /// between the caller's check and the write.
     #[error("{0}")]
     Gone(String),
+    /// The write would pass a limit (e.g. the endpoints an organization may have): nothing changed.
+    #[error("{0}")]
+    Refused(String),
     /// The database was written by a newer opgate.
     #[error("database schema version {found} is newer than this opgate knows ({known})")]
     TooNew {
@@ -120,6 +137,9 @@ impl From<StoreError> for opgate_core::Error {
     fn from(e: StoreError) -> Self {
         if let StoreError::Gone(why) = &e {
             return opgate_core::Error::conflict(format!("{why}; retry"));
+        }
+        if let StoreError::Refused(why) = &e {
+            return opgate_core::Error::conflict(why.clone());
         }
         opgate_core::Error::unavailable("storage is unavailable; retry later")
             .with_reason("storage")

@@ -55,6 +55,10 @@ pub trait ScheduleStore: Send + Sync + 'static {
     async fn expiry_notices(&self, now: i64, limit: usize) -> Result<usize, StoreError>;
 }
 
+/// Why a rotation ended without effect: its old key changed while the webhook was under way.
+pub(crate) const SUPERSEDED: &str =
+    "the key was revoked, rotated or expired while its rotation was under way";
+
 /// Cancels the scheduled rotation under way for `old` (revoked or rotated by hand), inside the caller's
 /// transaction: its replacement is revoked, and its webhook, if not yet delivered, is failed with its sealed
 /// body (the replacement's secret) erased, so the secret is never sent.
@@ -119,12 +123,15 @@ pub(crate) fn end_rotation(
     let superseded = old.revoked_at.is_some()
         || old.replaced_by_key_id.is_some()
         || old.status_at(at) != crate::KeyStatus::Active;
+    if superseded {
+        // The delivery does not count as delivered: the rotation it carried was void.
+        conn.prepare_cached(
+            "UPDATE webhook_deliveries SET state = 'failed', last_error = ?2 WHERE id = ?1",
+        )?
+        .execute(params![delivery_id, SUPERSEDED])?;
+    }
     let delivered = delivered && !superseded;
-    let error = if superseded {
-        Some("the key was revoked, rotated or expired while its rotation was under way")
-    } else {
-        error
-    };
+    let error = if superseded { Some(SUPERSEDED) } else { error };
     let audit = |status: u16, code: Option<&str>| AuditRecord {
         at,
         request_id: format!("rotation_{delivery_id}"),

@@ -895,6 +895,18 @@ impl TenancyStore for SqliteStore {
                 "SELECT count(*) FROM api_keys WHERE service_account_id = ?1 AND mode = ?2 AND revoked_at IS NULL",
                 params![id, mode.as_str()],
             )?;
+            // Rotations under way of its keys end with them: their secrets are never sent.
+            let rotating: Vec<String> = conn
+                .prepare_cached(
+                    "SELECT id FROM api_keys WHERE service_account_id = ?1 AND rotating_to_key_id IS NOT NULL",
+                )?
+                .query_map([&id], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            for key in rotating {
+                if let Some(record) = crate::sqlite::select_one(conn, "k.id = ?1", [&key])? {
+                    crate::rotation::cancel_rotation(conn, &record, now)?;
+                }
+            }
             conn.prepare_cached(
                 "UPDATE api_keys SET revoked_at = ?2 WHERE service_account_id = ?1 AND revoked_at IS NULL",
             )?

@@ -226,7 +226,12 @@ impl WebhookStore for Unopened {
     async fn redeliver(&self, _: &Owner, _: &str, _: i64) -> Result<Redelivery, StoreError> {
         Err(StoreError::Closed)
     }
-    async fn due_deliveries(&self, _: i64, _: usize) -> Result<Vec<DueDelivery>, StoreError> {
+    async fn due_deliveries(
+        &self,
+        _: i64,
+        _: usize,
+        _: i64,
+    ) -> Result<Vec<DueDelivery>, StoreError> {
         Err(StoreError::Closed)
     }
     async fn next_due(&self) -> Result<Option<i64>, StoreError> {

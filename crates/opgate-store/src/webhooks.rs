@@ -99,7 +99,17 @@ impl DeliveryState {
 /// mid-attempt delays it by this much at most.
 pub const DELIVERY_LEASE_SECS: i64 = 90;
 
-/// The most deliveries of one organization under way (leased) at once.
+/// The endpoints an organization may have in each mode, so that one tenant cannot crowd the dispatcher.
+pub const MAX_ENDPOINTS: i64 = 20;
+
+/// The refusal of an endpoint past [`MAX_ENDPOINTS`].
+pub fn too_many_endpoints() -> StoreError {
+    StoreError::Refused(format!(
+        "an organization has at most {MAX_ENDPOINTS} webhook endpoints in each mode; delete one first"
+    ))
+}
+
+/// The most deliveries of one organization under way (leased) at once, unless the dispatcher asks for fewer.
 pub const PER_ORG_DUE: i64 = 4;
 
 /// One event's delivery to one endpoint.
@@ -457,8 +467,15 @@ pub trait WebhookStore: Send + Sync + 'static {
     /// its endpoint was deleted.
     async fn redeliver(&self, owner: &Owner, id: &str, now: i64) -> Result<Redelivery, StoreError>;
     /// Deliveries due at `now`, leased for [`DELIVERY_LEASE_SECS`]: for each enabled endpoint only its oldest
-    /// pending one, so that an endpoint gets its events in order, and at most [`PER_ORG_DUE`] per organization.
-    async fn due_deliveries(&self, now: i64, limit: usize) -> Result<Vec<DueDelivery>, StoreError>;
+    /// pending one, so that an endpoint gets its events in order, and no more than would make `per_org` of one
+    /// organization under way (1: only organizations with nothing under way), least busy organizations and
+    /// first attempts first.
+    async fn due_deliveries(
+        &self,
+        now: i64,
+        limit: usize,
+        per_org: i64,
+    ) -> Result<Vec<DueDelivery>, StoreError>;
     /// When the next delivery at the head of an enabled endpoint's queue is due, if any.
     async fn next_due(&self) -> Result<Option<i64>, StoreError>;
     /// Records an attempt and what follows it. Giving up disables the endpoint and emits `webhook.disabled`.
@@ -658,6 +675,12 @@ fn emit<T>(
 impl WebhookStore for SqliteStore {
     async fn insert_webhook(&self, w: Webhook) -> Result<Webhook, StoreError> {
         self.write(move |conn| {
+            let existing: i64 = conn
+                .prepare_cached("SELECT count(*) FROM webhooks WHERE org_id = ?1 AND mode = ?2")?
+                .query_row(params![w.org_id, w.mode.as_str()], |r| r.get(0))?;
+            if existing >= MAX_ENDPOINTS {
+                return Err(too_many_endpoints());
+            }
             let types = serde_json::to_string(&w.event_types)
                 .map_err(|e| StoreError::Corrupt(e.to_string()))?;
             conn.prepare_cached(
@@ -851,10 +874,17 @@ impl WebhookStore for SqliteStore {
         .await
     }
 
-    async fn due_deliveries(&self, now: i64, limit: usize) -> Result<Vec<DueDelivery>, StoreError> {
+    async fn due_deliveries(
+        &self,
+        now: i64,
+        limit: usize,
+        per_org: i64,
+    ) -> Result<Vec<DueDelivery>, StoreError> {
         self.write(move |conn| {
             // Each endpoint's oldest pending delivery, if due and not leased, while its organization has fewer
-            // than PER_ORG_DUE under way: one tenant's many endpoints cannot fill every slot.
+            // than PER_ORG_DUE under way: one tenant's many endpoints cannot fill every slot. The least busy
+            // organizations go first, and first attempts before retries, so that a slot freed by tenants whose
+            // endpoints hang goes to one that has nothing under way.
             let sql = format!(
                 "WITH heads AS (
                     SELECT d.seq, e.org_id, d.next_attempt_at, coalesce(d.leased_until, 0) > ?1 AS busy
@@ -866,13 +896,15 @@ impl WebhookStore for SqliteStore {
                     FROM heads h WHERE NOT h.busy AND h.next_attempt_at <= ?1)
                  SELECT {DELIVERY_COLUMNS}, coalesce(d.target_url, w.url), coalesce(d.signing_sealed, w.secret_sealed),
                         e.payload, e.created_at, d.payload_sealed
-                 FROM {DELIVERIES_FROM} LEFT JOIN webhooks w ON w.id = d.webhook_id
-                 WHERE d.seq IN (SELECT seq FROM ranked WHERE r <= ?3)
-                 ORDER BY d.next_attempt_at, d.seq LIMIT ?2"
+                 FROM ranked JOIN webhook_deliveries d ON d.seq = ranked.seq
+                      JOIN webhook_events e ON e.seq = d.event_seq
+                      LEFT JOIN webhooks w ON w.id = d.webhook_id
+                 WHERE ranked.r <= ?3
+                 ORDER BY ranked.r, d.attempts, d.next_attempt_at, d.seq LIMIT ?2"
             );
             let due = {
                 let mut stmt = conn.prepare_cached(&sql)?;
-                let rows = stmt.query_map(params![now, limit as i64, PER_ORG_DUE], |row| {
+                let rows = stmt.query_map(params![now, limit as i64, per_org], |row| {
                     Ok(DueDelivery {
                         delivery: delivery_from_row(row)?,
                         url: row.get(13)?,
@@ -1099,7 +1131,10 @@ mod tests {
         assert_eq!(woken.load(std::sync::atomic::Ordering::SeqCst), 2);
 
         // wh_a has created then revoked: only its oldest is due; wh_b has revoked.
-        let due = store.due_deliveries(1_000, 10).await.unwrap();
+        let due = store
+            .due_deliveries(1_000, 10, crate::PER_ORG_DUE)
+            .await
+            .unwrap();
         let mut heads: Vec<(String, String)> = due
             .iter()
             .map(|d| (d.delivery.webhook_id.clone(), d.delivery.event_type.clone()))
@@ -1132,7 +1167,7 @@ mod tests {
         };
         store.record_attempt(&id, retry).await.unwrap();
         assert!(store
-            .due_deliveries(1_001, 10)
+            .due_deliveries(1_001, 10, crate::PER_ORG_DUE)
             .await
             .unwrap()
             .iter()
@@ -1147,7 +1182,10 @@ mod tests {
             next: AttemptNext::Delivered,
         };
         store.record_attempt(&id, ok).await.unwrap();
-        let next = store.due_deliveries(1_005, 10).await.unwrap();
+        let next = store
+            .due_deliveries(1_005, 10, crate::PER_ORG_DUE)
+            .await
+            .unwrap();
         assert!(
             next.iter()
                 .any(|d| d.delivery.webhook_id == "wh_a"

@@ -109,9 +109,11 @@ impl Dispatcher {
         let dispatcher = Arc::clone(self);
         tokio::spawn(async move {
             let mut running = tokio::task::JoinSet::new();
-            // What this dispatcher is attempting: never handed out twice here, even if its lease ran out
-            // meanwhile (a clock that jumped).
-            let mut in_flight = std::collections::HashSet::new();
+            // What this dispatcher is attempting: never attempted twice at once here, even if its lease ran
+            // out meanwhile (a clock that jumped). Looking for due deliveries and recording an attempt (which
+            // ends its lease) both hold the set, so a delivery is never taken between its record and its
+            // leaving the set (it would stay leased, and wait for the lease to end).
+            let in_flight = Arc::new(tokio::sync::Mutex::new(std::collections::HashSet::new()));
             loop {
                 let free = dispatcher
                     .config
@@ -119,22 +121,22 @@ impl Dispatcher {
                     .saturating_sub(running.len());
                 let mut filled = false;
                 if free > 0 {
-                    match dispatcher
-                        .store
-                        .due_deliveries(dispatcher.clock.now().unix(), free)
-                        .await
-                    {
+                    let mut attempting = in_flight.lock().await;
+                    match dispatcher.due(free).await {
                         Ok(due) => {
                             filled = due.len() == free;
                             for d in due {
-                                if !in_flight.insert(d.delivery.id.clone()) {
+                                let id = d.delivery.id.clone();
+                                if !attempting.insert(id.clone()) {
                                     continue;
                                 }
-                                let dispatcher = Arc::clone(&dispatcher);
+                                let (dispatcher, in_flight) =
+                                    (Arc::clone(&dispatcher), Arc::clone(&in_flight));
                                 running.spawn(async move {
-                                    let id = d.delivery.id.clone();
-                                    dispatcher.deliver(d).await;
-                                    id
+                                    let attempt = dispatcher.attempt(&d).await;
+                                    let mut attempting = in_flight.lock().await;
+                                    dispatcher.record(&id, attempt).await;
+                                    attempting.remove(&id);
                                 });
                             }
                         }
@@ -143,10 +145,7 @@ impl Dispatcher {
                 }
                 if filled {
                     // Possibly more due: look again as soon as a slot frees.
-                    if let Some(done) = running.join_next().await {
-                        if let Ok(id) = done {
-                            in_flight.remove(&id);
-                        }
+                    if running.join_next().await.is_some() {
                         continue;
                     }
                 }
@@ -162,31 +161,49 @@ impl Dispatcher {
                 tokio::select! {
                     _ = dispatcher.wake.notified() => {}
                     _ = tokio::time::sleep(wait) => {}
-                    Some(done) = running.join_next(), if !running.is_empty() => {
-                        if let Ok(id) = done {
-                            in_flight.remove(&id);
-                        }
-                    }
+                    Some(_) = running.join_next(), if !running.is_empty() => {}
                 }
             }
         })
     }
 
+    /// Up to `free` deliveries to attempt now. A quarter of all slots is kept for organizations with nothing
+    /// under way: however many organizations' endpoints hang, another's events still find a slot.
+    async fn due(&self, free: usize) -> Result<Vec<DueDelivery>, opgate_store::StoreError> {
+        let now = self.clock.now().unix();
+        let reserve = self.config.max_in_flight / 4;
+        let in_flight = self.config.max_in_flight.saturating_sub(free);
+        let general = (self.config.max_in_flight - reserve).saturating_sub(in_flight);
+        let mut due = Vec::new();
+        if general > 0 {
+            due = self
+                .store
+                .due_deliveries(now, general.min(free), opgate_store::PER_ORG_DUE)
+                .await?;
+        }
+        let left = free - due.len();
+        if left > 0 {
+            due.extend(self.store.due_deliveries(now, left, 1).await?);
+        }
+        Ok(due)
+    }
+
     /// Attempts `d` and records the outcome.
     async fn deliver(&self, d: DueDelivery) {
-        let id = d.delivery.id.clone();
         let attempt = self.attempt(&d).await;
-        if let Err(e) = self.store.record_attempt(&id, attempt).await {
+        self.record(&d.delivery.id, attempt).await;
+    }
+
+    /// Records an attempt at delivery `id` (which ends its lease).
+    async fn record(&self, id: &str, attempt: Attempt) {
+        if let Err(e) = self.store.record_attempt(id, attempt).await {
             tracing::warn!(error = %e, delivery = %id, "recording a webhook attempt failed");
         }
     }
 
     /// Attempts every delivery due now (at most one per endpoint, its oldest); returns how many.
     pub async fn run_once(&self) -> Result<usize, opgate_store::StoreError> {
-        let due = self
-            .store
-            .due_deliveries(self.clock.now().unix(), self.config.max_in_flight)
-            .await?;
+        let due = self.due(self.config.max_in_flight).await?;
         let n = due.len();
         futures_util::stream::iter(due)
             .for_each_concurrent(self.config.max_in_flight, |d| self.deliver(d))
@@ -238,8 +255,11 @@ impl Dispatcher {
         let url = reqwest::Url::parse(&due.url).map_err(|e| format!("url: {e}"))?;
         // The tenant sees one message whatever the cause: which internal names resolve, and to what, is the
         // operator's to know (the log has it).
-        let addrs = vetted_addresses(&url, self.config.policy, &self.resolver)
+        // Resolving counts against the attempt's time: a slow name server cannot hold a slot longer.
+        let vetting = vetted_addresses(&url, self.config.policy, &self.resolver);
+        let addrs = tokio::time::timeout(self.config.attempt_timeout, vetting)
             .await
+            .unwrap_or_else(|_| Err("resolving the host timed out".to_owned()))
             .map_err(|why| {
                 tracing::warn!(delivery = %due.delivery.id, reason = %why, "webhook target refused");
                 REFUSED_TARGET.to_owned()

@@ -10,9 +10,6 @@ use crate::Webhooks;
 /// `webhooks.create`: a new endpoint and its signing secret, shown once.
 pub(crate) struct Create(pub Arc<Webhooks>);
 
-/// Endpoints an organization may have in each mode.
-pub(crate) const MAX_ENDPOINTS: usize = 20;
-
 impl Operation for Create {
     const META: OpMeta = OpMeta {
         id: "webhooks.create",
@@ -32,18 +29,6 @@ impl Operation for Create {
     ) -> Result<WebhookWithSecret, Error> {
         let owner = owner(&ctx)?;
         let url = self.0.check_url(&input.url)?;
-        // Bounded, so that one tenant's endpoints cannot crowd the dispatcher.
-        let existing = self
-            .0
-            .store
-            .list_webhooks(&owner, 0, MAX_ENDPOINTS)
-            .await?
-            .len();
-        if existing >= MAX_ENDPOINTS {
-            return Err(Error::conflict(format!(
-                "an organization has at most {MAX_ENDPOINTS} webhook endpoints in each mode; delete one first"
-            )));
-        }
         let (secret, sealed) = self.0.new_secret();
         let now = ctx.now().unix();
         let types = type_names(&input.event_types.unwrap_or_default());
