@@ -265,12 +265,20 @@ impl DataDir {
         let sessions = SessionAuthenticator::new(self.sessions.clone(), Arc::clone(&self.clock));
         let authenticator = Arc::new(TokenRouter::new(keys, sessions));
         let store = self.store.clone();
+        let shared_limits = self
+            .store
+            .rate_cells()
+            .map(|cells| (cells, config.shared_limits_down));
         let mut gateway = Gateway::new(Arc::new(registry), authenticator, config)
             .with_journal(store.clone())
             .with_workspaces(store)
             .with_clock(Arc::clone(&self.clock));
         if let Some(metrics) = metrics {
             gateway = gateway.with_metrics(metrics);
+        }
+        // A fleet's limits hold for the fleet: taken from the database's shared cells a lease at a time.
+        if let Some((cells, when_down)) = shared_limits {
+            gateway = gateway.with_rate_cells(cells, when_down);
         }
         Arc::new(gateway)
     }

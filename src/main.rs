@@ -69,6 +69,15 @@ enum Command {
     },
 }
 
+/// What a fleet's rate limits do while the database cannot be reached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum RateLimitFallback {
+    /// Each instance limits on its own, at its share of each limit.
+    Open,
+    /// Limited callers get 503 until the database answers.
+    Closed,
+}
+
 #[derive(Args, Clone)]
 pub(crate) struct DataDirArgs {
     /// Directory holding the SQLite database and the server secret.
@@ -189,6 +198,13 @@ pub(crate) struct ServeArgs {
     /// Keys can mint keys, so only this bounds a tenant's total.
     #[arg(long, env = "OPGATE_ORG_RATE_LIMIT", value_parser = clap::value_parser!(u32).range(1..))]
     pub(crate) org_rate_limit: Option<u32>,
+    /// In a fleet (`--database-url`), what rate limits do while the database cannot be reached: `open` (each
+    /// instance limits on its own, at 1/`--fleet-size` of each limit) or `closed` (limited callers get 503).
+    #[arg(long, env = "OPGATE_RATE_LIMIT_FALLBACK", value_enum, default_value_t = RateLimitFallback::Open)]
+    pub(crate) rate_limit_fallback: RateLimitFallback,
+    /// The number of instances in the fleet, for `--rate-limit-fallback open`.
+    #[arg(long, env = "OPGATE_FLEET_SIZE", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub(crate) fleet_size: u32,
     /// Requests one organization (all its keys and sessions) may have in flight at once; more get 503.
     #[arg(long, env = "OPGATE_MAX_CONCURRENT_REQUESTS_PER_ORG", default_value_t = ServerConfig::default().max_concurrent_requests_per_org as u32, value_parser = clap::value_parser!(u32).range(1..))]
     pub(crate) max_concurrent_requests_per_org: u32,

@@ -25,6 +25,12 @@ pub(crate) async fn run(args: ServeArgs) -> Result<(), BoxError> {
         trusted_proxies: args.trusted_proxies,
         default_rate_limit: args.default_rate_limit,
         org_rate_limit: args.org_rate_limit,
+        shared_limits_down: match args.rate_limit_fallback {
+            crate::RateLimitFallback::Open => opgate::server::rate_limit::WhenShareDown::Open {
+                fleet_size: args.fleet_size,
+            },
+            crate::RateLimitFallback::Closed => opgate::server::rate_limit::WhenShareDown::Closed,
+        },
         max_body_bytes: args.max_body_bytes,
         shutdown_grace: secs(args.shutdown_grace_seconds),
         header_read_timeout: secs(args.header_read_timeout_seconds),

@@ -395,7 +395,11 @@ async fn webhooks_cannot_be_aimed_at_the_operators_network() {
         tried[0]["last_error"],
         json!(opgate::webhooks::REFUSED_TARGET)
     );
-    assert_eq!(tried[0]["last_latency_ms"], 0);
+    // Refused while resolving: no connection was made, so the attempt took next to nothing.
+    assert!(
+        tried[0]["last_latency_ms"].as_u64().unwrap() < 1_000,
+        "{tried:?}"
+    );
 }
 
 #[tokio::test]

@@ -14,6 +14,10 @@ pub trait Clock: Send + Sync + 'static {
     fn now(&self) -> Timestamp;
     /// Time since an arbitrary fixed origin that never goes back, for rate limits.
     fn monotonic(&self) -> Duration;
+    /// Wall-clock time in unix microseconds, for what instances of a fleet must agree on (shared rate limits).
+    fn now_micros(&self) -> i64 {
+        self.now().unix() * 1_000_000
+    }
 }
 
 /// The operating system's clocks.
@@ -39,11 +43,18 @@ impl Clock for SystemClock {
     fn monotonic(&self) -> Duration {
         self.origin.elapsed()
     }
+
+    fn now_micros(&self) -> i64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as i64)
+    }
 }
 
 /// A clock that only moves when told to: tests set it and advance it, and every time decision follows.
 #[derive(Debug)]
 pub struct ManualClock {
+    start: i64,
     unix: AtomicI64,
     monotonic_ms: AtomicU64,
 }
@@ -52,6 +63,7 @@ impl ManualClock {
     /// A clock standing at `start`.
     pub fn at(start: Timestamp) -> Arc<Self> {
         Arc::new(ManualClock {
+            start: start.unix(),
             unix: AtomicI64::new(start.unix()),
             monotonic_ms: AtomicU64::new(0),
         })
@@ -72,6 +84,10 @@ impl Clock for ManualClock {
 
     fn monotonic(&self) -> Duration {
         Duration::from_millis(self.monotonic_ms.load(Ordering::SeqCst))
+    }
+
+    fn now_micros(&self) -> i64 {
+        self.start * 1_000_000 + self.monotonic_ms.load(Ordering::SeqCst) as i64 * 1_000
     }
 }
 

@@ -86,6 +86,29 @@ pub trait Workspaces: Send + Sync + 'static {
     async fn exists(&self, org_id: &str, workspace_id: &str) -> Result<bool, Error>;
 }
 
+/// What [`RateCells::take`] got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Taken {
+    /// Requests taken from the shared allowance (0: it is spent).
+    pub granted: u32,
+    /// When the next request frees up (unix microseconds), for `Retry-After`.
+    pub next_free_us: i64,
+    /// Requests left in the shared allowance after this take (`RateLimit-Remaining`, with the lease's own).
+    pub remaining: u32,
+    /// When the whole burst is available again (unix microseconds, `RateLimit-Reset`).
+    pub full_at_us: i64,
+}
+
+/// A fleet's shared rate-limit state: one GCRA cell per limited principal (and organization), from which each
+/// instance takes a few requests at a time and spends them locally, so that a limit holds for the fleet
+/// without a database round trip per request.
+#[async_trait::async_trait]
+pub trait RateCells: Send + Sync + 'static {
+    /// Takes up to `want` requests from `key`'s allowance of `limit` per minute (a burst of `limit`, then one
+    /// every 60/`limit` s) at `now_us` (unix microseconds).
+    async fn take(&self, key: &str, limit: u32, want: u32, now_us: i64) -> Result<Taken, Error>;
+}
+
 /// Where the dispatcher keeps each call's records. A store that implements it also joins the [`Unit`] of the
 /// running call, so that a handler's change commits with the records.
 #[async_trait::async_trait]

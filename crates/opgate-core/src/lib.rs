@@ -16,8 +16,8 @@ pub mod validate;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Cause, Code, Error, ErrorBody, ErrorDetail};
 pub use hooks::{
-    AuditRecord, BoxFuture, Claim, Finisher, IdempotentResponse, Journal, Outcome, Records,
-    StoredResponse, Unit, Workspaces,
+    AuditRecord, BoxFuture, Claim, Finisher, IdempotentResponse, Journal, Outcome, RateCells,
+    Records, StoredResponse, Taken, Unit, Workspaces,
 };
 pub use operation::{
     Context, Items, OpMeta, Operation, SideEffect, StreamOperation, IDEMPOTENCY_RETENTION_SECS,

@@ -39,6 +39,8 @@ pub struct ServerConfig {
     pub default_rate_limit: Option<u32>,
     /// Requests per minute for each organization, all its keys and sessions together; `None`: unlimited.
     pub org_rate_limit: Option<u32>,
+    /// In a fleet, what an instance does with rate limits while the shared cells cannot be reached.
+    pub shared_limits_down: rate_limit::WhenShareDown,
     /// Largest request body accepted; larger ones get 413.
     pub max_body_bytes: usize,
     /// Time a client has from connecting (TLS handshake and protocol detection included) to its first request
@@ -84,6 +86,7 @@ impl Default for ServerConfig {
             trusted_proxies: Vec::new(),
             default_rate_limit: None,
             org_rate_limit: None,
+            shared_limits_down: rate_limit::WhenShareDown::Open { fleet_size: 1 },
             max_body_bytes: 1024 * 1024,
             header_read_timeout: Duration::from_secs(10),
             body_read_timeout: Duration::from_secs(10),
@@ -180,6 +183,18 @@ impl Gateway {
     /// `destructive` call, and the responses to `Idempotency-Key` requests, committed with the call's change.
     pub fn with_journal(mut self, journal: Arc<dyn Journal>) -> Self {
         self.journal = Some(journal);
+        self
+    }
+
+    /// Shares every rate limit with the other instances of a fleet through `cells` (see
+    /// [`rate_limit::RateLimiter::shared`]); `when_down` says what happens while they cannot be reached.
+    pub fn with_rate_cells(
+        mut self,
+        cells: Arc<dyn opgate_core::RateCells>,
+        when_down: rate_limit::WhenShareDown,
+    ) -> Self {
+        let limiter = std::mem::replace(&mut self.rate_limiter, rate_limit::RateLimiter::new(None));
+        self.rate_limiter = limiter.shared(cells, when_down);
         self
     }
 

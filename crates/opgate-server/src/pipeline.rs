@@ -407,7 +407,7 @@ impl<'a> Exchange<'a> {
     ) -> Result<Stage<'a>, Failure> {
         let (gw, entry) = (self.gw, self.entry);
         let principal = self.authenticate(&parts.headers).await?;
-        self.limit(&principal)?;
+        self.limit(&principal).await?;
         authorize(&principal, entry)?;
         self.select_workspace(&principal, &parts.headers).await?;
         self.claim_slots(&principal)?;
@@ -640,9 +640,11 @@ impl<'a> Exchange<'a> {
     }
 
     /// Limit: the principal's rate limit, then its organization's (429). A refused request still counts.
-    fn limit(&mut self, principal: &Principal) -> Result<(), Error> {
-        let (limiter, now) = (&self.gw.rate_limiter, self.gw.clock.monotonic());
-        self.limit = limiter.check(principal, now);
+    async fn limit(&mut self, principal: &Principal) -> Result<(), Error> {
+        let limiter = &self.gw.rate_limiter;
+        let (now, now_us) = (self.gw.clock.monotonic(), self.gw.clock.now_micros());
+        let (own, org) = limiter.check_all(principal, now, now_us).await?;
+        self.limit = own;
         if let Some(d) = self.limit.filter(|d| !d.allowed) {
             return Err(Error::new(
                 Code::RateLimited,
@@ -652,7 +654,7 @@ impl<'a> Exchange<'a> {
                 ),
             ));
         }
-        if let Some(org) = limiter.check_org(principal, now) {
+        if let Some(org) = org {
             if !org.allowed {
                 self.limit = Some(org);
                 return Err(Error::new(

@@ -7,7 +7,9 @@ use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::Mutex;
 
-use opgate_core::Principal;
+use std::sync::Arc;
+
+use opgate_core::{Error, Principal, RateCells};
 
 const SHARDS: usize = 32;
 /// A shard is swept of idle entries when it reaches this many.
@@ -34,6 +36,48 @@ pub struct RateLimiter {
     hasher: RandomState,
     default_limit: Option<u32>,
     org_limit: Option<u32>,
+    fleet: Option<Fleet>,
+}
+
+/// What an instance of a fleet does when the shared cells cannot be reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WhenShareDown {
+    /// Limit on its own, at `1 / fleet_size` of each limit (the fleet then admits about the limit, if traffic
+    /// is spread evenly and the size is right).
+    Open {
+        /// The instances of the fleet (1: each applies the whole limit).
+        fleet_size: u32,
+    },
+    /// Refuse limited principals' requests (503) until the cells answer again.
+    Closed,
+}
+
+/// Limits shared by a fleet: requests are taken from the shared cells a lease at a time and spent locally.
+struct Fleet {
+    cells: Arc<dyn RateCells>,
+    leases: Vec<Mutex<HashMap<String, Lease>>>,
+    when_down: WhenShareDown,
+}
+
+/// Requests taken from a shared cell and not yet spent here.
+struct Lease {
+    limit: u32,
+    tokens: u32,
+    until: std::time::Instant,
+    /// What the shared allowance had left, and when it is whole again, when the lease was taken.
+    shared_left: u32,
+    full_at_us: i64,
+}
+
+/// How long leased requests may be spent before they lapse: what a lapsed lease leaves unspent is the only
+/// way a fleet admits fewer than a limit.
+const LEASE_LIFE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Requests one lease takes: 2% of the limit (at least 1, at most 100), so that the requests leased but not
+/// spent on other instances are a small part of a limit, while a busy key costs a database round trip only
+/// every few dozen requests.
+fn lease_size(limit: u32) -> u32 {
+    (limit / 50).clamp(1, 100)
 }
 
 impl RateLimiter {
@@ -50,6 +94,131 @@ impl RateLimiter {
             hasher: RandomState::new(),
             default_limit,
             org_limit: org_limit.filter(|&l| l > 0),
+            fleet: None,
+        }
+    }
+
+    /// Shares every limit with the other instances of a fleet through `cells`; `when_down` says what happens
+    /// while they cannot be reached.
+    pub fn shared(mut self, cells: Arc<dyn RateCells>, when_down: WhenShareDown) -> Self {
+        self.fleet = Some(Fleet {
+            cells,
+            leases: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            when_down,
+        });
+        self
+    }
+
+    /// Counts one request of `principal` (then of its organization) against the fleet's shared limits, or
+    /// this instance's own without a fleet. `now` is monotonic time, `now_us` wall-clock microseconds.
+    /// `Err` only when the shared cells cannot be reached and the limiter is set to fail closed.
+    pub async fn check_all(
+        &self,
+        principal: &Principal,
+        now: std::time::Duration,
+        now_us: i64,
+    ) -> Result<(Option<Decision>, Option<Decision>), Error> {
+        let Some(fleet) = &self.fleet else {
+            return Ok((self.check(principal, now), self.check_org(principal, now)));
+        };
+        let own = match principal
+            .rate_limit
+            .or(self.default_limit)
+            .filter(|&l| l > 0)
+        {
+            Some(limit) => Some(
+                self.shared_check(fleet, principal.unique_key(), limit, now, now_us)
+                    .await?,
+            ),
+            None => None,
+        };
+        if own.is_some_and(|d| !d.allowed) {
+            return Ok((own, None));
+        }
+        let org = match self.org_limit {
+            Some(limit) => {
+                let key = format!("org:{}:{}", principal.org.len(), principal.org);
+                Some(self.shared_check(fleet, key, limit, now, now_us).await?)
+            }
+            None => None,
+        };
+        Ok((own, org))
+    }
+
+    async fn shared_check(
+        &self,
+        fleet: &Fleet,
+        key: String,
+        limit: u32,
+        now: std::time::Duration,
+        now_us: i64,
+    ) -> Result<Decision, Error> {
+        let shard = &fleet.leases[self.hasher.hash_one(&key) as usize % SHARDS];
+        {
+            let mut leases = shard.lock().expect("lease shard lock");
+            if let Some(lease) = leases.get_mut(&key) {
+                if lease.limit == limit
+                    && lease.tokens > 0
+                    && std::time::Instant::now() < lease.until
+                {
+                    lease.tokens -= 1;
+                    return Ok(spent(
+                        limit,
+                        lease.tokens + lease.shared_left,
+                        lease.full_at_us - now_us,
+                    ));
+                }
+            }
+        }
+        match fleet
+            .cells
+            .take(&key, limit, lease_size(limit), now_us)
+            .await
+        {
+            Ok(taken) if taken.granted > 0 => {
+                let mut leases = shard.lock().expect("lease shard lock");
+                if leases.len() >= SWEEP_AT && !leases.contains_key(&key) {
+                    let now = std::time::Instant::now();
+                    leases.retain(|_, l| l.until > now);
+                }
+                leases.insert(
+                    key,
+                    Lease {
+                        limit,
+                        tokens: taken.granted - 1,
+                        until: std::time::Instant::now() + LEASE_LIFE,
+                        shared_left: taken.remaining,
+                        full_at_us: taken.full_at_us,
+                    },
+                );
+                Ok(spent(
+                    limit,
+                    taken.granted - 1 + taken.remaining,
+                    taken.full_at_us - now_us,
+                ))
+            }
+            Ok(taken) => {
+                let wait = (taken.next_free_us - now_us).max(0) as u64;
+                Ok(Decision {
+                    allowed: false,
+                    limit,
+                    remaining: 0,
+                    reset_secs: micros_to_secs(taken.full_at_us - now_us),
+                    retry_after_secs: Some(wait.div_ceil(1_000_000).max(1)),
+                })
+            }
+            Err(e) => match fleet.when_down {
+                WhenShareDown::Open { fleet_size } => {
+                    let share = (limit / fleet_size.max(1)).max(1);
+                    let decision = self.check_at(key, share, now.as_secs_f64());
+                    Ok(Decision { limit, ..decision })
+                }
+                WhenShareDown::Closed => Err(Error::unavailable(
+                    "the fleet's rate limits cannot be read; retry shortly",
+                )
+                .with_reason("rate_limits_unavailable")
+                .with_cause(e)),
+            },
         }
     }
 
@@ -111,6 +280,23 @@ impl RateLimiter {
             .map(|s| s.lock().expect("rate limit shard lock").len())
             .sum()
     }
+}
+
+/// An allowed request of a fleet: `remaining` is this instance's lease plus what the shared allowance had
+/// left when the lease was taken (others may have spent some since), `full_in_us` until the burst is whole.
+fn spent(limit: u32, remaining: u32, full_in_us: i64) -> Decision {
+    Decision {
+        allowed: true,
+        limit,
+        remaining,
+        reset_secs: micros_to_secs(full_in_us),
+        retry_after_secs: None,
+    }
+}
+
+/// Whole seconds, rounded up, of a span in microseconds (0 for none).
+fn micros_to_secs(us: i64) -> u64 {
+    (us.max(0) as u64).div_ceil(1_000_000)
 }
 
 #[cfg(test)]

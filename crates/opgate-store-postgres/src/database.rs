@@ -27,4 +27,7 @@ impl Database for PgStore {
     fn engine(&self) -> &'static str {
         "postgres"
     }
+    fn rate_cells(&self) -> Option<std::sync::Arc<dyn opgate_core::RateCells>> {
+        Some(std::sync::Arc::new(self.clone()))
+    }
 }

@@ -12,6 +12,7 @@
 mod audit;
 mod database;
 mod keys;
+mod rate;
 mod rotation;
 mod schema;
 mod tenancy;

@@ -191,6 +191,9 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX webhook_attempts_by_delivery ON webhook_attempts (delivery_id, seq);",
     // 2: as the SQLite store's 9: a delivery handed to an attempt is leased.
     "ALTER TABLE webhook_deliveries ADD COLUMN leased_until BIGINT;",
+    // 3: the fleet's rate-limit cells (GCRA: each key's theoretical arrival time, unix microseconds). Unlogged:
+    // after a crash of the database they start empty, which only forgives what was spent.
+    "CREATE UNLOGGED TABLE rate_cells (key TEXT PRIMARY KEY, tat BIGINT NOT NULL);",
 ];
 
 /// The schema version this build writes.

@@ -60,6 +60,10 @@ pub trait Database:
     async fn close(&self);
     /// `sqlite` or `postgres`.
     fn engine(&self) -> &'static str;
+    /// The rate-limit cells a fleet shares, if this engine serves a fleet.
+    fn rate_cells(&self) -> Option<Arc<dyn opgate_core::RateCells>> {
+        None
+    }
 }
 
 #[async_trait::async_trait]

@@ -485,8 +485,7 @@ fn spawn(
             "--shutdown-grace-seconds",
             "5",
         ])
-        .arg("--data-dir")
-        .arg(data_dir)
+        .args(data_dir_args(data_dir))
         .args(extra_args)
         .env_clear_opgate()
         .envs(extra_env.iter().map(|(k, v)| (k, v)))
