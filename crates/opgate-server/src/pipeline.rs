@@ -641,9 +641,11 @@ impl<'a> Exchange<'a> {
 
     /// Limit: the principal's rate limit, then its organization's (429). A refused request still counts.
     async fn limit(&mut self, principal: &Principal) -> Result<(), Error> {
-        let limiter = &self.gw.rate_limiter;
-        let (now, now_us) = (self.gw.clock.monotonic(), self.gw.clock.now_micros());
-        let (own, org) = limiter.check_all(principal, now, now_us).await?;
+        let (own, org) = self
+            .gw
+            .rate_limiter
+            .check_all(principal, &*self.gw.clock)
+            .await?;
         self.limit = own;
         if let Some(d) = self.limit.filter(|d| !d.allowed) {
             return Err(Error::new(

@@ -110,17 +110,23 @@ impl RateLimiter {
     }
 
     /// Counts one request of `principal` (then of its organization) against the fleet's shared limits, or
-    /// this instance's own without a fleet. `now` is monotonic time, `now_us` wall-clock microseconds.
-    /// `Err` only when the shared cells cannot be reached and the limiter is set to fail closed.
+    /// this instance's own without a fleet, at `clock`'s time (monotonic locally, wall-clock microseconds in a
+    /// fleet). `Err` only when the shared cells cannot be reached and the limiter is set to fail closed.
     pub async fn check_all(
         &self,
         principal: &Principal,
-        now: std::time::Duration,
-        now_us: i64,
+        clock: &dyn opgate_core::Clock,
     ) -> Result<(Option<Decision>, Option<Decision>), Error> {
+        let now = clock.monotonic();
         let Some(fleet) = &self.fleet else {
-            return Ok((self.check(principal, now), self.check_org(principal, now)));
+            // A request its principal's limit refuses is not also counted against its organization.
+            let own = self.check(principal, now);
+            if own.is_some_and(|d| !d.allowed) {
+                return Ok((own, None));
+            }
+            return Ok((own, self.check_org(principal, now)));
         };
+        let now_us = clock.now_micros();
         let own = match principal
             .rate_limit
             .or(self.default_limit)

@@ -38,14 +38,6 @@ async fn by_id(tx: &Tx, id: &str) -> Result<Option<KeyRecord>, StoreError> {
     select_one(tx, "k.id = $1", &[&id]).await
 }
 
-/// The rotation a delivery of `delivery_id` carries, if it carries one: ends it as the delivery ended, inside
-/// the caller's transaction (see the SQLite store's `end_rotation`). Delivered: the old key's grace period
-/// starts and the new key's schedule runs; given up: the new key is revoked and the old key tries again in a
-/// day. Either way the sealed body (the new secret) is erased, and the outcome is audited and emitted. Takes
-/// the old key's organization lock before it reads the keys.
-/// Why a rotation ended without effect: its old key changed while the webhook was under way.
-const SUPERSEDED: &str = "the key was revoked, rotated or expired while its rotation was under way";
-
 /// Cancels the scheduled rotation under way for `old` (revoked or rotated by hand), inside the caller's
 /// transaction: its replacement is revoked, and its webhook, if not yet delivered, is failed with its sealed
 /// body (the replacement's secret) erased, so the secret is never sent.
@@ -58,10 +50,9 @@ pub(crate) async fn cancel_rotation(
         return Ok(());
     };
     tx.execute(
-        "UPDATE webhook_deliveries SET state = 'failed', payload_sealed = NULL, finished_at = $2,
-            last_error = 'the rotation was cancelled: its key was revoked or rotated'
+        "UPDATE webhook_deliveries SET state = 'failed', payload_sealed = NULL, finished_at = $2, last_error = $3
          WHERE rotation_of = $1 AND state = 'pending'",
-        &[&old.id, &at],
+        &[&old.id, &at, &opgate_store::ROTATION_CANCELLED],
     )
     .await?;
     if let Some(new) = by_id(tx, new_id).await? {
@@ -80,6 +71,11 @@ pub(crate) async fn cancel_rotation(
     Ok(())
 }
 
+/// The rotation a delivery of `delivery_id` carries, if it carries one: ends it as the delivery ended, inside
+/// the caller's transaction (see the SQLite store's `end_rotation`). Delivered: the old key's grace period
+/// starts and the new key's schedule runs; given up: the new key is revoked and the old key tries again in a
+/// day. Either way the sealed body (the new secret) is erased, and the outcome is audited and emitted. Takes
+/// the old key's organization lock before it reads the keys.
 pub(crate) async fn end_rotation(
     tx: &mut Tx,
     delivery_id: &str,
@@ -117,19 +113,21 @@ pub(crate) async fn end_rotation(
     };
     // Revoked, rotated by hand or expired while the webhook was under way: the replacement must not outlive
     // what it replaced (revoke and rotate cancel a rotation under way; this is the backstop).
-    let superseded = old.revoked_at.is_some()
-        || old.replaced_by_key_id.is_some()
-        || old.status_at(at) != opgate_store::KeyStatus::Active;
+    let superseded = old.rotation_void_at(at);
     if superseded {
         // The delivery does not count as delivered: the rotation it carried was void.
         tx.execute(
             "UPDATE webhook_deliveries SET state = 'failed', last_error = $2 WHERE id = $1",
-            &[&delivery_id, &SUPERSEDED],
+            &[&delivery_id, &opgate_store::ROTATION_SUPERSEDED],
         )
         .await?;
     }
     let delivered = delivered && !superseded;
-    let error = if superseded { Some(SUPERSEDED) } else { error };
+    let error = if superseded {
+        Some(opgate_store::ROTATION_SUPERSEDED)
+    } else {
+        error
+    };
     let audit = |status: u16, code: Option<&str>| AuditRecord {
         at,
         request_id: format!("rotation_{delivery_id}"),

@@ -278,7 +278,20 @@ impl KeyStatus {
     }
 }
 
+/// Why a scheduled rotation ended without effect: its old key changed while the webhook was under way.
+pub const ROTATION_SUPERSEDED: &str =
+    "the key was revoked, rotated or expired while its rotation was under way";
+
+/// Why a scheduled rotation's webhook was never sent: its key was revoked or rotated by hand first.
+pub const ROTATION_CANCELLED: &str = "the rotation was cancelled: its key was revoked or rotated";
+
 impl KeyRecord {
+    /// Whether a scheduled rotation under way for this key has lost its object at `now`: the key was revoked,
+    /// rotated by hand or expired meanwhile, so its replacement must not take effect.
+    pub fn rotation_void_at(&self, now: i64) -> bool {
+        self.status_at(now) != KeyStatus::Active
+    }
+
     /// The key's status at `now` (unix seconds). Revocation wins over expiry, expiry over rotation.
     pub fn status_at(&self, now: i64) -> KeyStatus {
         if self.revoked_at.is_some() {

@@ -55,10 +55,6 @@ pub trait ScheduleStore: Send + Sync + 'static {
     async fn expiry_notices(&self, now: i64, limit: usize) -> Result<usize, StoreError>;
 }
 
-/// Why a rotation ended without effect: its old key changed while the webhook was under way.
-pub(crate) const SUPERSEDED: &str =
-    "the key was revoked, rotated or expired while its rotation was under way";
-
 /// Cancels the scheduled rotation under way for `old` (revoked or rotated by hand), inside the caller's
 /// transaction: its replacement is revoked, and its webhook, if not yet delivered, is failed with its sealed
 /// body (the replacement's secret) erased, so the secret is never sent.
@@ -71,11 +67,10 @@ pub(crate) fn cancel_rotation(
         return Ok(());
     };
     conn.prepare_cached(
-        "UPDATE webhook_deliveries SET state = 'failed', payload_sealed = NULL, finished_at = ?2,
-            last_error = 'the rotation was cancelled: its key was revoked or rotated'
+        "UPDATE webhook_deliveries SET state = 'failed', payload_sealed = NULL, finished_at = ?2, last_error = ?3
          WHERE rotation_of = ?1 AND state = 'pending'",
     )?
-    .execute(params![old.id, at])?;
+    .execute(params![old.id, at, crate::ROTATION_CANCELLED])?;
     if let Some(new) = select_one(conn, "k.id = ?1", [new_id])? {
         conn.prepare_cached(
             "UPDATE api_keys SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
@@ -120,18 +115,20 @@ pub(crate) fn end_rotation(
     };
     // Revoked, rotated by hand or expired while the webhook was under way: the replacement must not outlive
     // what it replaced (revoke and rotate cancel a rotation under way; this is the backstop).
-    let superseded = old.revoked_at.is_some()
-        || old.replaced_by_key_id.is_some()
-        || old.status_at(at) != crate::KeyStatus::Active;
+    let superseded = old.rotation_void_at(at);
     if superseded {
         // The delivery does not count as delivered: the rotation it carried was void.
         conn.prepare_cached(
             "UPDATE webhook_deliveries SET state = 'failed', last_error = ?2 WHERE id = ?1",
         )?
-        .execute(params![delivery_id, SUPERSEDED])?;
+        .execute(params![delivery_id, crate::ROTATION_SUPERSEDED])?;
     }
     let delivered = delivered && !superseded;
-    let error = if superseded { Some(SUPERSEDED) } else { error };
+    let error = if superseded {
+        Some(crate::ROTATION_SUPERSEDED)
+    } else {
+        error
+    };
     let audit = |status: u16, code: Option<&str>| AuditRecord {
         at,
         request_id: format!("rotation_{delivery_id}"),

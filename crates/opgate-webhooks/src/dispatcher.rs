@@ -174,15 +174,18 @@ impl Dispatcher {
         let reserve = self.config.max_in_flight / 4;
         let in_flight = self.config.max_in_flight.saturating_sub(free);
         let general = (self.config.max_in_flight - reserve).saturating_sub(in_flight);
+        let general = general.min(free);
         let mut due = Vec::new();
         if general > 0 {
             due = self
                 .store
-                .due_deliveries(now, general.min(free), opgate_store::PER_ORG_DUE)
+                .due_deliveries(now, general, opgate_store::PER_ORG_DUE)
                 .await?;
         }
+        // Fewer than asked means every organization with nothing under way was served already: the reserve
+        // is looked at only when the general slots ran out.
         let left = free - due.len();
-        if left > 0 {
+        if left > 0 && due.len() == general {
             due.extend(self.store.due_deliveries(now, left, 1).await?);
         }
         Ok(due)
