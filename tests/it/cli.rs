@@ -767,31 +767,44 @@ fn human_output_escapes_terminal_controls() {
         .json()["key_details"],
     );
     // The gateway refuses such names, so they go into the database directly; keys and the audit log are read
-    // from it fresh (only authentication is cached).
-    let db = rusqlite::Connection::open(s.data_dir().join("opgate.db")).unwrap();
-    db.busy_timeout(std::time::Duration::from_secs(5)).unwrap();
-    let changed = db
-        .execute(
-            "UPDATE api_keys SET name = ?1, description = ?2, last_used_at = ?3, last_used_user_agent = ?4
-             WHERE id = ?5",
-            rusqlite::params![
-                EVIL_NAME,
-                EVIL_DESCRIPTION,
-                crate::support::now_unix(),
-                EVIL_AGENT,
-                id
-            ],
+    // from it fresh (only authentication is cached). PostgreSQL's text cannot hold NUL: there the name ends
+    // before it.
+    let on_postgres = s
+        .data_dir()
+        .join(crate::support::DATABASE_URL_NOTE)
+        .exists();
+    let (evil_name, evil_name_shown) = if on_postgres {
+        (
+            EVIL_NAME.trim_end_matches('\0'),
+            EVIL_NAME_SHOWN.trim_end_matches(r"\x00"),
         )
-        .unwrap();
-    assert_eq!(changed, 1);
-    let changed = db
-        .execute(
-            "UPDATE audit_log SET target_id = ?1 WHERE operation = 'api_keys.create'",
-            [EVIL_TARGET],
-        )
-        .unwrap();
-    assert_eq!(changed, 1);
-    drop(db);
+    } else {
+        (EVIL_NAME, EVIL_NAME_SHOWN)
+    };
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let db = crate::support::db::Db::open_dir(s.data_dir()).await;
+        let changed = db
+            .execute(
+                "UPDATE api_keys SET name = ?1, description = ?2, last_used_at = ?3, last_used_user_agent = ?4
+                 WHERE id = ?5",
+                &[
+                    evil_name.into(),
+                    EVIL_DESCRIPTION.into(),
+                    crate::support::now_unix().into(),
+                    EVIL_AGENT.into(),
+                    (&id).into(),
+                ],
+            )
+            .await;
+        assert_eq!(changed, 1);
+        let changed = db
+            .execute(
+                "UPDATE audit_log SET target_id = ?1 WHERE operation = 'api_keys.create'",
+                &[EVIL_TARGET.into()],
+            )
+            .await;
+        assert_eq!(changed, 1);
+    });
 
     // The table: one row per key (no fake line), escaped, the columns sized on the escaped text.
     let list = run(&s, admin, &["api-keys", "list"]).ok();
@@ -799,7 +812,7 @@ fn human_output_escapes_terminal_controls() {
     let lines: Vec<&str> = list.stdout.lines().collect();
     assert_eq!(lines.len(), 3, "{list:#?}");
     assert!(
-        lines[2].starts_with(&format!("{id}  {EVIL_NAME_SHOWN}  opg_")),
+        lines[2].starts_with(&format!("{id}  {evil_name_shown}  opg_")),
         "{list:#?}"
     );
     let prefix_col = lines[0].find("PREFIX").unwrap();
@@ -808,7 +821,7 @@ fn human_output_escapes_terminal_controls() {
 
     let got = run(&s, admin, &["api-keys", "get", &id]).ok();
     assert_terminal_safe(&got);
-    assert_eq!(got.field("name"), EVIL_NAME_SHOWN);
+    assert_eq!(got.field("name"), evil_name_shown);
     assert_eq!(got.field("description"), EVIL_DESCRIPTION_SHOWN);
     assert_eq!(got.field("last_used_user_agent"), EVIL_AGENT_SHOWN);
     assert_eq!(got.stdout.lines().count(), 21, "{got:#?}");
@@ -826,11 +839,13 @@ fn human_output_escapes_terminal_controls() {
     )
     .ok();
     assert_terminal_safe(&call);
-    assert_eq!(call.json()["name"], EVIL_NAME);
-    assert!(
-        call.stdout.contains(r"\u009b31m\u202egpj.exe\u007f\u0000"),
-        "{call:#?}"
-    );
+    assert_eq!(call.json()["name"], evil_name);
+    let json_escaped = if on_postgres {
+        r"\u009b31m\u202egpj.exe\u007f"
+    } else {
+        r"\u009b31m\u202egpj.exe\u007f\u0000"
+    };
+    assert!(call.stdout.contains(json_escaped), "{call:#?}");
 
     // A stream through `call` (no `--json`) is escaped line by line too, each line still JSON of the value.
     let streamed = run(&s, admin, &["call", "api_keys.list"]).ok();
@@ -838,7 +853,7 @@ fn human_output_escapes_terminal_controls() {
     assert!(streamed.stdout.contains(r"\u202egpj.exe"), "{streamed:#?}");
     let line: serde_json::Value =
         serde_json::from_str(streamed.stdout.lines().last().unwrap()).unwrap();
-    assert_eq!(line["name"], EVIL_NAME);
+    assert_eq!(line["name"], evil_name);
 
     // `--json` is the gateway's bytes exactly.
     let raw = run(&s, admin, &["api-keys", "get", "--json", &id]).ok();
@@ -854,12 +869,12 @@ fn human_output_escapes_terminal_controls() {
     }
     assert_eq!(raw.stdout.as_bytes(), expected);
     assert!(raw.stdout.contains("\u{9b}31m\u{202e}gpj.exe\u{7f}"));
-    assert_eq!(raw.json()["name"], EVIL_NAME);
+    assert_eq!(raw.json()["name"], evil_name);
     assert_eq!(raw.json()["description"], EVIL_DESCRIPTION);
     let listed = run(&s, admin, &["api-keys", "list", "--json"])
         .ok()
         .ndjson();
-    assert_eq!(listed[1]["name"], EVIL_NAME);
+    assert_eq!(listed[1]["name"], evil_name);
     let audited = run(&s, admin, &["audit", "list", "--json"]).ok().ndjson();
     assert_eq!(audited[0]["target_id"], EVIL_TARGET);
 

@@ -152,7 +152,7 @@ async fn postgres_going_away_under_load_loses_no_acknowledged_write_and_readyz_f
         return;
     }
     let url = pg_cluster(&["start"]);
-    let server = crate::support::TestServer::start_with(&["--database-url", &url]);
+    let server = crate::support::TestServer::start_with_own_storage(&["--database-url", &url], &[]);
     let admin = server.admin_key().to_owned();
     let ready = |s: &crate::support::TestServer| {
         let request = s.client().get(s.url("/readyz"));

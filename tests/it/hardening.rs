@@ -511,7 +511,8 @@ async fn org_claims_that_could_blur_two_organizations_are_refused() {
 
 #[tokio::test]
 async fn one_data_dir_serves_once_and_offline_revokes_reach_the_server() {
-    let s = TestServer::start();
+    // The data-directory lock is SQLite's: a fleet on PostgreSQL shares its database by design.
+    let s = TestServer::start_with_own_storage(&[], &[]);
     let admin = s.admin_key().to_owned();
     let made = s.create(&admin, json!({ "name": "doomed" })).await;
     let key = made["key"].as_str().unwrap().to_owned();
@@ -995,7 +996,7 @@ async fn invisible_characters_are_refused_by_field() {
 #[test]
 fn the_data_dir_lock_is_the_database_itself() {
     // A second server is refused even when nothing but the database file is there to lock.
-    let s = TestServer::start();
+    let s = TestServer::start_with_own_storage(&[], &[]);
     let _ = std::fs::remove_file(s.data_dir().join("opgate.lock"));
     let second = opgate()
         .args(["serve", "--listen", "127.0.0.1:0"])

@@ -39,9 +39,19 @@ pub(crate) enum Db {
 
 impl Db {
     pub(crate) async fn open(s: &TestGateway) -> Db {
-        match s.database_url() {
+        Self::connect(s.data_dir(), s.database_url()).await
+    }
+
+    /// The database of the server whose data directory is `data_dir` (PostgreSQL when the directory notes one).
+    pub(crate) async fn open_dir(data_dir: &std::path::Path) -> Db {
+        let url = std::fs::read_to_string(data_dir.join(super::process::DATABASE_URL_NOTE)).ok();
+        Self::connect(data_dir, url.as_deref()).await
+    }
+
+    async fn connect(data_dir: &std::path::Path, database_url: Option<&str>) -> Db {
+        match database_url {
             None => {
-                let db = rusqlite::Connection::open(s.data_dir().join(opgate::DB_FILE)).unwrap();
+                let db = rusqlite::Connection::open(data_dir.join(opgate::DB_FILE)).unwrap();
                 db.busy_timeout(std::time::Duration::from_secs(5)).unwrap();
                 Db::Sqlite(db)
             }

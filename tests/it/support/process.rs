@@ -51,6 +51,16 @@ impl TestServer {
     pub(crate) fn start_with_env(extra_args: &[&str], env: &[(&str, &str)]) -> TestServer {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().to_owned();
+        on_test_database(&path);
+        Self::launch(Some(dir), path, extra_args, env)
+    }
+
+    /// Like [`TestServer::start_with_env`], but never on the suite's test database: on SQLite in the data directory,
+    /// or on the database the flags name. For the tests of what is SQLite's own (the data-directory lock, the
+    /// database file) and those that bring a database of their own.
+    pub(crate) fn start_with_own_storage(extra_args: &[&str], env: &[(&str, &str)]) -> TestServer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().to_owned();
         Self::launch(Some(dir), path, extra_args, env)
     }
 
@@ -344,6 +354,23 @@ impl Drop for TestServer {
 /// Where a test gateway on PostgreSQL notes its database in its data directory, so that the offline
 /// `opgate admin` commands the tests run on that directory reach the same database.
 pub(crate) const DATABASE_URL_NOTE: &str = ".test-database-url";
+
+/// When the suite runs on PostgreSQL (`OPGATE_TEST_DATABASE_URL`), gives the fresh data directory `data_dir` a
+/// database of its own and notes it there, so the server and the offline `opgate admin` commands use it.
+pub(crate) fn on_test_database(data_dir: &Path) {
+    let url = std::thread::spawn(|| {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime")
+            .block_on(opgate::store_postgres::fresh_test_database())
+    })
+    .join()
+    .expect("create the test database");
+    if let Some(url) = url {
+        std::fs::write(data_dir.join(DATABASE_URL_NOTE), url).expect("note the test database");
+    }
+}
 
 /// `--data-dir <dir>`, and `--database-url` when the directory's gateway keeps its data in PostgreSQL.
 pub(crate) fn data_dir_args(data_dir: &Path) -> Vec<std::ffi::OsString> {
