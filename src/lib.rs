@@ -254,13 +254,19 @@ impl DataDir {
     }
 
     /// A gateway serving `registry`, authenticating API keys from this data directory and session tokens
-    /// signed with its session secret, serving `metrics` at `GET /metrics` when given.
+    /// signed with its session secret, serving `metrics` at `GET /metrics` when given, and, when `docs` is
+    /// given, the reference page and the spec of `registry` described with that info.
     pub fn gateway(
         &self,
         registry: Registry,
         config: ServerConfig,
         metrics: Option<opgate_server::metrics::Metrics>,
+        docs: Option<&ApiInfo>,
     ) -> Arc<Gateway> {
+        let docs = docs.and_then(|info| {
+            let site = opgate_spec::page::DocsSite::new(&opgate_spec::openapi(&registry, info));
+            opgate_server::Docs::new(site.page, &site.csp, site.spec)
+        });
         let keys = Arc::new(ApiKeyAuthenticator::new(Arc::clone(&self.keys)));
         let sessions = SessionAuthenticator::new(self.sessions.clone(), Arc::clone(&self.clock));
         let authenticator = Arc::new(TokenRouter::new(keys, sessions));
@@ -275,6 +281,9 @@ impl DataDir {
             .with_clock(Arc::clone(&self.clock));
         if let Some(metrics) = metrics {
             gateway = gateway.with_metrics(metrics);
+        }
+        if let Some(docs) = docs {
+            gateway = gateway.with_docs(docs);
         }
         // A fleet's limits hold for the fleet: taken from the database's shared cells a lease at a time.
         if let Some((cells, when_down)) = shared_limits {

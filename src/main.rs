@@ -253,6 +253,10 @@ pub(crate) struct ServeArgs {
     /// Serve `GET /metrics` on this address instead of the API port (e.g. `127.0.0.1:9090`).
     #[arg(long, env = "OPGATE_METRICS_LISTEN")]
     pub(crate) metrics_listen: Option<SocketAddr>,
+    /// Serve the interactive API reference at `GET /docs` and this gateway's OpenAPI document at
+    /// `GET /openapi.json`, both without a token (`on`, the default), or neither (`off`).
+    #[arg(long, env = "OPGATE_DOCS", value_enum, default_value_t = Switch::On)]
+    pub(crate) docs: Switch,
     /// Seconds in-flight requests may take to finish after SIGTERM or Ctrl-C.
     #[arg(long, env = "OPGATE_SHUTDOWN_GRACE_SECONDS", default_value_t = ServerConfig::default().shutdown_grace.as_secs())]
     pub(crate) shutdown_grace_seconds: u64,

@@ -52,6 +52,8 @@ pub struct ServiceBuilder {
     database_url: Option<String>,
     operations: Vec<Operations>,
     webhooks: opgate_webhooks::DispatchConfig,
+    docs: bool,
+    api_info: ApiInfo,
 }
 
 /// A running gateway: its address, the admin key minted on first start, and the way to stop it.
@@ -86,6 +88,8 @@ impl Service {
             database_url: None,
             operations: Vec::new(),
             webhooks: opgate_webhooks::DispatchConfig::default(),
+            docs: true,
+            api_info: crate::api_info(),
         }
     }
 
@@ -188,6 +192,19 @@ impl ServiceBuilder {
         self
     }
 
+    /// Whether to serve the interactive reference at `GET /docs` and the spec at `GET /openapi.json`
+    /// (default: on). Both describe exactly the operations this gateway serves, yours included.
+    pub fn docs(mut self, on: bool) -> Self {
+        self.docs = on;
+        self
+    }
+
+    /// The title, version and description of the served spec and reference page (default: opgate's own).
+    pub fn api_info(mut self, info: ApiInfo) -> Self {
+        self.api_info = info;
+        self
+    }
+
     /// Days audit records are kept (default 90; `None` keeps them forever).
     pub fn audit_retention_days(mut self, days: Option<u32>) -> Self {
         self.audit_retention_days = days;
@@ -278,7 +295,8 @@ impl ServiceBuilder {
         } else {
             "http"
         };
-        let gateway = data.gateway(registry, self.config, on_api_port);
+        let docs = self.docs.then_some(&self.api_info);
+        let gateway = data.gateway(registry, self.config, on_api_port, docs);
         let listener = match self.listener {
             Some(listener) => {
                 listener.set_nonblocking(true)?;

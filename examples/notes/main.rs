@@ -93,6 +93,14 @@ async fn demo() -> Result<(), BoxError> {
         .to_owned();
     let url = running.url();
     println!("notes gateway listening on {url}");
+    // The reference page at /docs reads this spec: the gateway's own operations and ours.
+    let served: serde_json::Value = reqwest::get(format!("{url}/openapi.json"))
+        .await?
+        .json()
+        .await?;
+    let described = served["paths"].as_object().map_or(0, |paths| paths.len());
+    let has_notes = served["paths"]["/v1/op/notes.create"].is_object();
+    println!("{url}/docs describes {described} operations, notes.create among them: {has_notes}");
 
     // Keys for our own scopes, made with the typed client's api_keys.create.
     let admin = Client::new(&url)?.with_token(admin);

@@ -60,6 +60,7 @@ pub(crate) async fn run(args: ServeArgs) -> Result<(), BoxError> {
         .config(config)
         .sessions(sessions)
         .metrics(metrics)
+        .docs(args.docs == Switch::On)
         .audit_retention_days(Some(args.audit_retention_days).filter(|&d| d > 0))
         .webhook_retention_days(Some(args.webhook_retention_days).filter(|&d| d > 0))
         .database_url(args.data.database_url.clone())

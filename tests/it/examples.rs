@@ -52,6 +52,10 @@ fn the_embedding_example_serves_its_own_operations() {
         "{stdout}"
     );
     assert!(stdout.contains("listed note_1"), "{stdout}");
+    assert!(
+        stdout.contains("/docs describes 31 operations, notes.create among them: true"),
+        "{stdout}"
+    );
     assert!(stdout.contains("test key lists 0 notes"), "{stdout}");
     assert!(
         stdout.contains("after a test note: test key lists 1, live key lists 2"),

@@ -10,6 +10,7 @@ mod cli;
 mod client;
 mod config_tls;
 mod crash;
+mod docs_page;
 mod errors;
 mod examples;
 mod fleet;

@@ -161,6 +161,32 @@ pub(crate) fn rate_limit_headers(headers: &mut http::HeaderMap, d: &crate::rate_
     }
 }
 
+/// The reference page (with its Content-Security-Policy, never framed) or the served spec.
+pub(crate) fn docs(docs: &crate::Docs, page: bool, request_id: &str) -> Resp {
+    if !page {
+        return json(docs.spec.clone(), request_id);
+    }
+    let mut resp = text(docs.page.clone(), "text/html; charset=utf-8", request_id);
+    let headers = resp.headers_mut();
+    headers.insert(
+        HeaderName::from_static("content-security-policy"),
+        docs.csp.clone(),
+    );
+    headers.insert(
+        HeaderName::from_static("x-frame-options"),
+        HeaderValue::from_static("DENY"),
+    );
+    headers.insert(
+        HeaderName::from_static("referrer-policy"),
+        HeaderValue::from_static("no-referrer"),
+    );
+    headers.insert(
+        HeaderName::from_static("x-content-type-options"),
+        HeaderValue::from_static("nosniff"),
+    );
+    resp
+}
+
 /// A 200 with a body of the given content type (e.g. the Prometheus text format).
 pub(crate) fn text(body: Bytes, content_type: &'static str, request_id: &str) -> Resp {
     response(

@@ -125,8 +125,29 @@ pub struct Gateway {
     draining: std::sync::atomic::AtomicBool,
     storage_up: Arc<std::sync::atomic::AtomicBool>,
     metrics: Option<metrics::Metrics>,
+    docs: Option<Docs>,
     clock: Arc<dyn opgate_core::Clock>,
     config: ServerConfig,
+}
+
+/// What `GET /docs` and `GET /openapi.json` serve: the interactive reference page, the Content-Security-Policy
+/// it is served with, and the spec of the operations this gateway serves. Rendered once, when it starts.
+#[derive(Debug, Clone)]
+pub struct Docs {
+    pub(crate) page: bytes::Bytes,
+    pub(crate) csp: http::HeaderValue,
+    pub(crate) spec: bytes::Bytes,
+}
+
+impl Docs {
+    /// The page (HTML), its policy and the spec (JSON); `None` if the policy is not a valid header value.
+    pub fn new(page: String, csp: &str, spec: String) -> Option<Docs> {
+        Some(Docs {
+            page: page.into(),
+            csp: http::HeaderValue::from_str(csp).ok()?,
+            spec: spec.into(),
+        })
+    }
 }
 
 impl Gateway {
@@ -158,6 +179,7 @@ impl Gateway {
             draining: std::sync::atomic::AtomicBool::new(false),
             storage_up: Arc::new(std::sync::atomic::AtomicBool::new(true)),
             metrics: None,
+            docs: None,
             config,
         }
     }
@@ -171,6 +193,12 @@ impl Gateway {
     /// Serves Prometheus metrics on `GET /metrics` from this recorder.
     pub fn with_metrics(mut self, metrics: metrics::Metrics) -> Self {
         self.metrics = Some(metrics);
+        self
+    }
+
+    /// Serves the reference page at `GET /docs` and the spec at `GET /openapi.json`, without a token.
+    pub fn with_docs(mut self, docs: Docs) -> Self {
+        self.docs = Some(docs);
         self
     }
 

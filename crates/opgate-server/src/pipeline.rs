@@ -164,6 +164,8 @@ enum Endpoint {
     Health,
     Ready,
     Metrics,
+    DocsPage,
+    Spec,
 }
 
 enum Route<'a> {
@@ -180,6 +182,8 @@ fn route<'a>(gw: &'a Gateway, parts: &Parts) -> Route<'a> {
         "/healthz" => Some(Endpoint::Health),
         "/readyz" => Some(Endpoint::Ready),
         "/metrics" if gw.metrics.is_some() => Some(Endpoint::Metrics),
+        "/docs" if gw.docs.is_some() => Some(Endpoint::DocsPage),
+        "/openapi.json" if gw.docs.is_some() => Some(Endpoint::Spec),
         _ => None,
     };
     if let Some(endpoint) = endpoint {
@@ -222,7 +226,7 @@ fn route<'a>(gw: &'a Gateway, parts: &Parts) -> Route<'a> {
 }
 
 /// The service endpoints: `GET /healthz`, `GET /readyz` (503 once shutdown began, or while the storage does not
-/// answer), `GET /metrics`.
+/// answer), `GET /metrics`, and `GET /docs` and `GET /openapi.json` unless the docs are off.
 fn service(gw: &Gateway, endpoint: Endpoint, request_id: &str) -> Resp {
     match endpoint {
         Endpoint::Health => http_io::json(Bytes::from_static(br#"{"status":"ok"}"#), request_id),
@@ -240,6 +244,12 @@ fn service(gw: &Gateway, endpoint: Endpoint, request_id: &str) -> Resp {
             "text/plain; version=0.0.4; charset=utf-8",
             request_id,
         ),
+        Endpoint::DocsPage | Endpoint::Spec => {
+            let Some(docs) = gw.docs.as_ref() else {
+                return http_io::error(&Error::not_found("no route"), request_id);
+            };
+            http_io::docs(docs, matches!(endpoint, Endpoint::DocsPage), request_id)
+        }
     }
 }
 

@@ -42,6 +42,8 @@ pub(crate) struct Setup {
     /// Which webhook URLs the operations take: loopback allowed by default (the tests' receivers listen on
     /// 127.0.0.1), as `--allow-private-webhooks` does.
     pub webhook_policy: opgate::webhooks::guard::Policy,
+    /// Whether `GET /docs` and `GET /openapi.json` are served (on, as `opgate serve` does by default).
+    pub docs: bool,
 }
 
 impl Default for Setup {
@@ -55,6 +57,7 @@ impl Default for Setup {
                 allow_private: true,
                 allow_insecure: false,
             },
+            docs: true,
         }
     }
 }
@@ -481,7 +484,13 @@ async fn open(
     }
     .expect("open the data directory");
     let registry = data.registry_with(setup.webhook_policy).expect("registry");
-    let gateway = data.gateway(registry, setup.config.clone(), None);
+    let info = opgate::api_info();
+    let gateway = data.gateway(
+        registry,
+        setup.config.clone(),
+        None,
+        setup.docs.then_some(&info),
+    );
     (data, gateway)
 }
 

@@ -2,7 +2,7 @@
 //! through instance A, uses each once on instance B (so B has it cached), then revokes them one at a time
 //! through A and polls B with the key until B refuses it. Prints the distribution as one JSON line.
 //!
-//!   fleet-propagation <url-a> <url-b> <admin-key> [count]
+//! Usage: `fleet-propagation URL_A URL_B ADMIN_KEY [COUNT]`
 //!
 //! The clock starts when A has acknowledged the revoke (its response has arrived), so the figure is the window
 //! in which a caller could still use a key its owner has been told is revoked.

@@ -21,8 +21,7 @@ impl StreamOperation for ListKeys {
         summary: "List the API keys the caller sees (its mode; its workspace if it works in one), oldest first, as an NDJSON stream (never the secrets).",
     };
     const ERRORS: &'static [Code] = &[Code::NotFound];
-    const EXAMPLE: &'static str =
-        r#"{"limit": 100, "after_id": "key_01jf3m8v6k2x9q4w7e5r1t0y8z", "include_revoked": false}"#;
+    const EXAMPLE: &'static str = r#"{"limit": 100, "include_revoked": false}"#;
     type Input = ListKeysInput;
     type Item = KeyDetails;
 

@@ -18,7 +18,7 @@ impl StreamOperation for List {
         summary: "List environments (of one workspace, or of every workspace the caller sees), oldest first, as an NDJSON stream.",
     };
     const ERRORS: &'static [Code] = &[Code::NotFound];
-    const EXAMPLE: &'static str = r#"{"workspace_id": "ws_01jf3m8v6k2x9q4w7e5r1t0y8z"}"#;
+    const EXAMPLE: &'static str = r#"{"limit": 50}"#;
     type Input = ListEnvironmentsInput;
     type Item = EnvironmentDetails;
 
