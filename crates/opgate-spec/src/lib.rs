@@ -1,10 +1,12 @@
 //! The public description of the API, derived from the registry so that it cannot drift from the code:
-//! [`openapi`] builds the OpenAPI 3.1 document from the operations' declarations and their Rust types, and
-//! [`markdown::reference`] turns the committed document into the human reference under `docs/api-reference/`.
+//! [`openapi`] builds the OpenAPI 3.1 document from the operations' declarations and their Rust types,
+//! [`markdown::reference`] turns the committed document into the human reference under `docs/api-reference/`,
+//! and [`sdk`] into the Python and TypeScript SDKs under `sdks/`.
 
 mod links;
 pub mod markdown;
 mod openapi;
+pub mod sdk;
 
 pub use openapi::{openapi, ApiInfo};
 
