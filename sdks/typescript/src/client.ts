@@ -2,7 +2,13 @@
 
 /** The operations of the opgate API, one class per resource: `client.apiKeys.create({ ... })`. */
 
-import { BaseClient, type CallOptions, type ClientOptions, type RequestOptions, type Stream } from "./runtime.js";
+import {
+  BaseClient,
+  type CallOptions,
+  type ClientOptions,
+  type RequestOptions,
+  type Stream,
+} from "./runtime.js";
 import type {
   AuditItem,
   CreateEnvironmentInput,

@@ -151,7 +151,7 @@ fn errors(spec: &Spec, head: &str) -> String {
     for code in &spec.codes {
         out.push_str(&format!("  {}: {},\n", code.code, code.status));
     }
-    out.push_str("};\n");
+    out.push_str("};\n\n");
     out.push_str(ERRORS_TAIL);
     out
 }
@@ -272,7 +272,7 @@ fn client(spec: &Spec, head: &str) -> String {
     used.dedup();
     let mut out = format!(
         "{head}/** The operations of the {} API, one class per resource: `client.apiKeys.create({{ ... }})`. */\n\n\
-         import {{ BaseClient, type CallOptions, type ClientOptions, type RequestOptions, type Stream }} from \"./runtime.js\";\n",
+         import {{\n  BaseClient,\n  type CallOptions,\n  type ClientOptions,\n  type RequestOptions,\n  type Stream,\n}} from \"./runtime.js\";\n",
         spec.title
     );
     if !used.is_empty() {

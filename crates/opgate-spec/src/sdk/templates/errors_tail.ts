@@ -1,4 +1,3 @@
-
 type ErrorClass = new (message: string, init?: OpgateErrorInit) => OpgateError;
 
 function classFor(code: string | undefined, status: number): ErrorClass {
@@ -22,7 +21,8 @@ export function errorFromResponse(
   headers?: Headers,
 ): OpgateError {
   const after = headers?.get("retry-after");
-  const retryAfter = after === null || after === undefined || !Number.isFinite(Number(after)) ? undefined : Number(after);
+  const retryAfter =
+    after === null || after === undefined || !Number.isFinite(Number(after)) ? undefined : Number(after);
   let error: unknown;
   try {
     error = (JSON.parse(body) as { error?: unknown }).error;
@@ -42,7 +42,9 @@ export function errorFromResponse(
   const text = body.trim().slice(0, 200);
   const cls = classFor(undefined, status);
   return new cls(
-    text ? `the gateway answered HTTP ${status}: ${text}` : `the gateway answered HTTP ${status} without an error body`,
+    text
+      ? `the gateway answered HTTP ${status}: ${text}`
+      : `the gateway answered HTTP ${status} without an error body`,
     { status, requestId, retryAfter },
   );
 }
@@ -56,7 +58,8 @@ export function errorFromLine(item: unknown, requestId: string | undefined): Opg
   const keys = Object.keys(item);
   if (keys.length !== 1 || keys[0] !== "error") return undefined;
   const error = item.error;
-  if (!isRecord(error) || typeof error.code !== "string" || typeof error.message !== "string") return undefined;
+  if (!isRecord(error) || typeof error.code !== "string" || typeof error.message !== "string")
+    return undefined;
   const status = STATUS_OF_CODE[error.code as ErrorCode] ?? 500;
   return new (classFor(error.code, status))(error.message, {
     status,

@@ -204,7 +204,11 @@ export class BaseClient {
 
   /** Never the token. */
   toJSON(): Record<string, unknown> {
-    return { baseUrl: this.baseUrl, workspace: this.workspace, token: this.#token ? "<redacted>" : undefined };
+    return {
+      baseUrl: this.baseUrl,
+      workspace: this.workspace,
+      token: this.#token ? "<redacted>" : undefined,
+    };
   }
 
   /**
@@ -324,7 +328,8 @@ export class BaseClient {
         response = await this.#fetch(url, { method: "POST", headers, body, signal: controller.signal });
       } catch (e) {
         clear();
-        if (timedOut) throw new OpgateTimeoutError(`${operation} timed out after ${timeoutMs} ms`, { cause: e });
+        if (timedOut)
+          throw new OpgateTimeoutError(`${operation} timed out after ${timeoutMs} ms`, { cause: e });
         if (options.signal?.aborted) throw e;
         // fetch fails this way only when no answer came; a refused connection never reached the gateway.
         if (attempt < this.maxRetries && isConnectionRefused(e)) {
@@ -349,7 +354,12 @@ export class BaseClient {
           continue;
         }
       }
-      throw errorFromResponse(response.status, text, response.headers.get("x-request-id") ?? undefined, response.headers);
+      throw errorFromResponse(
+        response.status,
+        text,
+        response.headers.get("x-request-id") ?? undefined,
+        response.headers,
+      );
     }
   }
 
