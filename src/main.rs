@@ -52,11 +52,19 @@ enum Command {
         /// The shell to complete for.
         shell: clap_complete::Shell,
     },
-    /// Print the OpenAPI 3.1 document of every operation (what `spec/openapi.json` holds).
+    /// Print the OpenAPI 3.1 document of every operation (what `spec/openapi.json` holds), or generate a
+    /// client SDK from it: `opgate spec --sdk python --out DIR` (`--from-spec FILE` for any other spec).
     Spec {
-        /// Write it to this file instead of stdout.
+        /// Write it to this file instead of stdout; with `--sdk`, the directory to write the package into.
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Generate this language's SDK instead of printing the spec (needs `--out DIR`).
+        #[arg(long, value_enum, requires = "out")]
+        sdk: Option<cli::reference::SdkLanguage>,
+        /// The OpenAPI document to generate the SDK from (an embedder's own, say); default: the built-in
+        /// operations.
+        #[arg(long, value_name = "FILE", requires = "sdk")]
+        from_spec: Option<PathBuf>,
     },
     /// Generate the Markdown API reference from an OpenAPI document.
     Docs {
@@ -491,7 +499,16 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
             clap_complete::generate(shell, &mut Cli::command(), "opgate", &mut std::io::stdout());
             Ok(())
         }
-        Command::Spec { out } => cli::reference::spec(out.as_deref()),
+        Command::Spec {
+            out,
+            sdk: Some(language),
+            from_spec,
+        } => cli::reference::sdk(
+            language,
+            from_spec.as_deref(),
+            out.as_deref().expect("clap requires --out"),
+        ),
+        Command::Spec { out, .. } => cli::reference::spec(out.as_deref()),
         Command::Docs { spec, out } => cli::reference::docs(&spec, &out),
     }
 }

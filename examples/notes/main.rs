@@ -10,6 +10,8 @@
 //! ```sh
 //! cargo run --example notes              # demo: serve on a free port, create and list notes over HTTP
 //! cargo run --example notes -- spec      # print the OpenAPI document, notes.* included
+//! cargo run --example notes -- sdk python ./notes-py   # a Python SDK with client.notes.create(...)
+//! cargo run --example notes -- sdk typescript ./notes-ts
 //! cargo run --example notes -- serve 127.0.0.1:8080 ./notes-data   # serve until Ctrl-C
 //! ```
 
@@ -48,12 +50,33 @@ async fn main() -> Result<(), BoxError> {
             print!("{}", opgate::spec::render(&spec));
             Ok(())
         }
+        Some("sdk") => {
+            // The SDK generators of `opgate spec --sdk`, on our document: `client.notes.list()` included.
+            let spec = service(Path::new("unused")).openapi(&opgate::api_info())?;
+            let files = match args.get(1).map(String::as_str) {
+                Some("python") => opgate::spec::sdk::python(&spec)?,
+                Some("typescript") => opgate::spec::sdk::typescript(&spec)?,
+                _ => return Err("usage: notes sdk python|typescript DIR".into()),
+            };
+            let out = Path::new(
+                args.get(2)
+                    .ok_or("usage: notes sdk python|typescript DIR")?,
+            );
+            for (name, text) in &files {
+                let path = out.join(name);
+                std::fs::create_dir_all(path.parent().unwrap_or(out))?;
+                std::fs::write(path, text)?;
+            }
+            Ok(())
+        }
         Some("serve") => {
             let listen = args.get(1).map_or("127.0.0.1:8080", String::as_str);
             let data_dir = args.get(2).map_or("notes-data", String::as_str);
             serve(listen, Path::new(data_dir)).await
         }
-        Some(other) => Err(format!("unknown command `{other}`: use demo, spec or serve").into()),
+        Some(other) => {
+            Err(format!("unknown command `{other}`: use demo, spec, sdk or serve").into())
+        }
     }
 }
 

@@ -1,5 +1,5 @@
-//! `opgate spec` and `opgate docs`: the OpenAPI document of the built-in operations, and the Markdown
-//! reference generated from a spec (what `scripts/gen-spec` commits).
+//! `opgate spec` and `opgate docs`: the OpenAPI document of the built-in operations, the client SDKs and the
+//! Markdown reference generated from a spec (what `scripts/gen-spec` commits).
 
 use std::path::Path;
 
@@ -15,11 +15,73 @@ pub(crate) fn spec(out: Option<&Path>) -> Result<(), BoxError> {
     Ok(())
 }
 
+/// The languages `opgate spec --sdk` generates a client in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum SdkLanguage {
+    /// Package `opgate` over `httpx` (`sdks/python` in this repository).
+    Python,
+    /// Fetch-based ES modules, no runtime dependencies (`sdks/typescript`).
+    Typescript,
+}
+
+/// Writes the SDK of `language` for the spec in `from` (default: the built-in operations) into `out`,
+/// removing generated files that no longer exist; files of the user's own (tests, `node_modules`, a lock
+/// file) stay.
+pub(crate) fn sdk(language: SdkLanguage, from: Option<&Path>, out: &Path) -> Result<(), BoxError> {
+    let doc = match from {
+        Some(path) => read_spec(path)?,
+        None => opgate::openapi()?,
+    };
+    let files = match language {
+        SdkLanguage::Python => opgate::spec::sdk::python(&doc)?,
+        SdkLanguage::Typescript => opgate::spec::sdk::typescript(&doc)?,
+    };
+    for dir in ["opgate", "src"] {
+        remove_stale(&out.join(dir), Path::new(dir), &files)?;
+    }
+    for (name, text) in &files {
+        let path = out.join(name);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// Removes the generated files under `dir` (`relative` from the package root) that `files` no longer has.
+fn remove_stale(
+    dir: &Path,
+    relative: &Path,
+    files: &std::collections::BTreeMap<String, String>,
+) -> Result<(), BoxError> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(());
+    };
+    for entry in entries {
+        let path = entry?.path();
+        let name = relative.join(path.file_name().unwrap_or_default());
+        if path.is_dir() {
+            remove_stale(&path, &name, files)?;
+            continue;
+        }
+        let generated =
+            std::fs::read_to_string(&path).is_ok_and(|t| opgate::spec::sdk::is_generated(&t));
+        if generated && !files.contains_key(name.to_string_lossy().as_ref()) {
+            std::fs::remove_file(&path)?;
+        }
+    }
+    Ok(())
+}
+
+fn read_spec(path: &Path) -> Result<serde_json::Value, BoxError> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?)
+}
+
 /// Writes the Markdown reference of `spec` into `out`, removing generated pages that no longer exist.
 pub(crate) fn docs(spec: &Path, out: &Path) -> Result<(), BoxError> {
-    let text = std::fs::read_to_string(spec).map_err(|e| format!("{}: {e}", spec.display()))?;
-    let doc: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", spec.display()))?;
+    let doc = read_spec(spec)?;
     let pages = opgate::spec::markdown::reference(&doc)?;
     std::fs::create_dir_all(out)?;
     for entry in std::fs::read_dir(out)? {

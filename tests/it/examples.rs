@@ -79,6 +79,26 @@ fn the_embedding_example_serves_its_own_operations() {
     assert_eq!(list["x-streaming"], true);
     assert!(spec["paths"]["/v1/op/api_keys.create"].is_object());
     assert!(spec["components"]["schemas"]["CreateNoteInput"]["properties"]["text"].is_object());
+
+    // An embedder's SDKs have its operations too.
+    let dir = tempfile::tempdir().unwrap();
+    for language in ["python", "typescript"] {
+        let out = Command::new(&bin)
+            .env_clear_opgate()
+            .args(["sdk", language])
+            .arg(dir.path().join(language))
+            .output()
+            .unwrap();
+        assert_ok(&out, "examples/notes sdk");
+    }
+    let resources = std::fs::read_to_string(dir.path().join("python/opgate/resources.py")).unwrap();
+    assert!(resources.contains("class Notes:"), "{resources}");
+    assert!(resources.contains(") -> Stream[Note]:"), "{resources}");
+    let client = std::fs::read_to_string(dir.path().join("typescript/src/client.ts")).unwrap();
+    assert!(
+        client.contains("readonly notes = new Notes(this);"),
+        "{client}"
+    );
 }
 
 #[tokio::test]

@@ -1,12 +1,13 @@
 //! The committed API description must match the code: `spec/openapi.json` what the registry generates, and
-//! `docs/api-reference/` what the committed spec generates. Both failures print the one command that fixes them.
+//! `docs/api-reference/` and the SDKs in `sdks/` what the committed spec generates. Every failure prints the one
+//! command that fixes it.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde_json::Value;
 
-const FIX: &str = "run `scripts/gen-spec` and commit spec/ and docs/api-reference/";
+const FIX: &str = "run `scripts/gen-spec` and commit spec/, docs/api-reference/ and sdks/";
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -69,6 +70,63 @@ fn committed_docs_match_the_committed_spec() {
     }
     for page in pages.values() {
         assert!(page.starts_with(opgate::spec::markdown::GENERATED_HEADER));
+    }
+}
+
+/// The generated files under `dir` (by their header), relative to it; `node_modules` and build output are not
+/// looked into.
+fn generated_files_under(dir: &Path, root: &Path, out: &mut BTreeMap<String, String>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if path.is_dir() {
+            if !["node_modules", "dist", "build", "__pycache__"].contains(&name.as_str()) {
+                generated_files_under(&path, root, out);
+            }
+        } else if let Ok(text) = std::fs::read_to_string(&path) {
+            if opgate::spec::sdk::is_generated(&text) {
+                let relative = path
+                    .strip_prefix(root)
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned();
+                out.insert(relative, text);
+            }
+        }
+    }
+}
+
+#[test]
+fn committed_sdks_match_the_committed_spec() {
+    let spec = committed_spec();
+    let sdks = [
+        ("sdks/python", opgate::spec::sdk::python(&spec).unwrap()),
+        (
+            "sdks/typescript",
+            opgate::spec::sdk::typescript(&spec).unwrap(),
+        ),
+    ];
+    for (dir, files) in sdks {
+        let base = root().join(dir);
+        assert!(files.len() > 5, "{dir}: {} files", files.len());
+        for (name, text) in &files {
+            match std::fs::read_to_string(base.join(name)) {
+                Err(_) => panic!("{dir}/{name} is missing: {FIX}"),
+                Ok(committed) if &committed != text => panic!("{dir}/{name} is stale: {FIX}"),
+                Ok(_) => {}
+            }
+        }
+        let mut on_disk = BTreeMap::new();
+        generated_files_under(&base, &base, &mut on_disk);
+        for name in on_disk.keys() {
+            assert!(
+                files.contains_key(name),
+                "{dir}/{name} is not generated from the spec any more: {FIX}"
+            );
+        }
     }
 }
 

@@ -46,21 +46,30 @@ pub fn reference(spec: &Value) -> Result<BTreeMap<String, String>, String> {
     Ok(pages)
 }
 
-struct Op {
-    id: String,
-    resource: String,
-    action: String,
-    summary: String,
-    scope: String,
-    side_effect: String,
-    streaming: bool,
-    input: Value,
-    output: Value,
-    example: Value,
-    errors: Vec<(String, String)>,
+/// One operation as the committed spec describes it (its canonical `/v1/op/<id>` path), shared by the
+/// reference pages and the SDK generators.
+pub(crate) struct Op {
+    pub(crate) id: String,
+    pub(crate) resource: String,
+    pub(crate) action: String,
+    pub(crate) summary: String,
+    /// The scope as Markdown (`` `api_keys:write` ``, or words for an operation open to any principal).
+    pub(crate) scope: String,
+    pub(crate) side_effect: String,
+    pub(crate) streaming: bool,
+    /// Whether the operation takes an `Idempotency-Key` header.
+    pub(crate) idempotent: bool,
+    /// Whether the request body must be given (its type has required fields).
+    pub(crate) body_required: bool,
+    pub(crate) input: Value,
+    /// The output type; for a stream, the type of one line.
+    pub(crate) output: Value,
+    pub(crate) example: Value,
+    pub(crate) errors: Vec<(String, String)>,
 }
 
-fn operations(spec: &Value) -> Result<Vec<Op>, String> {
+/// The operations of `spec`, sorted by id.
+pub(crate) fn operations(spec: &Value) -> Result<Vec<Op>, String> {
     let paths = spec
         .get("paths")
         .and_then(Value::as_object)
@@ -100,6 +109,12 @@ fn operations(spec: &Value) -> Result<Vec<Op>, String> {
             _ => output,
         };
         let body = post.pointer("/requestBody/content/application~1json");
+        let idempotent = post
+            .get("parameters")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .any(|p| p.get("name").and_then(Value::as_str) == Some("Idempotency-Key"));
         let mut errors = Vec::new();
         if let Some(responses) = post.get("responses").and_then(Value::as_object) {
             for (status, response) in responses.iter().filter(|(s, _)| s.as_str() != "200") {
@@ -123,6 +138,11 @@ fn operations(spec: &Value) -> Result<Vec<Op>, String> {
             },
             side_effect: text("x-side-effect"),
             streaming,
+            idempotent,
+            body_required: post
+                .pointer("/requestBody/required")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
             input: body
                 .and_then(|b| b.get("schema"))
                 .cloned()
@@ -156,7 +176,7 @@ fn type_link(name: &str, from_types_page: bool) -> String {
     format!("[`{name}`]({page}#{})", slug(name))
 }
 
-fn ref_name(schema: &Value) -> Option<&str> {
+pub(crate) fn ref_name(schema: &Value) -> Option<&str> {
     schema
         .get("$ref")?
         .as_str()?
@@ -327,7 +347,9 @@ fn index(spec: &Value, ops: &[Op]) -> Result<String, String> {
          `Authorization: Bearer <token>` (an API key or a session token) and a JSON object body (`Content-Type: application/json`; an empty body \
          means `{}`). Success is status 200 with the output object as the body, or an NDJSON stream \
          (`application/x-ndjson`, one JSON object per line) for streaming operations. Every response carries \
-         `X-Request-Id`.\n\n\
+         `X-Request-Id`. Each operation's example is also shown as a call of the generated Python and \
+         TypeScript SDKs (`opgate spec --sdk python|typescript --out DIR`), whose `client` is \
+         `Client(base_url=..., token=...)` and `new Client({ baseUrl, token })`.\n\n\
          Every operation also takes the header `X-Workspace-ID: ws_...`: an organization-wide caller (an admin \
          key, a session) then works in that workspace only; a workspace key naming any workspace but its own \
          gets 403. Keys and audit records belong to a mode (`live` or `test`, from the key: `opg_test_...` keys \
@@ -367,7 +389,7 @@ fn index(spec: &Value, ops: &[Op]) -> Result<String, String> {
 }
 
 /// The status under which some operation references `components/responses/<code>`.
-fn status_of(spec: &Value, code: &str) -> Option<u16> {
+pub(crate) fn status_of(spec: &Value, code: &str) -> Option<u16> {
     let target = format!("#/components/responses/{code}");
     let paths = spec.get("paths")?.as_object()?;
     for item in paths.values() {
@@ -434,6 +456,7 @@ fn resource_page(resource: &str, ops: &[&Op], schemas: &Map<String, Value>) -> S
             op.id,
             shell_quote(&example)
         ));
+        let (python, typescript) = crate::sdk::example_calls(op);
         out.push_str(&format!(
             "\n## {id}\n\n{summary}\n\n\
              | | |\n|---|---|\n\
@@ -446,7 +469,7 @@ fn resource_page(resource: &str, ops: &[&Op], schemas: &Map<String, Value>) -> S
              ### Response\n\n{response_fields}\n\
              ### Errors\n\n{errors}\n\n\
              ### Example\n\n```sh\ncurl -s http://127.0.0.1:8080/v1/op/{id} \\\n  -H \"Authorization: Bearer $OPGATE_TOKEN\" -H 'Content-Type: application/json' \\\n  -d '{example}'\n```\n\n\
-             ```sh\n{commands}```\n",
+             ```sh\n{commands}```\n\n```python\n{python}```\n\n```ts\n{typescript}```\n",
             id = op.id,
             summary = op.summary,
             scope = op.scope,
@@ -470,7 +493,7 @@ fn resource_page(resource: &str, ops: &[&Op], schemas: &Map<String, Value>) -> S
 }
 
 /// The fields of an input schema (following a `$ref`): name, schema, required.
-fn input_fields<'a>(
+pub(crate) fn input_fields<'a>(
     schema: &'a Value,
     schemas: &'a Map<String, Value>,
 ) -> Vec<(&'a str, &'a Value, bool)> {
@@ -491,7 +514,7 @@ fn input_fields<'a>(
 }
 
 /// The JSON types a schema allows (`type` as a string or a list; `anyOf` / `oneOf` branches).
-fn json_types(schema: &Value) -> Vec<&str> {
+pub(crate) fn json_types(schema: &Value) -> Vec<&str> {
     match schema.get("type") {
         Some(Value::String(t)) => vec![t.as_str()],
         Some(Value::Array(ts)) => ts.iter().filter_map(Value::as_str).collect(),
