@@ -109,8 +109,7 @@ impl Default for ServerConfig {
 /// Everything the pipeline needs: the operations, how to authenticate, where to audit and keep idempotent
 /// responses, and the config.
 pub struct Gateway {
-    registry: Arc<Registry>,
-    scopes: Arc<opgate_core::scope::Catalog>,
+    served: arc_swap::ArcSwap<Served>,
     authenticator: Arc<dyn Authenticator>,
     journal: Option<Arc<dyn Journal>>,
     workspaces: Option<Arc<dyn opgate_core::Workspaces>>,
@@ -125,9 +124,29 @@ pub struct Gateway {
     draining: std::sync::atomic::AtomicBool,
     storage_up: Arc<std::sync::atomic::AtomicBool>,
     metrics: Option<metrics::Metrics>,
-    docs: Option<Docs>,
     clock: Arc<dyn opgate_core::Clock>,
     config: ServerConfig,
+}
+
+/// What the gateway serves, replaced as one (see [`Gateway::replace_operations`]): the operations, the scopes
+/// they require (what a grant may name), and the docs describing them. A call keeps the set it started with.
+pub struct Served {
+    /// The operations.
+    pub registry: Arc<Registry>,
+    /// The scopes the operations require.
+    pub scopes: Arc<opgate_core::scope::Catalog>,
+    /// The reference page and spec, unless the docs are off.
+    pub docs: Option<Docs>,
+}
+
+impl Served {
+    fn new(registry: Arc<Registry>, docs: Option<Docs>) -> Served {
+        Served {
+            scopes: Arc::new(registry.scopes()),
+            registry,
+            docs,
+        }
+    }
 }
 
 /// What `GET /docs` and `GET /openapi.json` serve: the interactive reference page, the Content-Security-Policy
@@ -159,8 +178,7 @@ impl Gateway {
         config: ServerConfig,
     ) -> Self {
         Gateway {
-            scopes: Arc::new(registry.scopes()),
-            registry,
+            served: arc_swap::ArcSwap::from_pointee(Served::new(registry, None)),
             authenticator,
             journal: None,
             workspaces: None,
@@ -179,7 +197,6 @@ impl Gateway {
             draining: std::sync::atomic::AtomicBool::new(false),
             storage_up: Arc::new(std::sync::atomic::AtomicBool::new(true)),
             metrics: None,
-            docs: None,
             config,
         }
     }
@@ -197,9 +214,23 @@ impl Gateway {
     }
 
     /// Serves the reference page at `GET /docs` and the spec at `GET /openapi.json`, without a token.
-    pub fn with_docs(mut self, docs: Docs) -> Self {
-        self.docs = Some(docs);
+    pub fn with_docs(self, docs: Docs) -> Self {
+        let registry = Arc::clone(&self.served.load().registry);
+        self.served
+            .store(Arc::new(Served::new(registry, Some(docs))));
         self
+    }
+
+    /// What the gateway serves now: its operations, their scopes and its docs.
+    pub fn served(&self) -> Arc<Served> {
+        self.served.load_full()
+    }
+
+    /// Replaces the operations (and the docs describing them) at once: calls already under way finish on the
+    /// set they started with, later ones find the new one. For a configuration reload.
+    pub fn replace_operations(&self, registry: Registry, docs: Option<Docs>) {
+        self.served
+            .store(Arc::new(Served::new(Arc::new(registry), docs)));
     }
 
     /// Whether the gateway is shutting down (`GET /readyz` answers 503 then).

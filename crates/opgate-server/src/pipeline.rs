@@ -111,8 +111,8 @@ pub(crate) async fn handle<B: RequestBody>(
             settle(Some(body), &parts, &mut resp).await;
             (resp, Trace::default())
         }
-        Route::Operation(entry) => {
-            admit(gw, entry.clone(), peer, parts, body, request_id.clone()).await
+        Route::Operation(entry, scopes) => {
+            admit(gw, entry, scopes, peer, parts, body, request_id.clone()).await
         }
     };
     log(&request_id, &trace, resp.status().as_u16(), started);
@@ -168,22 +168,24 @@ enum Endpoint {
     Spec,
 }
 
-enum Route<'a> {
+enum Route {
     Service(Endpoint),
-    Operation(&'a Entry),
+    /// The operation, and the scopes of the set it was found in.
+    Operation(Entry, Arc<opgate_core::scope::Catalog>),
     Refused(Failure),
 }
 
 /// Route: `/v1/op/<id>` or `/v1/<resource>/<action>` to an operation (POST only: 405 with `Allow`), the
 /// service endpoints (GET or HEAD), anything else 404.
-fn route<'a>(gw: &'a Gateway, parts: &Parts) -> Route<'a> {
+fn route(gw: &Gateway, parts: &Parts) -> Route {
     let path = parts.uri.path();
+    let served = gw.served.load();
     let endpoint = match path {
         "/healthz" => Some(Endpoint::Health),
         "/readyz" => Some(Endpoint::Ready),
         "/metrics" if gw.metrics.is_some() => Some(Endpoint::Metrics),
-        "/docs" if gw.docs.is_some() => Some(Endpoint::DocsPage),
-        "/openapi.json" if gw.docs.is_some() => Some(Endpoint::Spec),
+        "/docs" if served.docs.is_some() => Some(Endpoint::DocsPage),
+        "/openapi.json" if served.docs.is_some() => Some(Endpoint::Spec),
         _ => None,
     };
     if let Some(endpoint) = endpoint {
@@ -219,8 +221,8 @@ fn route<'a>(gw: &'a Gateway, parts: &Parts) -> Route<'a> {
             close: false,
         });
     }
-    match gw.registry.get(&id) {
-        Some(entry) => Route::Operation(entry),
+    match served.registry.get(&id) {
+        Some(entry) => Route::Operation(entry.clone(), Arc::clone(&served.scopes)),
         None => Route::Refused(Error::not_found(format!("no operation `{id}`")).into()),
     }
 }
@@ -245,7 +247,8 @@ fn service(gw: &Gateway, endpoint: Endpoint, request_id: &str) -> Resp {
             request_id,
         ),
         Endpoint::DocsPage | Endpoint::Spec => {
-            let Some(docs) = gw.docs.as_ref() else {
+            let served = gw.served.load();
+            let Some(docs) = served.docs.as_ref() else {
                 return http_io::error(&Error::not_found("no route"), request_id);
             };
             http_io::docs(docs, matches!(endpoint, Endpoint::DocsPage), request_id)
@@ -262,6 +265,7 @@ fn service(gw: &Gateway, endpoint: Endpoint, request_id: &str) -> Resp {
 async fn admit<B: RequestBody>(
     gw: &Arc<Gateway>,
     entry: Entry,
+    scopes: Arc<opgate_core::scope::Catalog>,
     peer: SocketAddr,
     parts: Parts,
     body: B,
@@ -285,7 +289,7 @@ async fn admit<B: RequestBody>(
     let detached = entry.meta.side_effect.runs_detached();
     let work = {
         let (gw, request_id) = (Arc::clone(gw), Arc::clone(&request_id));
-        async move { operation(&gw, &entry, peer, parts, body, request_id, permit).await }
+        async move { operation(&gw, &entry, scopes, peer, parts, body, request_id, permit).await }
     };
     let outcome = if detached {
         tokio::time::timeout(timeout, tokio::spawn(work))
@@ -324,9 +328,11 @@ async fn admit<B: RequestBody>(
 }
 
 /// Everything after admission, for one operation call.
+#[allow(clippy::too_many_arguments)]
 async fn operation<B: RequestBody>(
     gw: &Gateway,
     entry: &Entry,
+    scopes: Arc<opgate_core::scope::Catalog>,
     peer: SocketAddr,
     parts: Parts,
     body: B,
@@ -336,6 +342,7 @@ async fn operation<B: RequestBody>(
     let mut exchange = Exchange {
         gw,
         entry,
+        scopes,
         request_id,
         client_ip: client_addr::client_ip(peer.ip(), &parts.headers, &gw.config.trusted_proxies),
         principal: None,
@@ -378,6 +385,8 @@ async fn operation<B: RequestBody>(
 struct Exchange<'a> {
     gw: &'a Gateway,
     entry: &'a Entry,
+    /// The scopes of the operation set the call was found in.
+    scopes: Arc<opgate_core::scope::Catalog>,
     request_id: Arc<str>,
     client_ip: IpAddr,
     principal: Option<Arc<Principal>>,
@@ -444,7 +453,7 @@ impl<'a> Exchange<'a> {
             request_id: Arc::clone(&self.request_id),
             client_ip: Some(self.client_ip),
             target: Arc::default(),
-            scopes: Arc::clone(&gw.scopes),
+            scopes: Arc::clone(&self.scopes),
             clock: Arc::clone(&gw.clock),
             workspace: self.workspace.clone(),
         };
