@@ -69,6 +69,7 @@ pub use opgate_server as server;
 pub use opgate_spec as spec;
 pub use opgate_store as store;
 pub use opgate_store_postgres as store_postgres;
+pub use opgate_upstream as upstream;
 pub use opgate_webhooks as webhooks;
 
 use opgate_auth::{SessionAuthenticator, SessionConfig, SessionSettings, TokenRouter};
@@ -263,10 +264,7 @@ impl DataDir {
         metrics: Option<opgate_server::metrics::Metrics>,
         docs: Option<&ApiInfo>,
     ) -> Arc<Gateway> {
-        let docs = docs.and_then(|info| {
-            let site = opgate_spec::page::DocsSite::new(&opgate_spec::openapi(&registry, info));
-            opgate_server::Docs::new(site.page, &site.csp, site.spec)
-        });
+        let docs = docs.and_then(|info| docs_of(&registry, info));
         let keys = Arc::new(ApiKeyAuthenticator::new(Arc::clone(&self.keys)));
         let sessions = SessionAuthenticator::new(self.sessions.clone(), Arc::clone(&self.clock));
         let authenticator = Arc::new(TokenRouter::new(keys, sessions));
@@ -291,6 +289,12 @@ impl DataDir {
         }
         Arc::new(gateway)
     }
+}
+
+/// The reference page and spec describing `registry`.
+pub(crate) fn docs_of(registry: &Registry, info: &ApiInfo) -> Option<opgate_server::Docs> {
+    let site = opgate_spec::page::DocsSite::new(&opgate_spec::openapi(registry, info));
+    opgate_server::Docs::new(site.page, &site.csp, site.spec)
 }
 
 /// The exclusive lock of a data directory, held by one serving gateway for as long as it lives.

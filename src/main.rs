@@ -65,6 +65,10 @@ enum Command {
         /// operations.
         #[arg(long, value_name = "FILE", requires = "sdk")]
         from_spec: Option<PathBuf>,
+        /// Describe the gateway this configuration file sets up: the built-in operations and the file's
+        /// `[[upstream]]` operations.
+        #[arg(long, value_name = "FILE", conflicts_with = "from_spec")]
+        config: Option<PathBuf>,
     },
     /// Generate the Markdown API reference from an OpenAPI document.
     Docs {
@@ -322,6 +326,9 @@ pub(crate) struct MintSessionArgs {
     /// Sign a test-mode session (the `mode: "test"` claim): it sees and makes test objects only.
     #[arg(long)]
     pub(crate) test: bool,
+    /// A configuration file whose upstream operations' scopes the token may hold (besides the built-ins').
+    #[arg(long, value_name = "FILE")]
+    pub(crate) config: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -350,6 +357,9 @@ pub(crate) struct CreateKeyArgs {
     #[arg(long, value_delimiter = ',', value_parser = parse_allowed_ip)]
     pub(crate) allowed_ips: Vec<String>,
     /// Mint a test-mode admin key (`opg_test_...`): it sees and makes test objects only.
+    /// A configuration file whose upstream operations' scopes the key may hold (besides the built-ins').
+    #[arg(long, value_name = "FILE")]
+    pub(crate) config: Option<PathBuf>,
     #[arg(long)]
     pub(crate) test: bool,
 }
@@ -503,12 +513,16 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
             out,
             sdk: Some(language),
             from_spec,
+            config,
         } => cli::reference::sdk(
             language,
             from_spec.as_deref(),
+            config.as_deref(),
             out.as_deref().expect("clap requires --out"),
         ),
-        Command::Spec { out, .. } => cli::reference::spec(out.as_deref()),
+        Command::Spec { out, config, .. } => {
+            cli::reference::spec(config.as_deref(), out.as_deref())
+        }
         Command::Docs { spec, out } => cli::reference::docs(&spec, &out),
     }
 }

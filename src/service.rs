@@ -34,7 +34,7 @@ pub enum Metrics {
 }
 
 /// Registers an embedder's operations beside the built-ins.
-type Operations = Arc<dyn Fn(&mut Registry) -> Result<(), RegistryError> + Send + Sync>;
+type Registration = Arc<dyn Fn(&mut Registry) -> Result<(), RegistryError> + Send + Sync>;
 
 /// Settings of a [`Service`], set with its methods, then [`ServiceBuilder::start`].
 #[must_use = "a builder does nothing until `start`"]
@@ -50,10 +50,11 @@ pub struct ServiceBuilder {
     audit_retention_days: Option<u32>,
     webhook_retention_days: Option<u32>,
     database_url: Option<String>,
-    operations: Vec<Operations>,
+    operations: Vec<Registration>,
     webhooks: opgate_webhooks::DispatchConfig,
     docs: bool,
     api_info: ApiInfo,
+    upstreams: Vec<opgate_upstream::Declaration>,
 }
 
 /// A running gateway: its address, the admin key minted on first start, and the way to stop it.
@@ -64,6 +65,7 @@ pub struct Service {
     admin_key: Option<String>,
     data: DataDir,
     gateway: Arc<Gateway>,
+    operations: Operations,
     stop: Option<oneshot::Sender<()>>,
     serving: JoinHandle<()>,
     background: Vec<JoinHandle<()>>,
@@ -90,6 +92,7 @@ impl Service {
             webhooks: opgate_webhooks::DispatchConfig::default(),
             docs: true,
             api_info: crate::api_info(),
+            upstreams: Vec::new(),
         }
     }
 
@@ -122,6 +125,23 @@ impl Service {
     /// The gateway itself, e.g. to call it in process with [`Gateway::handle`].
     pub fn gateway(&self) -> &Arc<Gateway> {
         &self.gateway
+    }
+
+    /// Replaces the upstream operations (a configuration reload): the new set is built and checked whole,
+    /// then swapped in at once, with the docs describing it; calls under way finish on the old set. On an
+    /// error nothing changes.
+    pub fn reload_upstreams(
+        &self,
+        upstreams: &[opgate_upstream::Declaration],
+    ) -> Result<(), BoxError> {
+        let registry = self.operations.registry(&self.data, upstreams)?;
+        let docs = self
+            .operations
+            .docs
+            .as_ref()
+            .and_then(|info| crate::docs_of(&registry, info));
+        self.gateway.replace_operations(registry, docs);
+        Ok(())
     }
 
     /// Serves until `signal` resolves (e.g. Ctrl-C or SIGTERM), then shuts down as [`Service::shutdown`].
@@ -192,6 +212,13 @@ impl ServiceBuilder {
         self
     }
 
+    /// Operations served by upstream services (the `[[upstream]]` tables of a configuration file, see
+    /// [`opgate_upstream::load`]), beside the built-ins and yours.
+    pub fn upstreams(mut self, upstreams: Vec<opgate_upstream::Declaration>) -> Self {
+        self.upstreams = upstreams;
+        self
+    }
+
     /// Whether to serve the interactive reference at `GET /docs` and the spec at `GET /openapi.json`
     /// (default: on). Both describe exactly the operations this gateway serves, yours included.
     pub fn docs(mut self, on: bool) -> Self {
@@ -248,6 +275,7 @@ impl ServiceBuilder {
         for register in &self.operations {
             register(&mut registry)?;
         }
+        register_upstreams(&mut registry, &self.upstreams)?;
         Ok(opgate_spec::openapi(&registry, info))
     }
 
@@ -276,10 +304,12 @@ impl ServiceBuilder {
         let lock = data.lock()?;
         data.store.recover().await?;
         let admin_key = data.keys.bootstrap_admin().await?;
-        let mut registry = data.registry_with(self.webhooks.policy)?;
-        for register in &self.operations {
-            register(&mut registry)?;
-        }
+        let operations = Operations {
+            registered: self.operations,
+            policy: self.webhooks.policy,
+            docs: self.docs.then(|| self.api_info.clone()),
+        };
+        let registry = operations.registry(&data, &self.upstreams)?;
         let recorder = match self.metrics {
             Metrics::Off => None,
             Metrics::ApiPort | Metrics::Listen(_) => Some(
@@ -295,8 +325,7 @@ impl ServiceBuilder {
         } else {
             "http"
         };
-        let docs = self.docs.then_some(&self.api_info);
-        let gateway = data.gateway(registry, self.config, on_api_port, docs);
+        let gateway = data.gateway(registry, self.config, on_api_port, operations.docs.as_ref());
         let listener = match self.listener {
             Some(listener) => {
                 listener.set_nonblocking(true)?;
@@ -343,10 +372,47 @@ impl ServiceBuilder {
             admin_key,
             data,
             gateway,
+            operations,
             stop: Some(stop),
             serving,
             background,
             _lock: lock,
         })
     }
+}
+
+/// What a running gateway's operation set is built from, kept to build it again on a reload.
+struct Operations {
+    registered: Vec<Registration>,
+    policy: opgate_webhooks::guard::Policy,
+    docs: Option<ApiInfo>,
+}
+
+impl Operations {
+    /// The built-ins, the embedder's operations and `upstreams`, in that order.
+    fn registry(
+        &self,
+        data: &DataDir,
+        upstreams: &[opgate_upstream::Declaration],
+    ) -> Result<Registry, BoxError> {
+        let mut registry = data.registry_with(self.policy)?;
+        for register in &self.registered {
+            register(&mut registry)?;
+        }
+        register_upstreams(&mut registry, upstreams)?;
+        Ok(registry)
+    }
+}
+
+/// Adds upstream operations to `registry`; an id another operation has is refused, naming it.
+fn register_upstreams(
+    registry: &mut Registry,
+    upstreams: &[opgate_upstream::Declaration],
+) -> Result<(), BoxError> {
+    for upstream in upstreams {
+        registry
+            .register_dynamic(upstream.operation()?)
+            .map_err(|e| format!("upstream `{}`: {e}", upstream.id))?;
+    }
+    Ok(())
 }

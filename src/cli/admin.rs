@@ -27,7 +27,7 @@ pub(crate) async fn revoke_key(args: RevokeKeyArgs) -> Result<(), BoxError> {
 
 /// `opgate admin create-key`: mints an organization-wide admin key and prints only its secret.
 pub(crate) async fn create_key(args: CreateKeyArgs) -> Result<(), BoxError> {
-    validate_scopes(&args.permissions)?;
+    validate_scopes(&args.permissions, args.config.as_deref())?;
     validate_org(&args.org)?;
     let data = args.data.open().await?;
     let spec = KeySpec {
@@ -61,7 +61,7 @@ pub(crate) fn mint_session(args: MintSessionArgs) -> Result<(), BoxError> {
         .filter(|s| !s.is_empty())
         .map(str::to_owned)
         .collect();
-    validate_scopes(&scopes)?;
+    validate_scopes(&scopes, args.config.as_deref())?;
     validate_org(&args.org)?;
     let settings = args.data.session_settings(args.issuer, args.audience);
     let config = opgate::session_config(&args.data.data_dir, &settings)?;
@@ -83,7 +83,7 @@ pub(crate) fn mint_session(args: MintSessionArgs) -> Result<(), BoxError> {
 
 /// `opgate admin seed-keys`: inserts many keys in one transaction (fixtures).
 pub(crate) async fn seed_keys(args: SeedKeysArgs) -> Result<(), BoxError> {
-    validate_scopes(&args.permissions)?;
+    validate_scopes(&args.permissions, None)?;
     let data = args.data.open().await?;
     const CHUNK: usize = 10_000;
     let mut done = 0;
@@ -103,10 +103,18 @@ pub(crate) async fn seed_keys(args: SeedKeysArgs) -> Result<(), BoxError> {
     Ok(())
 }
 
-/// Every scope must be one some built-in operation requires (or a wildcard over one): anything else would
-/// silently grant nothing.
-fn validate_scopes(scopes: &[String]) -> Result<(), BoxError> {
-    let catalog = opgate::describe_registry()?.scopes();
+/// Every scope must be one some operation requires (or a wildcard over one): a built-in, or an upstream
+/// operation of `config` when given. Anything else would silently grant nothing.
+fn validate_scopes(scopes: &[String], config: Option<&std::path::Path>) -> Result<(), BoxError> {
+    let mut registry = opgate::describe_registry()?;
+    if let Some(path) = config {
+        let upstreams =
+            opgate::upstream::load_description(path).map_err(|problems| problems.join("\n"))?;
+        for upstream in upstreams {
+            registry.register_dynamic(upstream.operation()?)?;
+        }
+    }
+    let catalog = registry.scopes();
     for scope in scopes {
         catalog.check(scope)?;
     }

@@ -1,7 +1,8 @@
 //! `--config FILE`: a TOML file of `opgate serve` settings, one `key = value` per flag (`listen`,
 //! `data_dir`, `max_body_bytes`, `trusted_proxies = ["10.0.0.0/8"]`, ...). Precedence, lowest first: built-in
 //! default, file, `OPGATE_*` environment variable, command-line flag. The file only fills in what neither the
-//! environment nor the command line set.
+//! environment nor the command line set. Its `[[upstream]]` tables declare upstream operations
+//! (`opgate_upstream::config`), the one part `serve` reads again on SIGHUP.
 
 use std::ffi::OsString;
 use std::path::Path;
@@ -29,6 +30,10 @@ pub(crate) fn merge(
         .map_err(|e| format!("config file {}: {e}", path.display()))?;
     let mut argv = argv;
     for (key, value) in &table {
+        if key == "upstream" {
+            // Upstream operations, not a setting: read by `serve` itself (and again on SIGHUP).
+            continue;
+        }
         let id = key.replace('-', "_");
         let arg = serve
             .get_arguments()
@@ -121,7 +126,29 @@ pub(crate) fn check(
     if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
         opgate::server::Tls::from_pem_files(cert, key)?;
     }
+    let upstreams = match &args.config {
+        Some(path) => opgate::upstream::load(path).map_err(|problems| problems.join("\n"))?,
+        None => Vec::new(),
+    };
+    // The whole registry, as `serve` builds it: an upstream id another operation has is caught here too.
+    opgate::Service::builder(&args.data.data_dir)
+        .upstreams(upstreams.clone())
+        .openapi(&opgate::api_info())?;
     print!("{}", describe(command, matches, from_file));
+    for upstream in &upstreams {
+        println!(
+            "upstream {} = POST {}  # scope {}, {}{}",
+            upstream.id,
+            upstream.url,
+            upstream.scope,
+            upstream.side_effect.as_str(),
+            if upstream.streaming {
+                ", streaming"
+            } else {
+                ""
+            }
+        );
+    }
     println!("# ok: the settings are valid");
     Ok(())
 }

@@ -5,14 +5,27 @@ use std::path::Path;
 
 use opgate::BoxError;
 
-/// Prints (or writes to `out`) the OpenAPI 3.1 document of every built-in operation.
-pub(crate) fn spec(out: Option<&Path>) -> Result<(), BoxError> {
-    let text = opgate::spec::render(&opgate::openapi()?);
+/// Prints (or writes to `out`) the OpenAPI 3.1 document of every built-in operation, and of the upstream
+/// operations of `config` when given.
+pub(crate) fn spec(config: Option<&Path>, out: Option<&Path>) -> Result<(), BoxError> {
+    let text = opgate::spec::render(&configured(config)?);
     match out {
         Some(path) => std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))?,
         None => print!("{text}"),
     }
     Ok(())
+}
+
+/// The spec of the built-in operations, and of the upstream operations `config` declares when given.
+fn configured(config: Option<&Path>) -> Result<serde_json::Value, BoxError> {
+    let Some(path) = config else {
+        return opgate::openapi();
+    };
+    let upstreams =
+        opgate::upstream::load_description(path).map_err(|problems| problems.join("\n"))?;
+    opgate::Service::builder("unused")
+        .upstreams(upstreams)
+        .openapi(&opgate::api_info())
 }
 
 /// The languages `opgate spec --sdk` generates a client in.
@@ -27,10 +40,15 @@ pub(crate) enum SdkLanguage {
 /// Writes the SDK of `language` for the spec in `from` (default: the built-in operations) into `out`,
 /// removing generated files that no longer exist; files of the user's own (tests, `node_modules`, a lock
 /// file) stay.
-pub(crate) fn sdk(language: SdkLanguage, from: Option<&Path>, out: &Path) -> Result<(), BoxError> {
+pub(crate) fn sdk(
+    language: SdkLanguage,
+    from: Option<&Path>,
+    config: Option<&Path>,
+    out: &Path,
+) -> Result<(), BoxError> {
     let doc = match from {
         Some(path) => read_spec(path)?,
-        None => opgate::openapi()?,
+        None => configured(config)?,
     };
     let files = match language {
         SdkLanguage::Python => opgate::spec::sdk::python(&doc)?,

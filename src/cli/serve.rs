@@ -75,6 +75,10 @@ pub(crate) async fn run(args: ServeArgs) -> Result<(), BoxError> {
     if let Some(secret) = &args.data.secret {
         builder = builder.secret(secret.clone());
     }
+    if let Some(path) = &args.config {
+        builder = builder
+            .upstreams(opgate::upstream::load(path).map_err(|problems| problems.join("\n"))?);
+    }
     let service = builder.start().await?;
     if let Some(admin_key) = service.admin_key() {
         // Printed once, deliberately, on a line of its own; never logged.
@@ -84,8 +88,51 @@ pub(crate) async fn run(args: ServeArgs) -> Result<(), BoxError> {
         eprintln!("metrics on http://{addr}/metrics");
     }
     eprintln!("opgate listening on {}", service.url());
-    service.run_until(shutdown_signal()).await;
+    tokio::select! {
+        _ = shutdown_signal() => {}
+        _ = reloads(&service, args.config.as_deref()) => {}
+    }
+    service.shutdown().await;
     Ok(())
+}
+
+/// On each SIGHUP, reads the configuration file's upstream operations again and swaps them in whole; an invalid
+/// file is refused (each problem logged) and the running set stays. Never resolves.
+async fn reloads(service: &Service, config: Option<&std::path::Path>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+            return std::future::pending().await;
+        };
+        while hangups.recv().await.is_some() {
+            let Some(path) = config else {
+                tracing::warn!("SIGHUP: no --config file to reload");
+                continue;
+            };
+            let loaded = opgate::upstream::load(path)
+                .map_err(|problems| problems.join("; "))
+                .and_then(|upstreams| {
+                    service
+                        .reload_upstreams(&upstreams)
+                        .map(|()| upstreams.len())
+                        .map_err(|e| e.to_string())
+                });
+            match loaded {
+                Ok(count) => tracing::info!(
+                    config = %path.display(),
+                    upstream_operations = count,
+                    "SIGHUP: configuration reloaded"
+                ),
+                Err(problems) => tracing::error!(
+                    config = %path.display(),
+                    problems = %problems,
+                    "SIGHUP: configuration refused; the running operations stay"
+                ),
+            }
+        }
+    }
+    std::future::pending().await
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

@@ -120,17 +120,18 @@ fn config_check_prints_the_effective_settings_with_secrets_masked() {
     }
 }
 
-#[tokio::test]
-async fn https_with_http2_and_http1() {
-    let dir = tempfile::tempdir().unwrap();
+/// A private CA and a certificate for `localhost` signed by it, as an operator would have, made with
+/// openssl in `dir`: (certificate, key, CA certificate).
+pub(crate) fn private_ca(
+    dir: &std::path::Path,
+) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
     let (cert, key, ca) = (
-        dir.path().join("cert.pem"),
-        dir.path().join("key.pem"),
-        dir.path().join("ca.pem"),
+        dir.join("cert.pem"),
+        dir.join("key.pem"),
+        dir.join("ca.pem"),
     );
-    // A private CA and a certificate for localhost signed by it, as an operator would have.
-    let ext = write(dir.path(), "ext.cnf", "subjectAltName=DNS:localhost\n");
-    let d = |name: &str| dir.path().join(name).to_string_lossy().into_owned();
+    let ext = write(dir, "ext.cnf", "subjectAltName=DNS:localhost\n");
+    let d = |name: &str| dir.join(name).to_string_lossy().into_owned();
     let steps: [Vec<String>; 3] = [
         [
             "req",
@@ -185,6 +186,13 @@ async fn https_with_http2_and_http1() {
             String::from_utf8_lossy(&made.stderr)
         );
     }
+    (cert, key, ca)
+}
+
+#[tokio::test]
+async fn https_with_http2_and_http1() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key, ca) = private_ca(dir.path());
     let s = TestServer::start_with(&[
         "--tls-cert",
         cert.to_str().unwrap(),

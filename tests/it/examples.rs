@@ -194,3 +194,91 @@ fn the_embedding_guide_builds_as_an_outside_crate_and_runs() {
     );
     assert!(spec["paths"]["/v1/op/api_keys.create"].is_object());
 }
+
+/// examples/upstream: the Python reports service (standard library only, verifying the identity signature)
+/// behind the real binary with the example's configuration, as the README runs it (on a free port here).
+#[tokio::test]
+async fn the_upstream_example_serves_its_operations_through_the_gateway() {
+    use std::io::BufRead;
+    let secret = "an-example-secret-of-at-least-32-bytes!";
+    /// The service, killed when the test ends however it ends.
+    struct Service(std::process::Child);
+    impl Drop for Service {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut service = Service(
+        Command::new("python3")
+            .env_clear_opgate()
+            .arg(root().join("examples/upstream/service.py"))
+            .arg("0")
+            .env("REPORTS_UPSTREAM_SECRET", secret)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("python3 runs the example service"),
+    );
+    let mut line = String::new();
+    std::io::BufReader::new(service.0.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line.trim().rsplit(' ').next().unwrap().to_owned();
+    assert!(url.starts_with("http://127.0.0.1:"), "{line}");
+    // The example's files, pointed at the port the service got.
+    let dir = tempfile::tempdir().unwrap();
+    let example = root().join("examples/upstream");
+    std::fs::create_dir(dir.path().join("schemas")).unwrap();
+    for file in ["schemas/reports.generate.input.json", "schemas/report.json"] {
+        std::fs::copy(example.join(file), dir.path().join(file)).unwrap();
+    }
+    let config = std::fs::read_to_string(example.join("opgate.toml"))
+        .unwrap()
+        .replace("http://127.0.0.1:9000", &url);
+    std::fs::write(dir.path().join("opgate.toml"), config).unwrap();
+
+    let s = TestServer::start_with_env(
+        &["--config", dir.path().join("opgate.toml").to_str().unwrap()],
+        &[("REPORTS_UPSTREAM_SECRET", secret)],
+    );
+    let made = s
+        .create(
+            s.admin_key(),
+            serde_json::json!({"name": "reports", "permissions": ["reports:*"]}),
+        )
+        .await;
+    let (token, key_id) = (
+        made["key"].as_str().unwrap(),
+        made["key_details"]["id"].as_str().unwrap(),
+    );
+    let report = s
+        .call_ok(
+            "reports.generate",
+            token,
+            serde_json::json!({"title": "Q3 revenue", "pages": 12}),
+        )
+        .await
+        .json();
+    assert_eq!(
+        report,
+        serde_json::json!({"id": "rep_1", "title": "Q3 revenue", "pages": 12, "requested_by": key_id})
+    );
+    let listed = s
+        .call_ok("reports.list", token, serde_json::json!({}))
+        .await
+        .lines();
+    assert_eq!(listed, vec![report]);
+    // Another organization's key sees none of them: the service keeps organizations apart by the identity.
+    // Minted offline: `--config` lets it hold the upstream operations' scopes.
+    let other = s.create_key_with(
+        "other-org",
+        &["reports:*"],
+        &["--config", dir.path().join("opgate.toml").to_str().unwrap()],
+    );
+    let theirs = s
+        .call_ok("reports.list", &other, serde_json::json!({}))
+        .await
+        .lines();
+    assert!(theirs.is_empty(), "{theirs:?}");
+}

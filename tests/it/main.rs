@@ -27,4 +27,5 @@ mod rotation;
 mod sessions;
 mod spec;
 mod tenancy;
+mod upstream;
 mod webhooks;

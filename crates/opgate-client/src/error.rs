@@ -194,8 +194,9 @@ mod tests {
         assert_eq!(e.request_id(), Some("req_1"));
         assert_eq!(e.to_string(), "not_found (404): key_id: no API key");
 
+        // A proxy's page in front of the gateway: the code is read from the status.
         let e = Error::from_response(502, b"<html>bad gateway</html>", Some("r".into()));
-        assert_eq!(e.code(), Some(Code::Internal));
+        assert_eq!(e.code(), Some(Code::BadGateway));
         assert_eq!(e.request_id(), Some("r"));
         assert!(e.to_string().contains("bad gateway"));
 

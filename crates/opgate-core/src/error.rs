@@ -29,11 +29,15 @@ pub enum Code {
     Internal,
     /// The server is shutting down or its storage is unavailable.
     Unavailable,
+    /// An upstream service answered something the gateway cannot pass on, or could not be reached.
+    BadGateway,
+    /// An upstream service did not answer in time.
+    GatewayTimeout,
 }
 
 impl Code {
     /// Every code, in the order of the contract's table.
-    pub const ALL: [Code; 12] = [
+    pub const ALL: [Code; 14] = [
         Code::InvalidArgument,
         Code::Unauthenticated,
         Code::PermissionDenied,
@@ -46,6 +50,8 @@ impl Code {
         Code::RateLimited,
         Code::Internal,
         Code::Unavailable,
+        Code::BadGateway,
+        Code::GatewayTimeout,
     ];
 
     /// The HTTP status this code is sent with.
@@ -63,6 +69,8 @@ impl Code {
             Code::RateLimited => 429,
             Code::Internal => 500,
             Code::Unavailable => 503,
+            Code::BadGateway => 502,
+            Code::GatewayTimeout => 504,
         }
     }
 
@@ -91,6 +99,11 @@ impl Code {
             Code::RateLimited => "The key's rate limit is spent.",
             Code::Internal => "A bug in the server; the response never carries internals.",
             Code::Unavailable => "The server is shutting down or its storage is unavailable.",
+            Code::BadGateway => {
+                "An upstream operation's service could not be reached, closed the connection, or answered \
+                 something other than JSON in the contract's shape; the message never carries its internals."
+            }
+            Code::GatewayTimeout => "An upstream operation's service did not answer within its timeout.",
         }
     }
 
@@ -109,6 +122,8 @@ impl Code {
             Code::RateLimited => "rate_limited",
             Code::Internal => "internal",
             Code::Unavailable => "unavailable",
+            Code::BadGateway => "bad_gateway",
+            Code::GatewayTimeout => "gateway_timeout",
         }
     }
 }

@@ -28,8 +28,8 @@ pub use principal::{
     WORKSPACE_HEADER,
 };
 pub use registry::{
-    decode_input, schema_generator, Encoded, Entry, Input, Registry, RegistryError, ReplyFuture,
-    SchemaFn,
+    decode_input, schema_generator, DynamicHandler, DynamicOperation, Encoded, Entry, Input,
+    Registry, RegistryError, ReplyFuture, SchemaFn,
 };
 pub use timestamp::Timestamp;
 

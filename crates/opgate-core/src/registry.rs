@@ -62,6 +62,8 @@ pub struct Entry {
     pub errors: &'static [Code],
     /// An example request body.
     pub example: &'static str,
+    /// Declared as data ([`Registry::register_dynamic`]: an upstream service's operation), not compiled in.
+    pub dynamic: bool,
     /// The top-level fields the input accepts, when its type would let others through (no
     /// `deny_unknown_fields`): the registry refuses unknown fields whatever the type says.
     known_fields: Option<Arc<[String]>>,
@@ -81,6 +83,60 @@ impl Entry {
     /// Runs the handler on an input [`Entry::decode`] made from a body for this same entry.
     pub fn run(&self, ctx: Context, input: Input) -> ReplyFuture {
         self.handler.run(ctx, input)
+    }
+}
+
+/// The handler of a [`DynamicOperation`]: it decodes and validates request bodies itself (against a schema it
+/// was given as data) and answers with an already encoded reply.
+pub trait DynamicHandler: Send + Sync + 'static {
+    /// Decodes and validates `body` (an empty body means `{}`); the 400s come from here, before the call.
+    fn decode(&self, body: &[u8]) -> Result<serde_json::Value, Error>;
+    /// Runs the call for an authenticated, authorized caller with an input [`DynamicHandler::decode`] made.
+    fn call(&self, ctx: Context, input: serde_json::Value) -> ReplyFuture;
+}
+
+/// An operation whose declaration and schemas are data rather than Rust types, e.g. one served by an upstream
+/// service declared in configuration. The registry checks it and the gateway serves it like any other.
+pub struct DynamicOperation {
+    /// The declaration (strings that live as long as the process; see the embedder's interning).
+    pub meta: OpMeta,
+    /// Whether the answer is an NDJSON stream of items.
+    pub streaming: bool,
+    /// JSON Schema (2020-12) of the request body, published as `components/schemas/<input_name>`.
+    pub input_schema: serde_json::Value,
+    /// The name the input schema is published under.
+    pub input_name: String,
+    /// JSON Schema of the answer (of one item when streaming), published as `<output_name>`; `None` for
+    /// any JSON object.
+    pub output_schema: Option<serde_json::Value>,
+    /// The name the output schema is published under.
+    pub output_name: String,
+    /// An example request body.
+    pub example: &'static str,
+    /// Error codes the operation returns itself, beyond those of the pipeline.
+    pub errors: &'static [Code],
+    /// Decodes and runs the calls.
+    pub handler: Arc<dyn DynamicHandler>,
+}
+
+/// A schema published under `name` in the spec's components, referred to by `$ref`.
+fn named_schema(name: String, schema: serde_json::Value) -> SchemaFn {
+    Arc::new(move |g: &mut SchemaGenerator| {
+        g.definitions_mut().insert(name.clone(), schema.clone());
+        Schema::try_from(serde_json::json!({ "$ref": format!("#/components/schemas/{name}") }))
+            .expect("a $ref is a schema")
+    })
+}
+
+struct Dynamic(Arc<dyn DynamicHandler>);
+
+impl Invoke for Dynamic {
+    fn decode(&self, body: &[u8]) -> Result<Input, Error> {
+        Ok(Input(Box::new(self.0.decode(body)?)))
+    }
+
+    fn run(&self, ctx: Context, input: Input) -> ReplyFuture {
+        self.0.call(ctx, typed::<serde_json::Value>(input))
     }
 }
 
@@ -156,6 +212,7 @@ impl Registry {
             output_schema: Arc::new(|g| g.subschema_for::<O::Output>()),
             errors: O::ERRORS,
             example: O::EXAMPLE,
+            dynamic: false,
             known_fields: None,
             handler: Arc::new(Unary(Arc::new(op))),
         })
@@ -173,12 +230,40 @@ impl Registry {
             output_schema: Arc::new(|g| g.subschema_for::<O::Item>()),
             errors: O::ERRORS,
             example: O::EXAMPLE,
+            dynamic: false,
             known_fields: None,
             handler: Arc::new(Streaming(Arc::new(op))),
         })
     }
 
-    fn insert(&mut self, mut entry: Entry) -> Result<&mut Self, RegistryError> {
+    /// Registers an operation declared as data ([`DynamicOperation`]), with the same checks as
+    /// [`Registry::register`]: id, scope, example, and schema names no other operation uses differently.
+    pub fn register_dynamic(&mut self, op: DynamicOperation) -> Result<&mut Self, RegistryError> {
+        let open_object = serde_json::json!({ "type": "object" });
+        let entry = Entry {
+            meta: op.meta,
+            streaming: op.streaming,
+            input_schema: named_schema(op.input_name, op.input_schema),
+            output_schema: named_schema(op.output_name, op.output_schema.unwrap_or(open_object)),
+            errors: op.errors,
+            example: op.example,
+            dynamic: true,
+            // The handler's schema decides which fields it takes; the registry adds no rule of its own.
+            known_fields: None,
+            handler: Arc::new(Dynamic(op.handler)),
+        };
+        self.insert_checked(entry, false)
+    }
+
+    fn insert(&mut self, entry: Entry) -> Result<&mut Self, RegistryError> {
+        self.insert_checked(entry, true)
+    }
+
+    fn insert_checked(
+        &mut self,
+        mut entry: Entry,
+        typed: bool,
+    ) -> Result<&mut Self, RegistryError> {
         let meta = entry.meta;
         let well_formed = meta
             .id
@@ -214,7 +299,9 @@ impl Registry {
                 return Err(RegistryError::SchemaCollision(meta.id, name.clone()));
             }
         }
-        entry.known_fields = open_fields(&root, &inputs);
+        if typed {
+            entry.known_fields = open_fields(&root, &inputs);
+        }
         entry
             .handler
             .decode(entry.example.as_bytes())

@@ -402,7 +402,8 @@ pub(crate) fn status_of(spec: &Value, code: &str) -> Option<u16> {
     known_status(code)
 }
 
-/// Statuses of codes that no operation references yet (e.g. 405, raised by the router).
+/// Statuses of codes that no operation references yet (e.g. 405, raised by the router; 502 and 504 of
+/// upstream operations, when none is configured).
 fn known_status(code: &str) -> Option<u16> {
     Some(match code {
         "method_not_allowed" => 405,
@@ -410,6 +411,8 @@ fn known_status(code: &str) -> Option<u16> {
         "idempotency_mismatch" => 422,
         "rate_limited" => 429,
         "not_found" => 404,
+        "bad_gateway" => 502,
+        "gateway_timeout" => 504,
         _ => return None,
     })
 }

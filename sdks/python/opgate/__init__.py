@@ -6,7 +6,9 @@ from . import types
 from ._base import DEFAULT_URL, NOT_GIVEN, NotGiven, Stream
 from .client import Client
 from .errors import (
+    BadGatewayError,
     ConflictError,
+    GatewayTimeoutError,
     IdempotencyMismatchError,
     InternalError,
     InvalidArgumentError,
@@ -48,5 +50,7 @@ __all__ = [
     "RateLimitedError",
     "InternalError",
     "UnavailableError",
+    "BadGatewayError",
+    "GatewayTimeoutError",
     "types",
 ]

@@ -162,6 +162,22 @@ class UnavailableError(OpgateError):
     status = 503
 
 
+class BadGatewayError(OpgateError):
+    """502 ``bad_gateway``: An upstream service answered something the gateway cannot
+    pass on, or could not be reached.
+    """
+
+    code = "bad_gateway"
+    status = 502
+
+
+class GatewayTimeoutError(OpgateError):
+    """504 ``gateway_timeout``: An upstream service did not answer in time."""
+
+    code = "gateway_timeout"
+    status = 504
+
+
 #: The exception class of each error code.
 ERROR_CLASSES: dict[str, type[OpgateError]] = {
     "invalid_argument": InvalidArgumentError,
@@ -176,6 +192,8 @@ ERROR_CLASSES: dict[str, type[OpgateError]] = {
     "rate_limited": RateLimitedError,
     "internal": InternalError,
     "unavailable": UnavailableError,
+    "bad_gateway": BadGatewayError,
+    "gateway_timeout": GatewayTimeoutError,
 }
 #: The HTTP status of each error code.
 STATUS_OF_CODE: dict[str, int] = {
@@ -191,6 +209,8 @@ STATUS_OF_CODE: dict[str, int] = {
     "rate_limited": 429,
     "internal": 500,
     "unavailable": 503,
+    "bad_gateway": 502,
+    "gateway_timeout": 504,
 }
 
 

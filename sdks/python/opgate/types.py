@@ -18,6 +18,8 @@ Code = Literal[
     "rate_limited",
     "internal",
     "unavailable",
+    "bad_gateway",
+    "gateway_timeout",
 ]
 """The error codes of the contract; each maps to exactly one HTTP status."""
 

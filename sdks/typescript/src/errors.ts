@@ -134,6 +134,21 @@ export class UnavailableError extends OpgateError {
   static readonly status = 503;
 }
 
+/**
+ * 502 `bad_gateway`: An upstream service answered something the gateway cannot pass on, or could not be
+ * reached.
+ */
+export class BadGatewayError extends OpgateError {
+  static readonly code = "bad_gateway";
+  static readonly status = 502;
+}
+
+/** 504 `gateway_timeout`: An upstream service did not answer in time. */
+export class GatewayTimeoutError extends OpgateError {
+  static readonly code = "gateway_timeout";
+  static readonly status = 504;
+}
+
 /** The error codes of the contract. */
 export type ErrorCode =
   | "invalid_argument"
@@ -147,7 +162,9 @@ export type ErrorCode =
   | "idempotency_mismatch"
   | "rate_limited"
   | "internal"
-  | "unavailable";
+  | "unavailable"
+  | "bad_gateway"
+  | "gateway_timeout";
 
 /** The error class of each code. */
 export const ERROR_CLASSES: Record<ErrorCode, ErrorClass> = {
@@ -163,6 +180,8 @@ export const ERROR_CLASSES: Record<ErrorCode, ErrorClass> = {
   rate_limited: RateLimitedError,
   internal: InternalError,
   unavailable: UnavailableError,
+  bad_gateway: BadGatewayError,
+  gateway_timeout: GatewayTimeoutError,
 };
 
 /** The HTTP status of each code. */
@@ -179,6 +198,8 @@ export const STATUS_OF_CODE: Record<ErrorCode, number> = {
   rate_limited: 429,
   internal: 500,
   unavailable: 503,
+  bad_gateway: 502,
+  gateway_timeout: 504,
 };
 
 type ErrorClass = new (message: string, init?: OpgateErrorInit) => OpgateError;

@@ -64,7 +64,9 @@ export type Code =
   | "idempotency_mismatch"
   | "rate_limited"
   | "internal"
-  | "unavailable";
+  | "unavailable"
+  | "bad_gateway"
+  | "gateway_timeout";
 
 /** Input of `environments.create`. */
 export interface CreateEnvironmentInput {

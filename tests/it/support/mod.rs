@@ -4,6 +4,7 @@ pub(crate) mod db;
 pub(crate) mod gateway;
 pub(crate) mod process;
 pub(crate) mod receiver;
+pub(crate) mod upstream;
 
 pub(crate) use gateway::TestGateway;
 pub(crate) use process::*;

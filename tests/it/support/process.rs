@@ -150,6 +150,18 @@ impl TestServer {
         self.client = reqwest::Client::new();
     }
 
+    /// Sends SIGHUP (reload the configuration file).
+    pub(crate) fn hangup(&self) {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill").args(["-HUP", &pid]).status();
+        assert!(sent.is_ok_and(|s| s.success()), "kill -HUP {pid}");
+    }
+
+    /// The server's process id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Sends SIGTERM without waiting for the exit.
     pub(crate) fn terminate(&self) {
         let pid = self.child.id().to_string();

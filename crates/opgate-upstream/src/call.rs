@@ -1,0 +1,424 @@
+//! Forwarding one call: the body validated against the declared schema, POSTed with the signed identity, and
+//! the answer passed back (JSON as is, NDJSON line by line with backpressure), or turned into the contract's
+//! `bad_gateway` / `gateway_timeout` without the upstream's internals.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+use opgate_core::{Code, Context, DynamicHandler, Encoded, Error, ReplyFuture};
+use serde_json::Value;
+use tokio::time::Instant;
+
+use crate::config::Declaration;
+use crate::identity;
+
+/// The largest JSON answer passed on.
+const MAX_ANSWER_BYTES: usize = 16 << 20;
+/// The longest line of a streamed answer.
+const MAX_LINE_BYTES: usize = 1 << 20;
+/// How much of an error answer is read to look for the contract's error shape.
+const MAX_ERROR_BYTES: usize = 64 << 10;
+/// The longest message an upstream's error may pass on.
+const MAX_MESSAGE_CHARS: usize = 1024;
+
+/// The handler of one upstream operation.
+pub(crate) struct Upstream(Arc<Inner>);
+
+struct Inner {
+    decl: Declaration,
+    client: reqwest::Client,
+    input: jsonschema::Validator,
+    output: Option<jsonschema::Validator>,
+}
+
+impl Upstream {
+    pub(crate) fn new(decl: Declaration) -> Result<Upstream, String> {
+        let input = jsonschema::draft202012::new(&decl.input_schema)
+            .map_err(|e| format!("upstream `{}`: `input_schema`: {e}", decl.id))?;
+        let output = match (&decl.output_schema, decl.check_output) {
+            (Some(schema), true) => Some(
+                jsonschema::draft202012::new(schema)
+                    .map_err(|e| format!("upstream `{}`: `output_schema`: {e}", decl.id))?,
+            ),
+            _ => None,
+        };
+        let mut builder = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .connect_timeout(decl.timeout.min(Duration::from_secs(5)))
+            .pool_idle_timeout(Duration::from_secs(60))
+            .tcp_nodelay(true)
+            .user_agent(concat!("opgate/", env!("CARGO_PKG_VERSION")));
+        if decl.http2 {
+            builder = builder.http2_prior_knowledge();
+        }
+        if let Some(pem) = &decl.ca_pem {
+            let certs = reqwest::Certificate::from_pem_bundle(pem)
+                .map_err(|e| format!("upstream `{}`: `ca_file`: {e}", decl.id))?;
+            for cert in certs {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        let client = builder
+            .build()
+            .map_err(|e| format!("upstream `{}`: cannot set up its HTTP client: {e}", decl.id))?;
+        Ok(Upstream(Arc::new(Inner {
+            decl,
+            client,
+            input,
+            output,
+        })))
+    }
+}
+
+impl DynamicHandler for Upstream {
+    fn decode(&self, body: &[u8]) -> Result<Value, Error> {
+        let body: &[u8] = if body.is_empty() { b"{}" } else { body };
+        let value: Value = serde_json::from_slice(body).map_err(|e| {
+            Error::invalid_argument(format!(
+                "the request body is not valid JSON: {}",
+                without_position(&e.to_string())
+            ))
+        })?;
+        if !value.is_object() {
+            return Err(Error::invalid_argument(
+                "the request body must be a JSON object",
+            ));
+        }
+        if let Some(e) = self.0.input.iter_errors(&value).next() {
+            return Err(Error::invalid_argument(describe(&e)));
+        }
+        Ok(value)
+    }
+
+    fn call(&self, ctx: Context, input: Value) -> ReplyFuture {
+        let inner = Arc::clone(&self.0);
+        Box::pin(async move { inner.forward(ctx, input).await })
+    }
+}
+
+impl Inner {
+    async fn forward(self: Arc<Self>, ctx: Context, input: Value) -> Result<Encoded, Error> {
+        let decl = &self.decl;
+        let body = serde_json::to_vec(&input).map_err(|_| Error::internal())?;
+        let signed = identity::sign(
+            &decl.secret,
+            &identity::identity(&ctx),
+            &ctx.request_id,
+            ctx.now().unix(),
+            &body,
+        );
+        let accept = if decl.streaming {
+            "application/x-ndjson, application/json"
+        } else {
+            "application/json"
+        };
+        let request = self
+            .client
+            .post(decl.url.clone())
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .header(reqwest::header::ACCEPT, accept)
+            .header("x-request-id", &*ctx.request_id)
+            .header("opgate-identity", signed.identity)
+            .header("opgate-timestamp", signed.timestamp)
+            .header("opgate-signature", signed.signature)
+            .body(body);
+        let deadline = Instant::now() + decl.timeout;
+        let response = match tokio::time::timeout_at(deadline, request.send()).await {
+            Err(_) => return Err(self.timed_out()),
+            Ok(Err(e)) if e.is_timeout() => return Err(self.timed_out()),
+            Ok(Err(e)) => {
+                return Err(Error::new(
+                    Code::BadGateway,
+                    "the upstream service could not be reached",
+                )
+                .with_reason("upstream_unreachable")
+                .with_cause(e))
+            }
+            Ok(Ok(response)) => response,
+        };
+        let status = response.status();
+        if !status.is_success() {
+            return Err(self.refusal(response, deadline).await);
+        }
+        let content_type = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        if decl.streaming {
+            if !content_type.starts_with("application/x-ndjson") {
+                return Err(bad_gateway(format!(
+                    "the upstream service answered `{}`, not an NDJSON stream",
+                    printable(&content_type, 64)
+                )));
+            }
+            return Ok(Encoded::Stream(Box::pin(self.lines(response))));
+        }
+        let bytes = read_limited(response, MAX_ANSWER_BYTES, deadline)
+            .await
+            .map_err(|e| self.read_failure(e))?;
+        let answer: Value = serde_json::from_slice(&bytes)
+            .map_err(|_| bad_gateway("the upstream service's answer is not JSON"))?;
+        if !answer.is_object() {
+            return Err(bad_gateway(
+                "the upstream service's answer is not a JSON object",
+            ));
+        }
+        if let Some(output) = &self.output {
+            if let Some(e) = output.iter_errors(&answer).next() {
+                return Err(bad_gateway(format!(
+                    "the upstream service's answer does not match its output schema: {}",
+                    describe(&e)
+                )));
+            }
+        }
+        if let Some(id) = answer.get("id").and_then(Value::as_str) {
+            ctx.set_target(id);
+        }
+        Ok(Encoded::Json(bytes))
+    }
+
+    fn timed_out(&self) -> Error {
+        Error::new(
+            Code::GatewayTimeout,
+            format!(
+                "the upstream service did not answer within {} ms",
+                self.decl.timeout.as_millis()
+            ),
+        )
+        .with_reason("upstream_timeout")
+    }
+
+    fn read_failure(&self, e: ReadFailure) -> Error {
+        match e {
+            ReadFailure::Timeout => self.timed_out(),
+            ReadFailure::TooLarge(limit) => bad_gateway(format!(
+                "the upstream service's answer is larger than {limit} bytes"
+            )),
+            ReadFailure::Broken(e) => {
+                bad_gateway("the upstream service's answer broke off").with_cause(e)
+            }
+        }
+    }
+
+    /// A non-2xx answer: passed on when it is the contract's error body with the status its code has (a
+    /// service behind the gateway speaking the gateway's language), else `bad_gateway` naming the status only.
+    async fn refusal(&self, response: reqwest::Response, deadline: Instant) -> Error {
+        #[derive(serde::Deserialize)]
+        struct Body {
+            error: Inner,
+        }
+        #[derive(serde::Deserialize)]
+        struct Inner {
+            code: String,
+            message: String,
+        }
+        let status = response.status().as_u16();
+        if let Ok(bytes) = read_limited(response, MAX_ERROR_BYTES, deadline).await {
+            if let Ok(body) = serde_json::from_slice::<Body>(&bytes) {
+                let code = Code::ALL
+                    .into_iter()
+                    .find(|c| c.as_str() == body.error.code && c.status() == status);
+                if let Some(code) = code.filter(|c| *c != Code::Internal) {
+                    return Error::new(code, printable(&body.error.message, MAX_MESSAGE_CHARS))
+                        .with_reason("upstream_refused");
+                }
+            }
+        }
+        bad_gateway(format!("the upstream service answered {status}"))
+    }
+
+    /// The upstream's NDJSON as whole lines, read only as fast as the client takes them (flat memory), each
+    /// checked to be a JSON object (and against the output schema when that is on). A stream that breaks off,
+    /// stalls past the timeout or sends something else ends with the contract's error line.
+    fn lines(
+        self: Arc<Self>,
+        response: reqwest::Response,
+    ) -> impl futures_util::Stream<Item = Result<Bytes, Error>> + Send {
+        struct State {
+            inner: Arc<Inner>,
+            body: futures_util::stream::BoxStream<'static, reqwest::Result<Bytes>>,
+            buffer: BytesMut,
+            done: bool,
+        }
+        let state = State {
+            inner: self,
+            body: response.bytes_stream().boxed(),
+            buffer: BytesMut::new(),
+            done: false,
+        };
+        futures_util::stream::unfold(state, |mut s| async move {
+            loop {
+                if s.done {
+                    return None;
+                }
+                // Every whole line in the buffer, checked, as one chunk.
+                if let Some(last) = s.buffer.iter().rposition(|b| *b == b'\n') {
+                    let chunk = s.buffer.split_to(last + 1).freeze();
+                    match s.inner.check_lines(&chunk) {
+                        Ok((lines, ended)) => {
+                            s.done = ended;
+                            if lines.is_empty() {
+                                continue;
+                            }
+                            return Some((Ok(lines), s));
+                        }
+                        Err(e) => {
+                            s.done = true;
+                            return Some((Err(e), s));
+                        }
+                    }
+                }
+                if s.buffer.len() > MAX_LINE_BYTES {
+                    s.done = true;
+                    return Some((
+                        Err(bad_gateway(format!(
+                            "a line of the upstream service's stream is longer than {MAX_LINE_BYTES} bytes"
+                        ))),
+                        s,
+                    ));
+                }
+                let next = tokio::time::timeout(s.inner.decl.timeout, s.body.next()).await;
+                match next {
+                    Ok(Some(Ok(bytes))) => s.buffer.extend_from_slice(&bytes),
+                    Ok(None) => {
+                        // The end: a last line without its newline still counts.
+                        s.done = true;
+                        if s.buffer.iter().all(u8::is_ascii_whitespace) {
+                            return None;
+                        }
+                        s.buffer.extend_from_slice(b"\n");
+                        let chunk = s.buffer.split().freeze();
+                        let checked = s.inner.check_lines(&chunk).map(|(lines, _)| lines);
+                        return Some((checked, s));
+                    }
+                    Ok(Some(Err(e))) => {
+                        s.done = true;
+                        let e =
+                            bad_gateway("the upstream service's stream broke off").with_cause(e);
+                        return Some((Err(e), s));
+                    }
+                    Err(_) => {
+                        s.done = true;
+                        let e = Error::new(
+                            Code::GatewayTimeout,
+                            format!(
+                                "the upstream service's stream stalled for {} ms",
+                                s.inner.decl.timeout.as_millis()
+                            ),
+                        );
+                        return Some((Err(e), s));
+                    }
+                }
+            }
+        })
+    }
+
+    /// The lines of `chunk` (whole lines) to pass on, blank ones dropped, and whether an error line (the
+    /// contract's `{"error": …}`, passed on) ended the stream; `Err` for a line that is not a JSON object.
+    fn check_lines(&self, chunk: &[u8]) -> Result<(Bytes, bool), Error> {
+        let mut out = BytesMut::with_capacity(chunk.len());
+        for line in chunk.split(|b| *b == b'\n') {
+            if line.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            let value: Value = serde_json::from_slice(line).map_err(|_| {
+                bad_gateway("the upstream service's stream holds a line that is not JSON")
+            })?;
+            let Some(object) = value.as_object() else {
+                return Err(bad_gateway(
+                    "the upstream service's stream holds a line that is not a JSON object",
+                ));
+            };
+            out.extend_from_slice(line);
+            out.extend_from_slice(b"\n");
+            if object.len() == 1 && object.contains_key("error") {
+                return Ok((out.freeze(), true));
+            }
+            if let Some(output) = &self.output {
+                if let Some(e) = output.iter_errors(&value).next() {
+                    return Err(bad_gateway(format!(
+                        "a line of the upstream service's stream does not match its output schema: {}",
+                        describe(&e)
+                    )));
+                }
+            }
+        }
+        Ok((out.freeze(), false))
+    }
+}
+
+enum ReadFailure {
+    Timeout,
+    TooLarge(usize),
+    Broken(reqwest::Error),
+}
+
+/// The whole body, at most `limit` bytes, before `deadline`.
+async fn read_limited(
+    mut response: reqwest::Response,
+    limit: usize,
+    deadline: Instant,
+) -> Result<Bytes, ReadFailure> {
+    let mut body = BytesMut::new();
+    loop {
+        match tokio::time::timeout_at(deadline, response.chunk()).await {
+            Err(_) => return Err(ReadFailure::Timeout),
+            Ok(Err(e)) => return Err(ReadFailure::Broken(e)),
+            Ok(Ok(None)) => return Ok(body.freeze()),
+            Ok(Ok(Some(chunk))) => {
+                if body.len() + chunk.len() > limit {
+                    return Err(ReadFailure::TooLarge(limit));
+                }
+                body.extend_from_slice(&chunk);
+            }
+        }
+    }
+}
+
+fn bad_gateway(message: impl Into<String>) -> Error {
+    Error::new(Code::BadGateway, message).with_reason("upstream_answer")
+}
+
+/// A validation error as the contract words a field's: its path (`items[0].name`) and what is wrong.
+pub(crate) fn describe(e: &jsonschema::ValidationError<'_>) -> String {
+    let mut path = String::new();
+    for segment in e.instance_path.as_str().split('/').skip(1) {
+        let segment = segment.replace("~1", "/").replace("~0", "~");
+        if !segment.is_empty() && segment.bytes().all(|b| b.is_ascii_digit()) {
+            path.push_str(&format!("[{segment}]"));
+        } else {
+            if !path.is_empty() {
+                path.push('.');
+            }
+            path.push_str(&segment);
+        }
+    }
+    let reason = printable(&e.to_string(), 200);
+    if path.is_empty() {
+        reason
+    } else {
+        format!("{}: {reason}", printable(&path, 200))
+    }
+}
+
+/// `text` without control characters, cut at `max` characters.
+fn printable(text: &str, max: usize) -> String {
+    let mut out: String = text.chars().filter(|c| !c.is_control()).take(max).collect();
+    if text.chars().filter(|c| !c.is_control()).count() > max {
+        out.push('…');
+    }
+    out
+}
+
+/// A serde_json message without its "at line 1 column 5" suffix.
+fn without_position(message: &str) -> String {
+    match message.find(" at line ") {
+        Some(i) => message[..i].to_owned(),
+        None => message.to_owned(),
+    }
+}
