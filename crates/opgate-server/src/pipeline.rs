@@ -23,7 +23,7 @@ use hyper::body::Body;
 use hyper::Request;
 use opgate_core::{
     scope, AuditRecord, Code, Context, Encoded, Entry, Error, Outcome, Principal, Records,
-    RequestInfo, Unit, WORKSPACE_HEADER,
+    RequestInfo, Unit, Via, WORKSPACE_HEADER,
 };
 
 use crate::http_io::{self, Resp, X_REQUEST_ID};
@@ -350,6 +350,7 @@ async fn operation<B: RequestBody>(
         limit: None,
         stream_slot: None,
         slots: None,
+        via: parts.extensions.get::<Via>().copied().unwrap_or_default(),
     };
     let mut body = Some(body);
     let outcome = match exchange.stages(&parts, &mut body).await {
@@ -397,6 +398,9 @@ struct Exchange<'a> {
     stream_slot: Option<crate::slots::Slot<String>>,
     /// The organization's and the principal's request slots, held until the answer is committed.
     slots: Option<(crate::slots::Slot<String>, crate::slots::Slot<String>)>,
+    /// The door the call came through (an in-process caller such as the MCP endpoint marks its requests with
+    /// a [`Via`] extension; a client cannot set one), for the audit record.
+    via: Via,
 }
 
 /// How the stages before the record ended well.
@@ -565,6 +569,7 @@ impl<'a> Exchange<'a> {
             status,
             error_code: code.map(|c| c.as_str().to_owned()),
             count: 1,
+            via: self.via,
         })
     }
 
