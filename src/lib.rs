@@ -266,6 +266,7 @@ impl DataDir {
         let docs = docs.and_then(|info| {
             let site = opgate_spec::page::DocsSite::new(&opgate_spec::openapi(&registry, info));
             opgate_server::Docs::new(site.page, &site.csp, site.spec)
+                .map(|docs| docs.with_markdown(site.llms, site.markdown))
         });
         let keys = Arc::new(ApiKeyAuthenticator::new(Arc::clone(&self.keys)));
         let sessions = SessionAuthenticator::new(self.sessions.clone(), Arc::clone(&self.clock));
