@@ -295,6 +295,7 @@ impl DataDir {
 pub(crate) fn docs_of(registry: &Registry, info: &ApiInfo) -> Option<opgate_server::Docs> {
     let site = opgate_spec::page::DocsSite::new(&opgate_spec::openapi(registry, info));
     opgate_server::Docs::new(site.page, &site.csp, site.spec)
+        .map(|docs| docs.with_markdown(site.llms, site.markdown))
 }
 
 /// The exclusive lock of a data directory, held by one serving gateway for as long as it lives.

@@ -47,6 +47,9 @@ enum Command {
     Webhooks(cli::WebhooksArgs),
     /// Call any operation on a running gateway: `opgate call api_keys.list '{"limit": 10}'`.
     Call(cli::CallArgs),
+    /// Print the JSON an MCP client (Claude Code, Cursor, VS Code, Claude Desktop) needs to let an AI agent
+    /// call this gateway's operations as tools, with the token read from the environment.
+    Mcp(cli::mcp::McpArgs),
     /// Print a shell completion script, e.g. `opgate completions bash > ~/.local/share/bash-completion/completions/opgate`.
     Completions {
         /// The shell to complete for.
@@ -265,10 +268,15 @@ pub(crate) struct ServeArgs {
     /// Serve `GET /metrics` on this address instead of the API port (e.g. `127.0.0.1:9090`).
     #[arg(long, env = "OPGATE_METRICS_LISTEN")]
     pub(crate) metrics_listen: Option<SocketAddr>,
-    /// Serve the interactive API reference at `GET /docs` and this gateway's OpenAPI document at
-    /// `GET /openapi.json`, both without a token (`on`, the default), or neither (`off`).
+    /// Serve the interactive API reference at `GET /docs`, this gateway's OpenAPI document at
+    /// `GET /openapi.json`, and for language models `GET /llms.txt` and the Markdown reference at
+    /// `GET /docs/<resource>.md`, all without a token (`on`, the default), or none of them (`off`).
     #[arg(long, env = "OPGATE_DOCS", value_enum, default_value_t = Switch::On)]
     pub(crate) docs: Switch,
+    /// Browser origins allowed to call the MCP endpoint `POST /mcp` besides loopback ones (comma-separated,
+    /// e.g. `https://agents.example.com`); a request with any other `Origin` header gets 403.
+    #[arg(long, env = "OPGATE_MCP_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub(crate) mcp_allowed_origins: Vec<String>,
     /// Seconds in-flight requests may take to finish after SIGTERM or Ctrl-C.
     #[arg(long, env = "OPGATE_SHUTDOWN_GRACE_SECONDS", default_value_t = ServerConfig::default().shutdown_grace.as_secs())]
     pub(crate) shutdown_grace_seconds: u64,
@@ -505,6 +513,7 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
         Command::ServiceAccounts(args) => cli::finish(cli::service_accounts::run(args).await),
         Command::Webhooks(args) => cli::finish(cli::webhooks::run(args).await),
         Command::Call(args) => cli::finish(cli::call::run(args).await),
+        Command::Mcp(args) => cli::finish(cli::mcp::run(args)),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "opgate", &mut std::io::stdout());
             Ok(())

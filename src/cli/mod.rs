@@ -18,6 +18,7 @@ pub(crate) mod auth;
 pub(crate) mod call;
 pub(crate) mod config;
 pub(crate) mod environments;
+pub(crate) mod mcp;
 mod output;
 pub(crate) mod reference;
 pub(crate) mod serve;

@@ -45,6 +45,7 @@ pub(crate) async fn run(args: ServeArgs) -> Result<(), BoxError> {
         max_streams_per_principal: args.max_streams_per_principal as usize,
         max_connections: args.max_connections,
         max_connections_per_ip: args.max_connections_per_ip as usize,
+        mcp_allowed_origins: args.mcp_allowed_origins,
         ..ServerConfig::default()
     };
     let metrics = match (args.metrics, args.metrics_listen) {

@@ -147,7 +147,7 @@ async fn refused_requests_count_toward_the_rate_limit() {
 }
 
 /// Every field of an audit item, exactly.
-const AUDIT_FIELDS: [&str; 14] = [
+const AUDIT_FIELDS: [&str; 15] = [
     "at",
     "client_ip",
     "count",
@@ -161,6 +161,7 @@ const AUDIT_FIELDS: [&str; 14] = [
     "request_id",
     "status",
     "target_id",
+    "via",
     "workspace_id",
 ];
 

@@ -20,6 +20,7 @@ mod hardening;
 mod isolation;
 mod lifecycle;
 mod list_stream;
+mod mcp;
 mod operating;
 mod order_of_checks;
 mod registry_table;

@@ -534,6 +534,33 @@ example = { title = "Q3 revenue", pages = 3 }"#,
         "reports:write"
     );
 
+    // An agent sees it as an MCP tool that reaches outside the gateway.
+    let listed = crate::support::send(
+        s.request(reqwest::Method::POST, "/mcp", Some(s.admin_key()))
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-protocol-version", "2025-11-25")
+            .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"})),
+    )
+    .await
+    .json();
+    let tool = listed["result"]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "reports.generate")
+        .expect("the upstream operation is a tool")
+        .clone();
+    assert_eq!(tool["annotations"]["openWorldHint"], true, "{tool}");
+    assert_eq!(tool["inputSchema"]["required"], json!(["title"]));
+    let builtin = listed["result"]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "api_keys.list")
+        .unwrap()
+        .clone();
+    assert_eq!(builtin["annotations"]["openWorldHint"], false);
+
     let check = opgate()
         .args(["config", "check", "--config"])
         .arg(config.path())

@@ -86,6 +86,8 @@ pub struct AuditItem {
     pub error_code: Option<String>,
     /// Calls the record stands for: 1, or for like refusals of one principal before the operation ran, their count.
     pub count: u32,
+    /// The door the call came through: `http` (the HTTP API) or `mcp` (a tool call on the MCP endpoint).
+    pub via: opgate_core::Via,
 }
 
 #[cfg(feature = "server")]
@@ -107,6 +109,7 @@ impl From<AuditEntry> for AuditItem {
             status: r.status,
             error_code: r.error_code,
             count: r.count,
+            via: r.via,
         }
     }
 }

@@ -42,6 +42,50 @@ pub struct AuditRecord {
     /// How many calls the record stands for: 1, or the number of like refusals of one principal folded into
     /// one record per interval.
     pub count: u32,
+    /// The door the call came through: the HTTP API or the MCP endpoint.
+    pub via: Via,
+}
+
+/// The door a call came through, recorded in its audit record: the same operation may be called by a program
+/// over the HTTP API or by an AI agent over MCP, and an auditor wants to tell them apart.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+    schemars::JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Via {
+    /// `POST /v1/op/<id>` (or its alias), the HTTP API.
+    #[default]
+    Http,
+    /// A `tools/call` on `POST /mcp`, the Model Context Protocol endpoint.
+    Mcp,
+}
+
+impl Via {
+    /// The stored and wire name: `http` or `mcp`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Via::Http => "http",
+            Via::Mcp => "mcp",
+        }
+    }
+
+    /// The value a stored name stands for.
+    pub fn parse(text: &str) -> Option<Via> {
+        match text {
+            "http" => Some(Via::Http),
+            "mcp" => Some(Via::Mcp),
+            _ => None,
+        }
+    }
 }
 
 /// A response kept for replay under an idempotency key.

@@ -17,7 +17,7 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Cause, Code, Error, ErrorBody, ErrorDetail};
 pub use hooks::{
     AuditRecord, BoxFuture, Claim, Finisher, IdempotentResponse, Journal, Outcome, RateCells,
-    Records, StoredResponse, Taken, Unit, Workspaces,
+    Records, StoredResponse, Taken, Unit, Via, Workspaces,
 };
 pub use operation::{
     Context, Items, OpMeta, Operation, SideEffect, StreamOperation, IDEMPOTENCY_RETENTION_SECS,

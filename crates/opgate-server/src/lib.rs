@@ -6,6 +6,7 @@ mod client_addr;
 mod conn;
 mod http_io;
 mod idempotency;
+pub mod mcp;
 pub mod metrics;
 mod pipeline;
 pub mod rate_limit;
@@ -77,6 +78,11 @@ pub struct ServerConfig {
     /// How long the server keeps accepting after a shutdown signal while `GET /readyz` answers 503, so that load
     /// balancers stop sending before the listener closes.
     pub shutdown_delay: Duration,
+    /// Browser origins (`https://app.example.com`) allowed to call `POST /mcp` besides loopback ones
+    /// (`http://localhost:*`, `http://127.0.0.1:*`, `http://[::1]:*`); a request with any other `Origin` gets
+    /// 403, as MCP requires against DNS rebinding. Requests without `Origin` (non-browser clients) are not
+    /// concerned.
+    pub mcp_allowed_origins: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -102,6 +108,7 @@ impl Default for ServerConfig {
             refusal_audit_interval: Duration::from_secs(60),
             shutdown_grace: Duration::from_secs(30),
             shutdown_delay: Duration::ZERO,
+            mcp_allowed_origins: Vec::new(),
         }
     }
 }
@@ -125,6 +132,8 @@ pub struct Gateway {
     storage_up: Arc<std::sync::atomic::AtomicBool>,
     metrics: Option<metrics::Metrics>,
     clock: Arc<dyn opgate_core::Clock>,
+    /// The MCP tools of the last operation set listed, rebuilt when the set is replaced.
+    mcp_tools: mcp::ToolCache,
     config: ServerConfig,
 }
 
@@ -150,12 +159,15 @@ impl Served {
 }
 
 /// What `GET /docs` and `GET /openapi.json` serve: the interactive reference page, the Content-Security-Policy
-/// it is served with, and the spec of the operations this gateway serves. Rendered once, when it starts.
+/// it is served with, and the spec of the operations this gateway serves; and for language models,
+/// `GET /llms.txt` and the Markdown reference at `GET /docs/<page>.md`. Rendered once, when it starts.
 #[derive(Debug, Clone)]
 pub struct Docs {
     pub(crate) page: bytes::Bytes,
     pub(crate) csp: http::HeaderValue,
     pub(crate) spec: bytes::Bytes,
+    pub(crate) llms: Option<bytes::Bytes>,
+    pub(crate) markdown: Arc<std::collections::BTreeMap<String, bytes::Bytes>>,
 }
 
 impl Docs {
@@ -165,7 +177,27 @@ impl Docs {
             page: page.into(),
             csp: http::HeaderValue::from_str(csp).ok()?,
             spec: spec.into(),
+            llms: None,
+            markdown: Arc::default(),
         })
+    }
+
+    /// Also serves `llms` at `GET /llms.txt` and each of `pages` (file name such as `api_keys.md` to its
+    /// Markdown) at `GET /docs/<name>`: the reference in the form language models read best.
+    pub fn with_markdown(
+        mut self,
+        llms: String,
+        pages: std::collections::BTreeMap<String, String>,
+    ) -> Docs {
+        self.llms = Some(llms.into());
+        self.markdown = Arc::new(
+            pages
+                .into_iter()
+                .filter(|(name, _)| name.ends_with(".md") && !name.contains('/'))
+                .map(|(name, text)| (name, text.into()))
+                .collect(),
+        );
+        self
     }
 }
 
@@ -197,6 +229,7 @@ impl Gateway {
             draining: std::sync::atomic::AtomicBool::new(false),
             storage_up: Arc::new(std::sync::atomic::AtomicBool::new(true)),
             metrics: None,
+            mcp_tools: mcp::ToolCache::default(),
             config,
         }
     }

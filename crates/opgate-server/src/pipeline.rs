@@ -23,7 +23,7 @@ use hyper::body::Body;
 use hyper::Request;
 use opgate_core::{
     scope, AuditRecord, Code, Context, Encoded, Entry, Error, Outcome, Principal, Records,
-    RequestInfo, Unit, WORKSPACE_HEADER,
+    RequestInfo, Unit, Via, WORKSPACE_HEADER,
 };
 
 use crate::http_io::{self, Resp, X_REQUEST_ID};
@@ -60,11 +60,11 @@ const DRAIN_MAX_TIME: Duration = Duration::from_secs(2);
 
 /// A refusal on its way to the client.
 pub(crate) struct Failure {
-    error: Error,
+    pub(crate) error: Error,
     /// `Allow` for a 405.
-    allow: Option<&'static str>,
+    pub(crate) allow: Option<&'static str>,
     /// The request body was left half-read: the connection cannot be reused.
-    close: bool,
+    pub(crate) close: bool,
 }
 
 impl From<Error> for Failure {
@@ -113,6 +113,34 @@ pub(crate) async fn handle<B: RequestBody>(
         }
         Route::Operation(entry, scopes) => {
             admit(gw, entry, scopes, peer, parts, body, request_id.clone()).await
+        }
+        Route::Mcp => {
+            let resp = crate::mcp::handle(gw, peer, parts, body, Arc::clone(&request_id)).await;
+            (resp, Trace::default())
+        }
+    };
+    log(&request_id, &trace, resp.status().as_u16(), started);
+    resp
+}
+
+/// The pipeline for an operation call made in process by the MCP endpoint (`POST /v1/op/<id>`): what
+/// [`handle`] does for an operation path, and 404 for any other (it never routes to the MCP endpoint again).
+pub(crate) async fn handle_call<B: RequestBody>(
+    gw: &Arc<Gateway>,
+    peer: SocketAddr,
+    req: Request<B>,
+) -> Resp {
+    let started = Instant::now();
+    let (parts, body) = req.into_parts();
+    let request_id: Arc<str> = Arc::from(request_id(&parts.headers));
+    let (resp, trace) = match route(gw, &parts) {
+        Route::Operation(entry, scopes) => {
+            admit(gw, entry, scopes, peer, parts, body, request_id.clone()).await
+        }
+        _ => {
+            let failure = Error::not_found(format!("no operation at {}", parts.uri.path())).into();
+            let resp = respond(Err(failure), None, None, &request_id, parts.version);
+            (resp, Trace::default())
         }
     };
     log(&request_id, &trace, resp.status().as_u16(), started);
@@ -166,12 +194,18 @@ enum Endpoint {
     Metrics,
     DocsPage,
     Spec,
+    /// `GET /llms.txt`.
+    Llms,
+    /// `GET /docs/<name>.md`, by name.
+    Markdown(String),
 }
 
 enum Route {
     Service(Endpoint),
     /// The operation, and the scopes of the set it was found in.
     Operation(Entry, Arc<opgate_core::scope::Catalog>),
+    /// `/mcp`, the MCP endpoint (any method: it answers the ones it does not take itself).
+    Mcp,
     Refused(Failure),
 }
 
@@ -186,7 +220,18 @@ fn route(gw: &Gateway, parts: &Parts) -> Route {
         "/metrics" if gw.metrics.is_some() => Some(Endpoint::Metrics),
         "/docs" if served.docs.is_some() => Some(Endpoint::DocsPage),
         "/openapi.json" if served.docs.is_some() => Some(Endpoint::Spec),
-        _ => None,
+        "/llms.txt" if served.docs.as_ref().is_some_and(|d| d.llms.is_some()) => {
+            Some(Endpoint::Llms)
+        }
+        _ => path
+            .strip_prefix("/docs/")
+            .filter(|name| {
+                served
+                    .docs
+                    .as_ref()
+                    .is_some_and(|d| d.markdown.contains_key(*name))
+            })
+            .map(|name| Endpoint::Markdown(name.to_owned())),
     };
     if let Some(endpoint) = endpoint {
         if parts.method != Method::GET && parts.method != Method::HEAD {
@@ -197,6 +242,9 @@ fn route(gw: &Gateway, parts: &Parts) -> Route {
             });
         }
         return Route::Service(endpoint);
+    }
+    if path == "/mcp" {
+        return Route::Mcp;
     }
     let not_found = || Route::Refused(Error::not_found(format!("no route for {path}")).into());
     let Some(rest) = path.strip_prefix("/v1/") else {
@@ -252,6 +300,21 @@ fn service(gw: &Gateway, endpoint: Endpoint, request_id: &str) -> Resp {
                 return http_io::error(&Error::not_found("no route"), request_id);
             };
             http_io::docs(docs, matches!(endpoint, Endpoint::DocsPage), request_id)
+        }
+        Endpoint::Llms | Endpoint::Markdown(_) => {
+            let served = gw.served.load();
+            // llms.txt is Markdown too, but served as plain text, as the convention's files are.
+            let text = served.docs.as_ref().and_then(|docs| match &endpoint {
+                Endpoint::Markdown(name) => docs
+                    .markdown
+                    .get(name)
+                    .map(|t| (t.clone(), "text/markdown; charset=utf-8")),
+                _ => docs.llms.clone().map(|t| (t, "text/plain; charset=utf-8")),
+            });
+            match text {
+                Some((text, content_type)) => http_io::text(text, content_type, request_id),
+                None => http_io::error(&Error::not_found("no route"), request_id),
+            }
         }
     }
 }
@@ -350,6 +413,7 @@ async fn operation<B: RequestBody>(
         limit: None,
         stream_slot: None,
         slots: None,
+        via: parts.extensions.get::<Via>().copied().unwrap_or_default(),
     };
     let mut body = Some(body);
     let outcome = match exchange.stages(&parts, &mut body).await {
@@ -397,6 +461,9 @@ struct Exchange<'a> {
     stream_slot: Option<crate::slots::Slot<String>>,
     /// The organization's and the principal's request slots, held until the answer is committed.
     slots: Option<(crate::slots::Slot<String>, crate::slots::Slot<String>)>,
+    /// The door the call came through (an in-process caller such as the MCP endpoint marks its requests with
+    /// a [`Via`] extension; a client cannot set one), for the audit record.
+    via: Via,
 }
 
 /// How the stages before the record ended well.
@@ -565,6 +632,7 @@ impl<'a> Exchange<'a> {
             status,
             error_code: code.map(|c| c.as_str().to_owned()),
             count: 1,
+            via: self.via,
         })
     }
 
@@ -581,34 +649,9 @@ impl<'a> Exchange<'a> {
             client_ip: Some(self.client_ip),
             user_agent: user_agent(headers),
         };
-        let result = async {
-            let header = headers.get(AUTHORIZATION).ok_or_else(|| {
-                Error::unauthenticated("missing `Authorization: Bearer <token>` header")
-            })?;
-            let token = header
-                .to_str()
-                .ok()
-                .and_then(|v| v.split_once(' '))
-                .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-                .map(|(_, token)| token.trim())
-                .filter(|token| !token.is_empty() && token.len() <= MAX_TOKEN_LEN)
-                .ok_or_else(|| {
-                    Error::unauthenticated("the Authorization header must be `Bearer <token>`")
-                })?;
-            self.gw.authenticator.authenticate(token, &info).await
-        }
-        .await;
-        match result {
-            Ok(principal) => {
-                self.principal = Some(Arc::clone(&principal));
-                Ok(principal)
-            }
-            Err(e) => {
-                let reason = e.reason.unwrap_or(e.code.as_str());
-                metrics::counter!("opgate_auth_failures_total", "reason" => reason).increment(1);
-                Err(e.into())
-            }
-        }
+        let principal = authenticate(self.gw, headers, &info).await?;
+        self.principal = Some(Arc::clone(&principal));
+        Ok(principal)
     }
 
     /// Workspace: a workspace key works in its own (naming another is 403); an organization-wide principal in
@@ -726,6 +769,36 @@ impl<'a> Exchange<'a> {
     }
 }
 
+/// The principal of a request's bearer token (401; 403 for a disallowed address), counting failures: the one
+/// way a token is read, for operation calls and the MCP endpoint alike.
+pub(crate) async fn authenticate(
+    gw: &Gateway,
+    headers: &HeaderMap,
+    info: &RequestInfo,
+) -> Result<Arc<Principal>, Error> {
+    let result = async {
+        let header = headers.get(AUTHORIZATION).ok_or_else(|| {
+            Error::unauthenticated("missing `Authorization: Bearer <token>` header")
+        })?;
+        let token = header
+            .to_str()
+            .ok()
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token.trim())
+            .filter(|token| !token.is_empty() && token.len() <= MAX_TOKEN_LEN)
+            .ok_or_else(|| {
+                Error::unauthenticated("the Authorization header must be `Bearer <token>`")
+            })?;
+        gw.authenticator.authenticate(token, info).await
+    }
+    .await;
+    result.inspect_err(|e| {
+        let reason = e.reason.unwrap_or(e.code.as_str());
+        metrics::counter!("opgate_auth_failures_total", "reason" => reason).increment(1);
+    })
+}
+
 /// Authorize: a pure function of the principal's permissions and the declared scope (403).
 fn authorize(principal: &Principal, entry: &Entry) -> Result<(), Error> {
     if scope::holds(&principal.permissions, entry.meta.scope) {
@@ -740,7 +813,7 @@ fn authorize(principal: &Principal, entry: &Entry) -> Result<(), Error> {
 
 /// Read body: its type (JSON or none: 415), its size (413, refused early on `Content-Length`) and its pace
 /// (the whole body within the body timeout, else 400: a trickled body cannot hold a slot).
-async fn read_body<B: RequestBody>(
+pub(crate) async fn read_body<B: RequestBody>(
     gw: &Gateway,
     parts: &Parts,
     body: Option<B>,
@@ -864,7 +937,7 @@ async fn drain_small<B: RequestBody>(body: &mut B) -> bool {
 /// Settle the body: an answer given before the body was read must not leave it in the connection. A small
 /// body is drained so the keep-alive connection stays usable; otherwise the response says
 /// `Connection: close` (HTTP/1; an HTTP/2 stream is reset on its own).
-async fn settle<B: RequestBody>(body: Option<B>, parts: &Parts, resp: &mut Resp) {
+pub(crate) async fn settle<B: RequestBody>(body: Option<B>, parts: &Parts, resp: &mut Resp) {
     // HTTP/2 resets an unread stream on its own; only HTTP/1 shares the connection with the next request.
     let Some(mut body) = body.filter(|_| parts.version <= Version::HTTP_11) else {
         return;
@@ -942,7 +1015,7 @@ fn request_id(headers: &HeaderMap) -> String {
         )
 }
 
-fn user_agent(headers: &HeaderMap) -> Option<String> {
+pub(crate) fn user_agent(headers: &HeaderMap) -> Option<String> {
     let ua = headers.get(USER_AGENT)?.to_str().ok()?;
     Some(ua.chars().take(256).collect())
 }

@@ -19,6 +19,8 @@ struct Key {
     workspace: Option<String>,
     operation: &'static str,
     status: u16,
+    /// Refusals over MCP and over the HTTP API are told apart in the log.
+    via: opgate_core::Via,
 }
 
 /// The tally of one key since the last flush; the record written is the last refusal, with the count.
@@ -44,6 +46,7 @@ impl Refusals {
             workspace: record.workspace_id.clone(),
             operation,
             status: record.status,
+            via: record.via,
         };
         let mut guard = self.pending.lock().expect("refusals lock");
         let (pending, order) = &mut *guard;

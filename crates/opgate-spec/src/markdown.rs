@@ -46,6 +46,61 @@ pub fn reference(spec: &Value) -> Result<BTreeMap<String, String>, String> {
     Ok(pages)
 }
 
+/// `GET /llms.txt` of a gateway serving `spec` (the [llms.txt](https://llmstxt.org) convention): the title,
+/// the description as a quote, how to call an operation (HTTP or MCP), then one line per operation linking
+/// to its section of the Markdown reference served under `/docs/` (`pages`, from [`reference()`]). Only pages
+/// that exist are linked, so every link answers.
+pub fn llms_txt(spec: &Value, pages: &BTreeMap<String, String>) -> String {
+    let text = |pointer: &str| spec.pointer(pointer).and_then(Value::as_str).unwrap_or("");
+    let title = Some(text("/info/title"))
+        .filter(|t| !t.is_empty())
+        .unwrap_or("API");
+    let mut out = format!("# {title}\n\n");
+    let description = text("/info/description")
+        .split("\n\n")
+        .next()
+        .unwrap_or("")
+        .replace('\n', " ");
+    if !description.trim().is_empty() {
+        out.push_str(&format!("> {}\n\n", description.trim()));
+    }
+    out.push_str(
+        "Every operation is `POST /v1/op/<operation_id>` with `Authorization: Bearer <token>` and a JSON object \
+         body; the answer is the output object, or NDJSON (one object per line) for a stream. AI agents can call \
+         the same operations as MCP tools at `POST /mcp` (Streamable HTTP, the same Bearer token): each tool is \
+         named by its operation id and shows only to tokens holding its scope. The reference pages below are \
+         Markdown.\n\n## Operations\n\n",
+    );
+    for op in operations(spec).unwrap_or_default() {
+        let page = format!("{}.md", op.resource);
+        if !pages.contains_key(&page) {
+            continue;
+        }
+        out.push_str(&format!(
+            "- [{id}](/docs/{page}#{anchor}): {summary}{stream} Scope {scope}, side effect `{side}`.\n",
+            id = op.id,
+            anchor = slug(&op.id),
+            summary = op.summary.trim(),
+            stream = if op.streaming { " (a stream)" } else { "" },
+            scope = op.scope,
+            side = op.side_effect,
+        ));
+    }
+    let mut optional = Vec::new();
+    if pages.contains_key("index.md") {
+        optional.push("- [Calling conventions, scopes and errors](/docs/index.md)\n");
+    }
+    if pages.contains_key("types.md") {
+        optional.push("- [Every type](/docs/types.md)\n");
+    }
+    optional.push("- [OpenAPI 3.1 document](/openapi.json)\n");
+    out.push_str("\n## Reference\n\n");
+    for line in optional {
+        out.push_str(line);
+    }
+    out
+}
+
 /// One operation as the committed spec describes it (its canonical `/v1/op/<id>` path), shared by the
 /// reference pages and the SDK generators.
 pub(crate) struct Op {
@@ -347,7 +402,9 @@ fn index(spec: &Value, ops: &[Op]) -> Result<String, String> {
          `Authorization: Bearer <token>` (an API key or a session token) and a JSON object body (`Content-Type: application/json`; an empty body \
          means `{}`). Success is status 200 with the output object as the body, or an NDJSON stream \
          (`application/x-ndjson`, one JSON object per line) for streaming operations. Every response carries \
-         `X-Request-Id`. Each operation's example is also shown as a call of the generated Python and \
+         `X-Request-Id`. AI agents call the same operations as MCP tools at `POST /mcp` (the tool name is the \
+         operation id; see the project README, \"Agents (MCP)\"), and `GET /llms.txt` on a gateway indexes this \
+         reference for language models. Each operation's example is also shown as a call of the generated Python and \
          TypeScript SDKs (`opgate spec --sdk python|typescript --out DIR`), whose `client` is \
          `Client(base_url=..., token=...)` and `new Client({ baseUrl, token })`.\n\n\
          Every operation also takes the header `X-Workspace-ID: ws_...`: an organization-wide caller (an admin \
@@ -466,6 +523,7 @@ fn resource_page(resource: &str, ops: &[&Op], schemas: &Map<String, Value>) -> S
              | scope | {scope} |\n\
              | side effect | `{side}` |\n\
              | HTTP | `POST /v1/op/{id}` or `POST /v1/{resource}/{action}` |\n\
+             | MCP | tool `{id}` at `POST /mcp`{mcp_note} |\n\
              | CLI | {cli} |\n\
              | response | {response} |\n\n\
              ### Request\n\n{fields}\n\
@@ -478,6 +536,7 @@ fn resource_page(resource: &str, ops: &[&Op], schemas: &Map<String, Value>) -> S
             scope = op.scope,
             side = op.side_effect,
             action = op.action,
+            mcp_note = mcp_note(op),
             fields = field_table(&op.input, schemas, false),
             response_fields = if op.streaming {
                 format!("Each line is one {}:\n\n{}", type_of(&op.output, false), field_table(&op.output, schemas, false))
@@ -493,6 +552,16 @@ fn resource_page(resource: &str, ops: &[&Op], schemas: &Map<String, Value>) -> S
         ));
     }
     out
+}
+
+/// What the MCP tool of an operation takes beyond its request fields: `idempotency_key` where the operation
+/// honours `Idempotency-Key`, `cursor` for a stream (answered a page at a time).
+fn mcp_note(op: &Op) -> &'static str {
+    match (op.idempotent, op.streaming) {
+        (true, _) => ", with the optional argument `idempotency_key`",
+        (false, true) => ", a page of items at a time (`next_cursor` → argument `cursor`)",
+        (false, false) => "",
+    }
 }
 
 /// The fields of an input schema (following a `$ref`): name, schema, required.

@@ -23,6 +23,13 @@ pub struct DocsSite {
     pub csp: String,
     /// `GET /openapi.json`: the served spec (see [`served_spec`]), rendered.
     pub spec: String,
+    /// `GET /llms.txt`: the index of the served operations for language models (see
+    /// [`crate::markdown::llms_txt`]), each line linking to its Markdown reference below.
+    pub llms: String,
+    /// `GET /docs/<page>`: the Markdown reference of the served operations (`index.md`, `types.md` and one
+    /// `<resource>.md` per resource), by file name, exactly as `docs/api-reference/` holds it for the
+    /// built-ins.
+    pub markdown: std::collections::BTreeMap<String, String>,
 }
 
 impl DocsSite {
@@ -39,10 +46,15 @@ impl DocsSite {
             sha256_source(SCRIPT),
             sha256_source(STYLE)
         );
+        // A spec built from a registry always has the paths and schemas the reference reads: no pages (and
+        // an empty index) only for a hand-made document without them.
+        let markdown = crate::markdown::reference(spec).unwrap_or_default();
         DocsSite {
             page,
             csp,
             spec: crate::render(&served_spec(spec)),
+            llms: crate::markdown::llms_txt(spec, &markdown),
+            markdown,
         }
     }
 }

@@ -13,7 +13,7 @@ const SWEEP_BATCH: i64 = 5_000;
 
 const ENTRY_COLUMNS: &str =
     "seq, at, request_id, principal_kind, principal_id, org_id, operation, \
-     target_id, client_ip, status, error_code, id, count, workspace_id, mode";
+     target_id, client_ip, status, error_code, id, count, workspace_id, mode, via";
 
 fn entry_from_row(row: &Row) -> Result<AuditEntry, StoreError> {
     let status: i64 = row.try_get(9).map_err(pg)?;
@@ -36,6 +36,7 @@ fn entry_from_row(row: &Row) -> Result<AuditEntry, StoreError> {
             status: u16::try_from(status).map_err(|_| corrupt("status"))?,
             error_code: row.try_get(10).map_err(pg)?,
             count: u32::try_from(count).map_err(|_| corrupt("count"))?,
+            via: named(row, 15, opgate_core::Via::parse)?,
         },
     })
 }

@@ -1220,6 +1220,7 @@ pub(crate) mod tests {
                 status: 200,
                 error_code: None,
                 count: 1,
+                via: opgate_core::Via::Http,
             };
             Unit::new(Some(record), Arc::new(OnceLock::new()), false)
         };

@@ -572,8 +572,8 @@ pub(crate) async fn insert_audit(tx: &mut Tx, r: &AuditRecord) -> Result<(), Sto
     let count = i64::from(r.count);
     tx.execute(
         "INSERT INTO audit_log (id, at, request_id, principal_kind, principal_id, org_id, operation,
-                                target_id, client_ip, status, error_code, count, workspace_id, mode)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+                                target_id, client_ip, status, error_code, count, workspace_id, mode, via)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
         &[
             &id,
             &r.at,
@@ -589,6 +589,7 @@ pub(crate) async fn insert_audit(tx: &mut Tx, r: &AuditRecord) -> Result<(), Sto
             &count,
             &r.workspace_id,
             &r.mode.as_str(),
+            &r.via.as_str(),
         ],
     )
     .await?;

@@ -142,6 +142,7 @@ pub(crate) async fn end_rotation(
         status,
         error_code: code.map(str::to_owned),
         count: 1,
+        via: opgate_core::Via::Http,
     };
     if delivered {
         // The replacement takes the old key's settings as they are now (an update may have narrowed them since

@@ -194,6 +194,8 @@ const MIGRATIONS: &[&str] = &[
     // 3: the fleet's rate-limit cells (GCRA: each key's theoretical arrival time, unix microseconds). Unlogged:
     // after a crash of the database they start empty, which only forgives what was spent.
     "CREATE UNLOGGED TABLE rate_cells (key TEXT PRIMARY KEY, tat BIGINT NOT NULL);",
+    // 4: as the SQLite store's 10: the door a call came through (`http` or `mcp`).
+    "ALTER TABLE audit_log ADD COLUMN via TEXT NOT NULL DEFAULT 'http';",
 ];
 
 /// The schema version this build writes.

@@ -57,6 +57,16 @@ fn entry_from_row(row: &Row<'_>) -> rusqlite::Result<AuditEntry> {
             status: row.get(9)?,
             error_code: row.get(10)?,
             count: row.get(12)?,
+            via: {
+                let text: String = row.get(15)?;
+                opgate_core::Via::parse(&text).ok_or_else(|| {
+                    rusqlite::Error::FromSqlConversionFailure(
+                        15,
+                        rusqlite::types::Type::Text,
+                        format!("unknown via `{text}`").into(),
+                    )
+                })?
+            },
         },
     })
 }
@@ -79,7 +89,7 @@ impl AuditLog for SqliteStore {
         self.read(move |conn| {
             let mut stmt = conn.prepare_cached(
                 "SELECT seq, at, request_id, principal_kind, principal_id, org_id, operation, target_id,
-                        client_ip, status, error_code, id, count, workspace_id, mode
+                        client_ip, status, error_code, id, count, workspace_id, mode, via
                  FROM audit_log
                  WHERE org_id = ?1 AND mode = ?2 AND (?3 IS NULL OR workspace_id = ?3)
                    AND seq < ?4 AND (?5 IS NULL OR operation = ?5)

@@ -189,6 +189,8 @@ const MIGRATIONS: &[&str] = &[
     // 9: a delivery handed to an attempt is leased (not due again until the lease ends or the attempt is
     // recorded), which also tells how many attempts of an organization are under way.
     "ALTER TABLE webhook_deliveries ADD COLUMN leased_until INTEGER;",
+    // 10: the door a call came through (`http`: the HTTP API; `mcp`: a tool call on the MCP endpoint).
+    "ALTER TABLE audit_log ADD COLUMN via TEXT NOT NULL DEFAULT 'http';",
 ];
 
 /// The schema version this build writes.

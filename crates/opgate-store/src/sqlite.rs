@@ -976,6 +976,7 @@ mod tests {
                     status: 200,
                     error_code: None,
                     count: 1,
+                    via: opgate_core::Via::Http,
                 }),
                 idempotency: Some(IdempotentResponse {
                     owner: "p".into(),

@@ -346,8 +346,8 @@ pub(crate) fn insert_audit(conn: &Connection, r: &AuditRecord) -> Result<(), Sto
     let id = format!("aud_{}", ulid::Ulid::new().to_string().to_lowercase());
     conn.prepare_cached(
         "INSERT INTO audit_log (id, at, request_id, principal_kind, principal_id, org_id, operation,
-                                target_id, client_ip, status, error_code, count, workspace_id, mode)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+                                target_id, client_ip, status, error_code, count, workspace_id, mode, via)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
     )?
     .execute(params![
         id,
@@ -364,6 +364,7 @@ pub(crate) fn insert_audit(conn: &Connection, r: &AuditRecord) -> Result<(), Sto
         r.count,
         r.workspace_id,
         r.mode.as_str(),
+        r.via.as_str(),
     ])?;
     Ok(())
 }

@@ -88,6 +88,12 @@ resource (`*` holds every scope, `<resource>:*` every scope of the resource).
 Status = Literal["active", "expired", "revoked", "rotating"]
 """Where a key stands."""
 
+Via = Literal["http", "mcp"]
+"""The door a call came through, recorded in its audit record: the same operation may
+be called by a program over the HTTP API or by an AI agent over MCP, and an
+auditor wants to tell them apart.
+"""
+
 
 class AttemptDetails(TypedDict):
     """One attempt at a delivery."""
@@ -160,6 +166,11 @@ class AuditItem(TypedDict):
     count: int
     """Calls the record stands for: 1, or for like refusals of one principal before
     the operation ran, their count.
+    """
+
+    via: Via
+    """The door the call came through: `http` (the HTTP API) or `mcp` (a tool call on
+    the MCP endpoint).
     """
 
 
@@ -986,6 +997,7 @@ __all__ = [
     "Mode",
     "Scope",
     "Status",
+    "Via",
     "AttemptDetails",
     "AuditItem",
     "CreateEnvironmentInput",

@@ -49,6 +49,8 @@ export interface AuditItem {
    * count.
    */
   count: number;
+  /** The door the call came through: `http` (the HTTP API) or `mcp` (a tool call on the MCP endpoint). */
+  via: Via;
 }
 
 /** The error codes of the contract; each maps to exactly one HTTP status. */
@@ -586,6 +588,12 @@ export interface UpdateWorkspaceInput {
   /** New description (no control characters); `null` clears it. */
   description?: string | null;
 }
+
+/**
+ * The door a call came through, recorded in its audit record: the same operation may be called by a program
+ * over the HTTP API or by an AI agent over MCP, and an auditor wants to tell them apart.
+ */
+export type Via = "http" | "mcp";
 
 /**
  * A webhook endpoint. Never carries its signing secret (only `webhooks.create` and `webhooks.rotate_secret`
