@@ -99,6 +99,7 @@ async fn serve(listen: &str, data_dir: &Path) -> Result<(), BoxError> {
             let _ = tokio::signal::ctrl_c().await;
         })
         .await;
+    opgate::logging::flush(); // the last buffered log lines
     Ok(())
 }
 

@@ -94,6 +94,7 @@ pub(crate) async fn run(args: ServeArgs) -> Result<(), BoxError> {
         _ = reloads(&service, args.config.as_deref()) => {}
     }
     service.shutdown().await;
+    opgate::logging::flush();
     Ok(())
 }
 

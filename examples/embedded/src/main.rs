@@ -113,6 +113,7 @@ async fn main() -> Result<(), opgate::BoxError> {
             running
                 .run_until(async { tokio::signal::ctrl_c().await.unwrap() })
                 .await;
+            opgate::logging::flush(); // the last buffered log lines
         }
         _ => {
             let dir = args
