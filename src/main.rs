@@ -11,6 +11,11 @@ use opgate::keys::DEFAULT_ORG;
 use opgate::server::ServerConfig;
 use opgate::{BoxError, DataDir};
 
+/// mimalloc instead of the system allocator: a request allocates and frees many small buffers across threads,
+/// which glibc's malloc serves with locks and consolidation (docs/benchmarks.md has the figures).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod cli;
 
 /// opgate: an operation-dispatch RPC gateway. Every call is `POST /v1/op/<operation_id>` with a Bearer token.
