@@ -136,10 +136,15 @@ pub(crate) fn check(
         .openapi(&opgate::api_info())?;
     print!("{}", describe(command, matches, from_file));
     for upstream in &upstreams {
+        // A query may carry a credential: shown as `?…`, like the other secrets.
+        let mut url = upstream.url.clone();
+        let masked = url.query().is_some();
+        url.set_query(None);
         println!(
-            "upstream {} = POST {}  # scope {}, {}{}",
+            "upstream {} = POST {}{}  # scope {}, {}{}",
             upstream.id,
-            upstream.url,
+            url,
+            if masked { "?…" } else { "" },
             upstream.scope,
             upstream.side_effect.as_str(),
             if upstream.streaming {

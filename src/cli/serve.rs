@@ -112,14 +112,18 @@ async fn reloads(service: &Service, config: Option<&std::path::Path>) {
                 tracing::warn!("SIGHUP: no --config file to reload");
                 continue;
             };
-            let loaded = opgate::upstream::load(path)
-                .map_err(|problems| problems.join("; "))
-                .and_then(|upstreams| {
-                    service
-                        .reload_upstreams(&upstreams)
-                        .map(|()| upstreams.len())
-                        .map_err(|e| e.to_string())
-                });
+            // Whatever the file holds, a reload never takes the server down: a panic is a refusal too.
+            let loaded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                opgate::upstream::load(path)
+                    .map_err(|problems| problems.join("; "))
+                    .and_then(|upstreams| {
+                        service
+                            .reload_upstreams(&upstreams)
+                            .map(|()| upstreams.len())
+                            .map_err(|e| e.to_string())
+                    })
+            }))
+            .unwrap_or_else(|_| Err("reading it failed unexpectedly".to_owned()));
             match loaded {
                 Ok(count) => tracing::info!(
                     config = %path.display(),

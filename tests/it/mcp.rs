@@ -7,6 +7,7 @@
 
 use std::collections::BTreeSet;
 
+use base64::Engine;
 use opgate::core::SideEffect;
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -547,6 +548,14 @@ async fn a_stream_answers_a_page_at_a_time_with_a_cursor() {
     )
     .await;
     tool_error(&result, "invalid_argument", reply.request_id());
+
+    // A forged cursor cannot make one call read without end: skips are bounded (and never overflow).
+    for skip in [u64::MAX, 10_001] {
+        let forged = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(json!({"tool": "api_keys.list", "set": {}, "skip": skip}).to_string());
+        let (reply, result) = call(&s, &admin, "api_keys.list", json!({"cursor": forged})).await;
+        tool_error(&result, "invalid_argument", reply.request_id());
+    }
 }
 
 #[tokio::test]

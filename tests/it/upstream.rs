@@ -49,7 +49,8 @@ impl Config {
                 "properties": {
                     "title": {"type": "string", "minLength": 1},
                     "pages": {"type": "integer", "minimum": 1},
-                    "tags": {"type": "array", "items": {"type": "string"}}
+                    "tags": {"type": "array", "items": {"type": "string"}},
+                    "contact": {"type": "string", "format": "email"}
                 },
                 "required": ["title"],
                 "additionalProperties": false
@@ -154,7 +155,7 @@ async fn the_body_is_checked_against_the_schema_before_the_upstream_sees_it() {
     let config = Config::new(&generate(&up.url("/echo")));
     let s = config.start();
     let (token, _) = key(&s, &["reports:write"]).await;
-    let cases: [(&[u8], &str); 6] = [
+    let cases: [(&[u8], &str); 7] = [
         (br#"{"pages": 2}"#, r#""title" is a required property"#),
         (
             br#"{"title": "Q3", "pages": "two"}"#,
@@ -175,6 +176,10 @@ async fn the_body_is_checked_against_the_schema_before_the_upstream_sees_it() {
         (
             br#"{"title": "#,
             "the request body is not valid JSON: EOF while parsing a value",
+        ),
+        (
+            br#"{"title": "Q3", "contact": "not an email"}"#,
+            r#"contact: "not an email" is not a "email""#,
         ),
     ];
     for (body, message) in cases {
@@ -350,6 +355,27 @@ async fn what_an_upstream_does_wrong_becomes_bad_gateway_or_gateway_timeout() {
             &up.url("/echo"),
             "streaming = true",
         ),
+        table(
+            "up.errline",
+            "up:call",
+            "read",
+            &up.url("/errline"),
+            "streaming = true",
+        ),
+        table(
+            "up.trickle",
+            "up:call",
+            "read",
+            &up.url("/trickle"),
+            "streaming = true\ntimeout_ms = 300",
+        ),
+        table(
+            "up.unauthenticated",
+            "up:call",
+            "read",
+            &up.url("/unauthenticated"),
+            "",
+        ),
     ]
     .concat();
     let config = Config::new(&tables);
@@ -400,6 +426,13 @@ async fn what_an_upstream_does_wrong_becomes_bad_gateway_or_gateway_timeout() {
             "bad_gateway",
             "the upstream service answered 404",
         ),
+        // Codes that speak of the gateway's own checks are not passed on: a client would drop a good token.
+        (
+            "up.unauthenticated",
+            502,
+            "bad_gateway",
+            "the upstream service answered 401",
+        ),
         (
             "up.notastream",
             502,
@@ -419,12 +452,31 @@ async fn what_an_upstream_does_wrong_becomes_bad_gateway_or_gateway_timeout() {
         assert!(!r.text().contains("hunter2") && !r.text().contains("stack trace"));
     }
     // A stream that breaks off or sends garbage: the lines so far, then the contract's error line.
-    for (op, good, message) in [
-        ("up.broken", 3, "the upstream service's stream broke off"),
+    for (op, good, code, message) in [
+        (
+            "up.broken",
+            3,
+            "bad_gateway",
+            "the upstream service's stream broke off",
+        ),
         (
             "up.badline",
             1,
+            "bad_gateway",
             "the upstream service's stream holds a line that is not JSON",
+        ),
+        // The service's own error line is worded by the gateway: no internals.
+        (
+            "up.errline",
+            2,
+            "bad_gateway",
+            "the upstream service's stream ended with an error",
+        ),
+        (
+            "up.trickle",
+            0,
+            "gateway_timeout",
+            "the upstream service's stream went 300 ms without a whole line",
         ),
     ] {
         let r = call(op).await;
@@ -433,7 +485,7 @@ async fn what_an_upstream_does_wrong_becomes_bad_gateway_or_gateway_timeout() {
         assert_eq!(lines.len(), good + 1, "{op}: {lines:?}");
         assert_eq!(
             lines[good],
-            json!({"error": {"code": "bad_gateway", "message": message, "request_id": r.request_id()}}),
+            json!({"error": {"code": code, "message": message, "request_id": r.request_id()}}),
             "{op}"
         );
     }
@@ -623,6 +675,20 @@ fn an_invalid_configuration_is_refused_with_every_problem() {
                 "http://127.0.0.1:9/",
                 "timeout_ms = 0",
             ),
+            table(
+                "reports.other",
+                "reports:write",
+                "write",
+                "http://127.0.0.1:9/",
+                r#"output_schema = { "$schema" = "http://json-schema.org/draft-07/schema#", type = "object" }"#,
+            ),
+            table(
+                "reports.third",
+                "reports:write",
+                "write",
+                "http://127.0.0.1:9/",
+                r#"output_schema = { "$schema" = "http://127.0.0.1:9/my-meta", type = "object" }"#,
+            ),
         ]
         .concat(),
     );
@@ -639,6 +705,8 @@ fn an_invalid_configuration_is_refused_with_every_problem() {
         "upstream `reports.generate`: `url` `ftp://x/` must be an http:// or https:// URL with a host",
         "upstream `reports.generate`: declared twice",
         "upstream `reports.generate`: `timeout_ms` must be between 1 and 300000",
+        "upstream `reports.other`: `output_schema`: `$schema` must be absent or https://json-schema.org/draft/2020-12/schema",
+        "upstream `reports.third`: `output_schema`: `$schema` must be absent or https://json-schema.org/draft/2020-12/schema",
     ] {
         assert!(stderr.contains(problem), "{problem}\n{stderr}");
     }
@@ -735,8 +803,15 @@ async fn sighup_swaps_the_upstream_operations_under_load_without_a_failed_call()
         .await;
     assert_eq!(r.json(), json!({"version": 2}));
 
-    // An invalid file is refused; the running set stays.
-    config.write("[[upstream]]\nid = \"broken\"\n");
+    // An invalid file is refused; the running set stays. (A schema naming an unknown meta-schema once took
+    // the server down.)
+    config.write(&table(
+        "reports.generate",
+        "reports:write",
+        "write",
+        &up.url("/echo"),
+        r#"output_schema = { "$schema" = "http://127.0.0.1:9/my-meta", type = "object" }"#,
+    ));
     s.hangup();
     crate::support::eventually("the refusal is logged", Duration::from_secs(5), || async {
         s.log()

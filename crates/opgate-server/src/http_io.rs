@@ -17,6 +17,10 @@ pub type Resp = Response<UnsyncBoxBody<Bytes, Infallible>>;
 pub(crate) static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const JSON: HeaderValue = HeaderValue::from_static("application/json");
 const NDJSON: HeaderValue = HeaderValue::from_static("application/x-ndjson");
+static NOSNIFF: (HeaderName, HeaderValue) = (
+    HeaderName::from_static("x-content-type-options"),
+    HeaderValue::from_static("nosniff"),
+);
 
 fn response(
     status: StatusCode,
@@ -29,6 +33,8 @@ fn response(
     let headers = resp.headers_mut();
     headers.insert(CONTENT_TYPE, content_type);
     headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    // Every answer is what its content type says: a browser never guesses HTML from a JSON or Markdown body.
+    headers.insert(NOSNIFF.0.clone(), NOSNIFF.1.clone());
     if let Ok(v) = HeaderValue::from_str(request_id) {
         headers.insert(X_REQUEST_ID.clone(), v);
     }
@@ -179,10 +185,6 @@ pub(crate) fn docs(docs: &crate::Docs, page: bool, request_id: &str) -> Resp {
     headers.insert(
         HeaderName::from_static("referrer-policy"),
         HeaderValue::from_static("no-referrer"),
-    );
-    headers.insert(
-        HeaderName::from_static("x-content-type-options"),
-        HeaderValue::from_static("nosniff"),
     );
     resp
 }

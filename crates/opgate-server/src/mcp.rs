@@ -598,13 +598,28 @@ async fn call_tool(
     if tool.streaming {
         if let Some(max) = tool.limit {
             // One more than the page, to tell whether the list goes on.
-            let want = (page.skip + page.size + 1) as u64;
+            let want = page.skip.saturating_add(page.size).saturating_add(1) as u64;
             arguments.insert("limit".into(), json!(max.map_or(want, |m| want.min(m))));
         }
     }
     let body = serde_json::to_vec(&arguments).expect("JSON values serialize");
-    let resp = run(gw, peer, parts, tool.id, headers, body, request_id).await;
-    Ok(tool_result(tool, resp, page).await)
+    // The whole call, a stream's page included, within the request timeout: the pipeline bounds the answer's
+    // head, this bounds reading a page of its body.
+    let timeout = gw.config.request_timeout;
+    let answered = tokio::time::timeout(timeout, async {
+        let resp = run(gw, peer, parts, tool.id, headers, body, request_id).await;
+        tool_result(tool, resp, page).await
+    })
+    .await;
+    Ok(answered.unwrap_or_else(|_| {
+        tool_error(
+            &Error::unavailable(format!(
+                "the request did not complete within {} s",
+                timeout.as_secs()
+            )),
+            request_id,
+        )
+    }))
 }
 
 /// Runs `POST /v1/op/<id>` through the pipeline on behalf of the MCP request in `outer`: its token, workspace,
@@ -691,10 +706,16 @@ impl Cursor {
         }
         Some(Cursor {
             set: doc.get("set")?.as_object()?.clone(),
-            skip: usize::try_from(doc.get("skip")?.as_u64()?).ok()?,
+            skip: usize::try_from(doc.get("skip")?.as_u64()?)
+                .ok()
+                .filter(|skip| *skip <= MAX_SKIP)?,
         })
     }
 }
+
+/// The most items a cursor may skip (for lists that cannot continue after an id): past it a client pages with the
+/// operation's own filters. Bounds what one call reads of a stream.
+const MAX_SKIP: usize = 10_000;
 
 /// The tool result of the pipeline's answer `resp`.
 async fn tool_result(tool: &Tool, resp: Resp, page: Page) -> Value {
@@ -743,7 +764,7 @@ async fn stream_page(
     body: &mut http_body_util::combinators::UnsyncBoxBody<Bytes, std::convert::Infallible>,
     page: Page,
 ) -> Value {
-    let wanted = page.skip + page.size + 1;
+    let wanted = page.skip.saturating_add(page.size).saturating_add(1);
     let mut seen = 0usize;
     let mut items = Vec::new();
     let mut failed = None;
@@ -781,7 +802,7 @@ async fn stream_page(
     let clamped = tool
         .limit
         .flatten()
-        .is_some_and(|max| (page.skip + page.size + 1) as u64 > max);
+        .is_some_and(|max| page.skip.saturating_add(page.size).saturating_add(1) as u64 > max);
     let more = failed.is_none()
         && (seen >= wanted || (clamped && items.len() == page.size && page.size > 0));
     let next = more.then(|| {
@@ -794,7 +815,7 @@ async fn stream_page(
             }
             _ => Cursor {
                 set: Map::new(),
-                skip: page.skip + items.len(),
+                skip: page.skip.saturating_add(items.len()),
             },
         }
     });

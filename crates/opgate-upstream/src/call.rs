@@ -35,11 +35,11 @@ struct Inner {
 
 impl Upstream {
     pub(crate) fn new(decl: Declaration) -> Result<Upstream, String> {
-        let input = jsonschema::draft202012::new(&decl.input_schema)
+        let input = validator(&decl.input_schema)
             .map_err(|e| format!("upstream `{}`: `input_schema`: {e}", decl.id))?;
         let output = match (&decl.output_schema, decl.check_output) {
             (Some(schema), true) => Some(
-                jsonschema::draft202012::new(schema)
+                validator(schema)
                     .map_err(|e| format!("upstream `{}`: `output_schema`: {e}", decl.id))?,
             ),
             _ => None,
@@ -200,7 +200,7 @@ impl Inner {
                 "the upstream service's answer is larger than {limit} bytes"
             )),
             ReadFailure::Broken(e) => {
-                bad_gateway("the upstream service's answer broke off").with_cause(e)
+                bad_gateway("the upstream service's answer broke off").with_cause(e.without_url())
             }
         }
     }
@@ -220,10 +220,7 @@ impl Inner {
         let status = response.status().as_u16();
         if let Ok(bytes) = read_limited(response, MAX_ERROR_BYTES, deadline).await {
             if let Ok(body) = serde_json::from_slice::<Body>(&bytes) {
-                let code = Code::ALL
-                    .into_iter()
-                    .find(|c| c.as_str() == body.error.code && c.status() == status);
-                if let Some(code) = code.filter(|c| *c != Code::Internal) {
+                if let Some(code) = passed_on(&body.error.code).filter(|c| c.status() == status) {
                     return Error::new(code, printable(&body.error.message, MAX_MESSAGE_CHARS))
                         .with_reason("upstream_refused");
                 }
@@ -234,7 +231,8 @@ impl Inner {
 
     /// The upstream's NDJSON as whole lines, read only as fast as the client takes them (flat memory), each
     /// checked to be a JSON object (and against the output schema when that is on). A stream that breaks off,
-    /// stalls past the timeout or sends something else ends with the contract's error line.
+    /// goes `timeout` without a whole line, or sends something else ends with the contract's error line; an
+    /// error line of the upstream's own is passed on as the gateway words errors (see [`passed_on`]).
     fn lines(
         self: Arc<Self>,
         response: reqwest::Response,
@@ -243,47 +241,47 @@ impl Inner {
             inner: Arc<Inner>,
             body: futures_util::stream::BoxStream<'static, reqwest::Result<Bytes>>,
             buffer: BytesMut,
+            /// When the next whole line must have come.
+            line_due: Instant,
+            /// The error that ends the stream, after the lines before it.
+            ending: Option<Error>,
             done: bool,
         }
         let state = State {
+            line_due: Instant::now() + self.decl.timeout,
             inner: self,
             body: response.bytes_stream().boxed(),
             buffer: BytesMut::new(),
+            ending: None,
             done: false,
         };
         futures_util::stream::unfold(state, |mut s| async move {
             loop {
+                if let Some(e) = s.ending.take() {
+                    s.done = true;
+                    return Some((Err(e), s));
+                }
                 if s.done {
                     return None;
                 }
                 // Every whole line in the buffer, checked, as one chunk.
                 if let Some(last) = s.buffer.iter().rposition(|b| *b == b'\n') {
                     let chunk = s.buffer.split_to(last + 1).freeze();
-                    match s.inner.check_lines(&chunk) {
-                        Ok((lines, ended)) => {
-                            s.done = ended;
-                            if lines.is_empty() {
-                                continue;
-                            }
-                            return Some((Ok(lines), s));
-                        }
-                        Err(e) => {
-                            s.done = true;
-                            return Some((Err(e), s));
-                        }
+                    let (lines, ending) = s.inner.check_lines(&chunk);
+                    s.ending = ending;
+                    if lines.is_empty() {
+                        continue;
                     }
+                    s.line_due = Instant::now() + s.inner.decl.timeout;
+                    return Some((Ok(lines), s));
                 }
                 if s.buffer.len() > MAX_LINE_BYTES {
-                    s.done = true;
-                    return Some((
-                        Err(bad_gateway(format!(
-                            "a line of the upstream service's stream is longer than {MAX_LINE_BYTES} bytes"
-                        ))),
-                        s,
-                    ));
+                    s.ending = Some(bad_gateway(format!(
+                        "a line of the upstream service's stream is longer than {MAX_LINE_BYTES} bytes"
+                    )));
+                    continue;
                 }
-                let next = tokio::time::timeout(s.inner.decl.timeout, s.body.next()).await;
-                match next {
+                match tokio::time::timeout_at(s.line_due, s.body.next()).await {
                     Ok(Some(Ok(bytes))) => s.buffer.extend_from_slice(&bytes),
                     Ok(None) => {
                         // The end: a last line without its newline still counts.
@@ -293,63 +291,93 @@ impl Inner {
                         }
                         s.buffer.extend_from_slice(b"\n");
                         let chunk = s.buffer.split().freeze();
-                        let checked = s.inner.check_lines(&chunk).map(|(lines, _)| lines);
-                        return Some((checked, s));
+                        let (lines, ending) = s.inner.check_lines(&chunk);
+                        s.ending = ending;
+                        s.done = s.ending.is_none();
+                        if lines.is_empty() {
+                            continue;
+                        }
+                        return Some((Ok(lines), s));
                     }
                     Ok(Some(Err(e))) => {
-                        s.done = true;
-                        let e =
-                            bad_gateway("the upstream service's stream broke off").with_cause(e);
-                        return Some((Err(e), s));
+                        s.ending = Some(
+                            bad_gateway("the upstream service's stream broke off")
+                                .with_cause(e.without_url()),
+                        );
                     }
                     Err(_) => {
-                        s.done = true;
-                        let e = Error::new(
+                        s.ending = Some(Error::new(
                             Code::GatewayTimeout,
                             format!(
-                                "the upstream service's stream stalled for {} ms",
+                                "the upstream service's stream went {} ms without a whole line",
                                 s.inner.decl.timeout.as_millis()
                             ),
-                        );
-                        return Some((Err(e), s));
+                        ));
                     }
                 }
             }
         })
     }
 
-    /// The lines of `chunk` (whole lines) to pass on, blank ones dropped, and whether an error line (the
-    /// contract's `{"error": …}`, passed on) ended the stream; `Err` for a line that is not a JSON object.
-    fn check_lines(&self, chunk: &[u8]) -> Result<(Bytes, bool), Error> {
+    /// The lines of `chunk` (whole lines) to pass on, blank ones dropped, and the error that ends the stream
+    /// after them: a line that is not a JSON object (or does not match the output schema), or the upstream's
+    /// own error line.
+    fn check_lines(&self, chunk: &[u8]) -> (Bytes, Option<Error>) {
         let mut out = BytesMut::with_capacity(chunk.len());
         for line in chunk.split(|b| *b == b'\n') {
             if line.iter().all(u8::is_ascii_whitespace) {
                 continue;
             }
-            let value: Value = serde_json::from_slice(line).map_err(|_| {
-                bad_gateway("the upstream service's stream holds a line that is not JSON")
-            })?;
-            let Some(object) = value.as_object() else {
-                return Err(bad_gateway(
-                    "the upstream service's stream holds a line that is not a JSON object",
-                ));
+            let Ok(value) = serde_json::from_slice::<Value>(line) else {
+                let e = bad_gateway("the upstream service's stream holds a line that is not JSON");
+                return (out.freeze(), Some(e));
             };
-            out.extend_from_slice(line);
-            out.extend_from_slice(b"\n");
+            let Some(object) = value.as_object() else {
+                let e = bad_gateway(
+                    "the upstream service's stream holds a line that is not a JSON object",
+                );
+                return (out.freeze(), Some(e));
+            };
             if object.len() == 1 && object.contains_key("error") {
-                return Ok((out.freeze(), true));
+                let error = &object["error"];
+                let code = error
+                    .get("code")
+                    .and_then(Value::as_str)
+                    .and_then(passed_on);
+                let message = error.get("message").and_then(Value::as_str);
+                let e = match (code, message) {
+                    (Some(code), Some(message)) => {
+                        Error::new(code, printable(message, MAX_MESSAGE_CHARS))
+                            .with_reason("upstream_refused")
+                    }
+                    _ => bad_gateway("the upstream service's stream ended with an error"),
+                };
+                return (out.freeze(), Some(e));
             }
             if let Some(output) = &self.output {
                 if let Some(e) = output.iter_errors(&value).next() {
-                    return Err(bad_gateway(format!(
+                    let e = bad_gateway(format!(
                         "a line of the upstream service's stream does not match its output schema: {}",
                         describe(&e)
-                    )));
+                    ));
+                    return (out.freeze(), Some(e));
                 }
             }
+            out.extend_from_slice(line);
+            out.extend_from_slice(b"\n");
         }
-        Ok((out.freeze(), false))
+        (out.freeze(), None)
     }
+}
+
+/// The validator of a declared schema: JSON Schema 2020-12 with `format` asserted (an `email` must be one),
+/// and no reference ever fetched (the crate is built without its remote resolvers).
+pub(crate) fn validator(schema: &Value) -> Result<jsonschema::Validator, String> {
+    jsonschema::options()
+        .with_draft(jsonschema::Draft::Draft202012)
+        .should_validate_formats(true)
+        .build(schema)
+        .map_err(|e| e.to_string())
 }
 
 enum ReadFailure {
@@ -378,6 +406,20 @@ async fn read_limited(
             }
         }
     }
+}
+
+/// The contract code an upstream's error may pass on to the client: one that describes the call itself. Not
+/// `internal` (its text is the service's internals), nor the codes whose meaning belongs to the gateway's own
+/// checks and headers: `unauthenticated` (a client would drop a good token), `rate_limited` (without the
+/// gateway's `Retry-After`), `method_not_allowed`.
+fn passed_on(name: &str) -> Option<Code> {
+    Code::ALL.into_iter().find(|c| {
+        c.as_str() == name
+            && !matches!(
+                c,
+                Code::Internal | Code::Unauthenticated | Code::RateLimited | Code::MethodNotAllowed
+            )
+    })
 }
 
 fn bad_gateway(message: impl Into<String>) -> Error {

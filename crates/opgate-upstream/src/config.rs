@@ -223,7 +223,7 @@ pub fn parse(
             (None, None) => Value::Object(Default::default()),
         };
         if let Some(input) = &input_schema {
-            if let Ok(validator) = jsonschema::draft202012::new(input) {
+            if let Ok(validator) = crate::call::validator(input) {
                 if let Some(e) = validator.iter_errors(&example).next() {
                     problem(if declared {
                         format!(
@@ -354,11 +354,26 @@ fn schema(
         ));
         return None;
     }
+    // Schemas are JSON Schema 2020-12, and validated as such: another draft named in `$schema` would be read
+    // with other rules than its author meant (draft-07's `dependencies` is no keyword in 2020-12).
+    if let Some(named) = value.get("$schema") {
+        let draft_2020_12 = named
+            .as_str()
+            .map(|uri| uri.trim_end_matches('#'))
+            .is_some_and(|uri| uri == "https://json-schema.org/draft/2020-12/schema");
+        if !draft_2020_12 {
+            problem(format!(
+                "`{field}`: `$schema` must be absent or https://json-schema.org/draft/2020-12/schema (schemas are \
+                 JSON Schema 2020-12)"
+            ));
+            return None;
+        }
+    }
     if let Err(e) = jsonschema::meta::validate(&value) {
         problem(format!("`{field}` is not a valid JSON Schema: {e}"));
         return None;
     }
-    if let Err(e) = jsonschema::draft202012::new(&value) {
+    if let Err(e) = crate::call::validator(&value) {
         problem(format!("`{field}` does not compile: {e}"));
         return None;
     }

@@ -224,6 +224,25 @@ async fn answer(
             Ok(Bytes::from_static(b"{\"i\": 0}\n")),
             Ok(Bytes::from_static(b"not json\n")),
         ])),
+        "/errline" => ndjson(futures_util::stream::iter([
+            Ok(Bytes::from_static(b"{\"i\": 0}\n{\"i\": 1}\n")),
+            Ok(Bytes::from_static(
+                b"{\"error\": {\"code\": \"internal\", \"message\": \"Traceback: password=hunter2\"}}\n",
+            )),
+        ])),
+        "/trickle" => {
+            // A byte at a time, never a whole line.
+            let bytes = futures_util::stream::iter(0..100).then(|_| async {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                Ok(Bytes::from_static(b" "))
+            });
+            ndjson(bytes)
+        }
+        "/unauthenticated" => full(
+            401,
+            "application/json",
+            r#"{"error": {"code": "unauthenticated", "message": "the service does not know you"}}"#,
+        ),
         "/slow" => {
             tokio::time::sleep(Duration::from_secs(3)).await;
             full(200, "application/json", "{}")
