@@ -558,11 +558,16 @@ impl KeyStore for PgStore {
                     changes.hashes.push(row.try_get(1).map_err(pg)?);
                 }
                 if changes.hashes.is_empty() {
-                    changes.last = tx
+                    // Nothing after `after`: stay there. This is a second statement with a snapshot of its
+                    // own: jumping to the log's end here skipped a change committed between the two (its key
+                    // stayed cached on other instances until the TTL). Only a log that ends before `after`
+                    // (the first read, or a restored database) moves the follower back to its end.
+                    let end: i64 = tx
                         .query_one("SELECT coalesce(max(seq), 0) FROM key_changes", &[])
                         .await?
                         .try_get(0)
                         .map_err(pg)?;
+                    changes.last = end.min(after);
                 }
                 Ok(changes)
             })

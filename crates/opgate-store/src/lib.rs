@@ -506,7 +506,8 @@ pub trait KeyStore: Send + Sync + 'static {
     /// The key `id` in whichever organization holds it (offline administration).
     async fn find_key(&self, id: &str) -> Result<Option<KeyRecord>, StoreError>;
     /// The key changes logged after position `after` (at most a bounded number per call; `after = 0` from
-    /// the start). With no newer change, `last` is the newest position, so a follower can start from there.
+    /// the start). With no newer change, `last` is `after`, or the log's end when that is before `after` (a
+    /// follower starts from `i64::MAX`); never a position it has not read the changes up to.
     async fn key_changes(&self, after: i64) -> Result<KeyChanges, StoreError>;
     /// Deletes change-log entries older than `before` (unix seconds).
     async fn trim_key_changes(&self, before: i64) -> Result<(), StoreError>;

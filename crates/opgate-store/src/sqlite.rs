@@ -645,10 +645,13 @@ impl KeyStore for SqliteStore {
                 changes.hashes.push(hash);
             }
             if changes.hashes.is_empty() {
-                changes.last =
+                // Nothing after `after`: stay there (a change committed since this read belongs to the next
+                // one), unless the log ends before it (the first read, or a log restored from a backup).
+                let end: i64 =
                     conn.query_row("SELECT coalesce(max(seq), 0) FROM key_changes", [], |r| {
                         r.get(0)
                     })?;
+                changes.last = end.min(after);
             }
             Ok(changes)
         })
