@@ -17,7 +17,7 @@ start() {
   "$@" 2>"$WORK/$name.log" &
   PID=$!
   PIDS+=("$PID")
-  for _ in $(seq 1 200); do
+  for _ in $(seq 1 "${START_TRIES:-200}"); do
     ADDR=$(grep -o 'listening on [^ ]*' "$WORK/$name.log" | head -1 | sed 's/listening on //; s#http://##') || true
     [ -n "$ADDR" ] && return 0
     sleep 0.05

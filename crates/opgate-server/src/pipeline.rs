@@ -158,9 +158,11 @@ fn log(request_id: &str, trace: &Trace, status: u16, started: Instant) {
     if status == 429 {
         metrics::counter!("opgate_rate_limited_total").increment(1);
     }
+    // The request id (`[A-Za-z0-9._:-]`) and the operation id need no quoting or escaping: written as they are
+    // (`%`). A principal id may be a session's subject, with spaces: quoted, so it cannot forge a field.
     tracing::info!(
-        request_id,
-        op = trace.op.unwrap_or("-"),
+        request_id = %request_id,
+        op = %trace.op.unwrap_or("-"),
         principal = trace.principal.as_ref().map_or("-", |p| p.id.as_str()),
         status,
         latency_us = elapsed.as_micros() as u64,
