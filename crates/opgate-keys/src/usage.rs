@@ -3,7 +3,10 @@
 //! to storage in one batch at most a second later, and once more on shutdown.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, RandomState};
+use std::hash::BuildHasher;
+
+/// Keys are key ids: foldhash with a random seed, cheaper per request than SipHash.
+type RandomState = foldhash::fast::RandomState;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -13,7 +16,7 @@ const SHARDS: usize = 16;
 
 /// Pending key usage, waiting for the next flush.
 pub struct UsageRecorder {
-    shards: [Mutex<HashMap<String, KeyUsage>>; SHARDS],
+    shards: [Mutex<HashMap<String, KeyUsage, RandomState>>; SHARDS],
     hasher: RandomState,
     store: Arc<dyn KeyStore>,
 }
@@ -23,7 +26,7 @@ impl UsageRecorder {
     pub fn new(store: Arc<dyn KeyStore>) -> Self {
         UsageRecorder {
             shards: Default::default(),
-            hasher: RandomState::new(),
+            hasher: RandomState::default(),
             store,
         }
     }

@@ -2,14 +2,18 @@
 //! the [`Slot`] drops. Sharded so that no lock is global.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash, RandomState};
+use std::hash::{BuildHasher, Hash};
+
+/// Keys here are principals and client addresses: foldhash with a random seed per table, far cheaper per
+/// request than SipHash and still unpredictable to a client.
+type RandomState = foldhash::fast::RandomState;
 use std::sync::{Arc, Mutex};
 
 const SHARDS: usize = 16;
 
 /// Slots per key, at most `max` each.
 pub(crate) struct Slots<K> {
-    shards: Vec<Mutex<HashMap<K, u32>>>,
+    shards: Vec<Mutex<HashMap<K, u32, RandomState>>>,
     hasher: RandomState,
     max: u32,
 }
@@ -25,12 +29,12 @@ impl<K: Hash + Eq + Clone> Slots<K> {
     pub(crate) fn new(max: usize) -> Arc<Self> {
         Arc::new(Slots {
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
-            hasher: RandomState::new(),
+            hasher: RandomState::default(),
             max: u32::try_from(max.max(1)).unwrap_or(u32::MAX),
         })
     }
 
-    fn shard(&self, key: &K) -> &Mutex<HashMap<K, u32>> {
+    fn shard(&self, key: &K) -> &Mutex<HashMap<K, u32, RandomState>> {
         &self.shards[self.hasher.hash_one(key) as usize % SHARDS]
     }
 
