@@ -541,9 +541,10 @@ impl KeyStore for PgStore {
     }
 
     async fn key_changes(&self, after: i64) -> Result<KeyChanges, StoreError> {
-        self.read(move |tx| {
+        // On a connection of its own: see `Inner::follower`.
+        self.on_follower_connection(move |client| {
             Box::pin(async move {
-                let rows = tx
+                let rows = client
                     .query(
                         "SELECT seq, key_hash FROM key_changes WHERE seq > $1 ORDER BY seq LIMIT 10000",
                         &[&after],
@@ -554,19 +555,18 @@ impl KeyStore for PgStore {
                     hashes: Vec::with_capacity(rows.len()),
                 };
                 for row in &rows {
-                    changes.last = row.try_get(0).map_err(pg)?;
-                    changes.hashes.push(row.try_get(1).map_err(pg)?);
+                    changes.last = row.try_get(0)?;
+                    changes.hashes.push(row.try_get(1)?);
                 }
                 if changes.hashes.is_empty() {
                     // Nothing after `after`: stay there. This is a second statement with a snapshot of its
                     // own: jumping to the log's end here skipped a change committed between the two (its key
                     // stayed cached on other instances until the TTL). Only a log that ends before `after`
                     // (the first read, or a restored database) moves the follower back to its end.
-                    let end: i64 = tx
+                    let end: i64 = client
                         .query_one("SELECT coalesce(max(seq), 0) FROM key_changes", &[])
                         .await?
-                        .try_get(0)
-                        .map_err(pg)?;
+                        .try_get(0)?;
                     changes.last = end.min(after);
                 }
                 Ok(changes)

@@ -71,6 +71,10 @@ struct Inner {
     hooks: Hooks,
     /// Woken by the `LISTEN` task (started on first use).
     signal: std::sync::Mutex<Option<Arc<tokio::sync::Notify>>>,
+    /// A connection of its own for reading the key change log: the follower must catch up even when request
+    /// traffic holds every pooled connection (which it does exactly when the follower is behind and every
+    /// authentication reads the database).
+    follower: tokio::sync::Mutex<Option<tokio_postgres::Client>>,
 }
 
 /// The PostgreSQL store. Cheap to clone; clones share the pool.
@@ -243,6 +247,7 @@ impl PgStore {
                 closed: AtomicBool::new(false),
                 hooks: Hooks::default(),
                 signal: std::sync::Mutex::new(None),
+                follower: tokio::sync::Mutex::new(None),
             }),
         })
     }
@@ -472,16 +477,65 @@ impl PgStore {
         signal
     }
 
+    /// Runs `read` on the follower's own connection (connecting it first, or again after a failure), within
+    /// [`POOL_WAIT`]; a connection that fails or does not answer in time is dropped, to be made anew next time.
+    pub(crate) async fn on_follower_connection<T>(
+        &self,
+        read: impl for<'c> FnOnce(
+            &'c tokio_postgres::Client,
+        ) -> futures_util::future::BoxFuture<
+            'c,
+            Result<T, tokio_postgres::Error>,
+        >,
+    ) -> Result<T, StoreError> {
+        if self.inner.closed.load(Ordering::SeqCst) {
+            return Err(StoreError::Closed);
+        }
+        let mut slot = self.inner.follower.lock().await;
+        if slot.as_ref().is_none_or(|client| client.is_closed()) {
+            let connected =
+                tokio::time::timeout(POOL_WAIT, self.inner.config.connect(tokio_postgres::NoTls))
+                    .await
+                    .map_err(|_| StoreError::Postgres {
+                        code: None,
+                        message: "connecting for the key change log timed out".into(),
+                    })?
+                    .map_err(pg)?;
+            let (client, connection) = connected;
+            tokio::spawn(async move {
+                let _ = connection.await;
+            });
+            *slot = Some(client);
+        }
+        let client = slot.as_ref().expect("connected above");
+        let result = tokio::time::timeout(POOL_WAIT, read(client)).await;
+        match result {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) => {
+                *slot = None;
+                Err(pg(e))
+            }
+            Err(_) => {
+                *slot = None;
+                Err(StoreError::Postgres {
+                    code: None,
+                    message: "reading the key change log timed out".into(),
+                })
+            }
+        }
+    }
+
     /// Whether the database answers.
     pub async fn ping(&self) -> Result<(), StoreError> {
         self.read(|tx| Box::pin(async move { tx.batch("SELECT 1").await }))
             .await
     }
 
-    /// Refuses new work and closes the pool's connections.
+    /// Refuses new work and closes the pool's connections and the change-log follower's.
     pub async fn close(&self) {
         self.inner.closed.store(true, Ordering::SeqCst);
         self.inner.pool.close();
+        *self.inner.follower.lock().await = None;
     }
 }
 
