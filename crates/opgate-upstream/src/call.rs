@@ -208,25 +208,13 @@ impl Inner {
     /// A non-2xx answer: passed on when it is the contract's error body with the status its code has (a
     /// service behind the gateway speaking the gateway's language), else `bad_gateway` naming the status only.
     async fn refusal(&self, response: reqwest::Response, deadline: Instant) -> Error {
-        #[derive(serde::Deserialize)]
-        struct Body {
-            error: Inner,
-        }
-        #[derive(serde::Deserialize)]
-        struct Inner {
-            code: String,
-            message: String,
-        }
         let status = response.status().as_u16();
-        if let Ok(bytes) = read_limited(response, MAX_ERROR_BYTES, deadline).await {
-            if let Ok(body) = serde_json::from_slice::<Body>(&bytes) {
-                if let Some(code) = passed_on(&body.error.code).filter(|c| c.status() == status) {
-                    return Error::new(code, printable(&body.error.message, MAX_MESSAGE_CHARS))
-                        .with_reason("upstream_refused");
-                }
-            }
-        }
-        bad_gateway(format!("the upstream service answered {status}"))
+        let passed = read_limited(response, MAX_ERROR_BYTES, deadline)
+            .await
+            .ok()
+            .and_then(|bytes| serde_json::from_slice::<Value>(&bytes).ok())
+            .and_then(|body| refused(body.get("error")?, Some(status)));
+        passed.unwrap_or_else(|| bad_gateway(format!("the upstream service answered {status}")))
     }
 
     /// The upstream's NDJSON as whole lines, read only as fast as the client takes them (flat memory), each
@@ -339,19 +327,9 @@ impl Inner {
                 return (out.freeze(), Some(e));
             };
             if object.len() == 1 && object.contains_key("error") {
-                let error = &object["error"];
-                let code = error
-                    .get("code")
-                    .and_then(Value::as_str)
-                    .and_then(passed_on);
-                let message = error.get("message").and_then(Value::as_str);
-                let e = match (code, message) {
-                    (Some(code), Some(message)) => {
-                        Error::new(code, printable(message, MAX_MESSAGE_CHARS))
-                            .with_reason("upstream_refused")
-                    }
-                    _ => bad_gateway("the upstream service's stream ended with an error"),
-                };
+                let e = refused(&object["error"], None).unwrap_or_else(|| {
+                    bad_gateway("the upstream service's stream ended with an error")
+                });
                 return (out.freeze(), Some(e));
             }
             if let Some(output) = &self.output {
@@ -420,6 +398,16 @@ fn passed_on(name: &str) -> Option<Code> {
                 Code::Internal | Code::Unauthenticated | Code::RateLimited | Code::MethodNotAllowed
             )
     })
+}
+
+/// The upstream's own error (`{"code": …, "message": …}`, the inside of the contract's error body) as the
+/// gateway passes it on: a code [`passed_on`] allows (with `status`, when the answer had one, the status that
+/// code has), the message cleaned and cut. `None` when it is not that.
+fn refused(error: &Value, status: Option<u16>) -> Option<Error> {
+    let code = passed_on(error.get("code")?.as_str()?)
+        .filter(|code| status.is_none_or(|status| code.status() == status))?;
+    let message = error.get("message")?.as_str()?;
+    Some(Error::new(code, printable(message, MAX_MESSAGE_CHARS)).with_reason("upstream_refused"))
 }
 
 fn bad_gateway(message: impl Into<String>) -> Error {
